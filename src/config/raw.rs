@@ -1,0 +1,105 @@
+//! The config file exactly as written: serde structs mirroring the TOML, with
+//! spans kept on every value that later validation may reject, so an error can
+//! name its line. Nothing here leaves the `config` module.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::RawSize;
+
+pub type Text = Spanned<String>;
+pub type Size = Spanned<RawSize>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub upstream: Vec<RawUpstream>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<Vec<Text>>>,
+    pub shards: Option<Spanned<i64>>,
+    pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub shutdown_timeout: Option<Text>,
+    #[serde(default)]
+    pub tuning: RawTuning,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTuning {
+    pub io_memory: Option<Size>,
+    pub ring_depth: Option<Spanned<i64>>,
+    pub spin_before_park: Option<Text>,
+    pub preempt_timer: Option<Text>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub backlog: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub max_header_bytes: Option<Size>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_uri_length: Option<Size>,
+    pub max_body_size: Option<Size>,
+    pub buffer_size: Option<Size>,
+    pub x_forwarded_for: Option<bool>,
+    pub x_forwarded_proto: Option<bool>,
+    pub x_forwarded_host: Option<bool>,
+    pub via: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub client_header: Option<Text>,
+    pub client_keepalive: Option<Text>,
+    pub upstream_connect: Option<Text>,
+    pub upstream_first_byte: Option<Text>,
+    pub body_idle: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Text,
+    pub servers: Spanned<Vec<RawServerEntry>>,
+    pub keepalive: Option<Spanned<i64>>,
+    pub keepalive_timeout: Option<Text>,
+}
+
+/// `"host:port"` or `{ addr = "host:port", weight = 3 }`. No spans inside:
+/// toml cannot give spans through an untagged enum, so errors point at the list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawServerEntry {
+    Plain(String),
+    Weighted(RawWeightedServer),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedServer {
+    pub addr: String,
+    pub weight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<Text>,
+    pub path_prefix: Option<Text>,
+    pub upstream: Text,
+}

@@ -1,0 +1,231 @@
+//! Writes the head a message carries to the other side of the proxy: hop-by-hop
+//! fields removed (RFC 9110 §7.6.1), forwarding fields added, every other
+//! field passed on in its original order and case.
+//!
+//! Output goes into a per-connection `Vec` that is cleared, never shrunk, so
+//! the steady state allocates nothing.
+
+use super::head::{Fields, HeaderKind, RequestHead, ResponseHead};
+
+/// Which forwarding fields to add, from `[http]` in the config.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardOptions {
+    pub x_forwarded_for: bool,
+    pub x_forwarded_proto: bool,
+    pub x_forwarded_host: bool,
+    pub via: bool,
+}
+
+/// Our Via entry (RFC 9110 §7.6.3): protocol version and a pseudonym.
+pub const VIA: &[u8] = b"1.1 shardproxy";
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Pushes `name: value, extra` — used to append to X-Forwarded-For and Via.
+fn push_appended(out: &mut Vec<u8>, name: &[u8], value: &[u8], extra: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    if !value.is_empty() {
+        out.extend_from_slice(value);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a field must not cross the proxy.
+#[inline]
+fn is_hop_by_hop(fields: &Fields, buf: &[u8], kind: HeaderKind, name: &[u8]) -> bool {
+    kind == HeaderKind::HopByHop
+        || (!fields.connection_options.is_empty() && fields.is_connection_option(buf, name))
+}
+
+fn last_of(fields: &Fields, kind: HeaderKind) -> Option<usize> {
+    fields.headers.iter().rposition(|h| h.kind == kind)
+}
+
+/// Writes the request head to send upstream. Always HTTP/1.1 with a persistent
+/// connection; `Expect` is dropped because the proxy answers 100-continue itself.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client_ip: &[u8],
+    opts: ForwardOptions,
+) {
+    let fields = &head.fields;
+    out.extend_from_slice(head.method.of(buf));
+    out.push(b' ');
+    out.extend_from_slice(head.target.of(buf));
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let last_xff = last_of(fields, HeaderKind::XForwardedFor);
+    let last_via = last_of(fields, HeaderKind::Via);
+    for (i, h) in fields.headers.iter().enumerate() {
+        let (name, value) = (h.name.of(buf), h.value.of(buf));
+        if is_hop_by_hop(fields, buf, h.kind, name) {
+            continue;
+        }
+        match h.kind {
+            HeaderKind::Expect => {}
+            HeaderKind::XForwardedFor if opts.x_forwarded_for && Some(i) == last_xff => {
+                push_appended(out, name, value, client_ip)
+            }
+            HeaderKind::Via if opts.via && Some(i) == last_via => {
+                push_appended(out, name, value, VIA)
+            }
+            // What a client claims about the original scheme and host is not trusted: ours replace it.
+            HeaderKind::XForwardedProto if opts.x_forwarded_proto => {}
+            HeaderKind::XForwardedHost if opts.x_forwarded_host => {}
+            _ => push_field(out, name, value),
+        }
+    }
+    if opts.x_forwarded_for && last_xff.is_none() {
+        push_field(out, b"X-Forwarded-For", client_ip);
+    }
+    if opts.x_forwarded_proto {
+        push_field(out, b"X-Forwarded-Proto", b"http");
+    }
+    if let (true, Some(host)) = (opts.x_forwarded_host, head.host) {
+        push_field(out, b"X-Forwarded-Host", host.of(buf));
+    }
+    if opts.via && last_via.is_none() {
+        push_field(out, b"Via", VIA);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the client side of a response is framed.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientFraming {
+    /// Send `Connection: close` and close after the body.
+    pub close: bool,
+    /// The client speaks HTTP/1.0 (needs an explicit `Connection: keep-alive`).
+    pub http10: bool,
+    /// The body is sent de-chunked (HTTP/1.0 client): drop Transfer-Encoding.
+    pub dechunk: bool,
+}
+
+/// Writes the response head to send to the client.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    via: bool,
+    framing: ClientFraming,
+) {
+    let fields = &head.fields;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, head.status);
+    out.push(b' ');
+    out.extend_from_slice(head.reason.of(buf));
+    out.extend_from_slice(b"\r\n");
+    let last_via = last_of(fields, HeaderKind::Via);
+    for (i, h) in fields.headers.iter().enumerate() {
+        let (name, value) = (h.name.of(buf), h.value.of(buf));
+        if is_hop_by_hop(fields, buf, h.kind, name) {
+            continue;
+        }
+        match h.kind {
+            HeaderKind::TransferEncoding if framing.dechunk => {}
+            HeaderKind::Via if via && Some(i) == last_via => push_appended(out, name, value, VIA),
+            _ => push_field(out, name, value),
+        }
+    }
+    if via && last_via.is_none() {
+        push_field(out, b"Via", VIA);
+    }
+    if framing.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if framing.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    let digits = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    out.extend_from_slice(&digits);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_request, parse_response, Limits, Method};
+
+    const LIMITS: Limits = Limits {
+        max_head_bytes: 8192,
+        max_headers: 100,
+        max_uri_length: 1024,
+    };
+    const ALL: ForwardOptions = ForwardOptions {
+        x_forwarded_for: true,
+        x_forwarded_proto: true,
+        x_forwarded_host: true,
+        via: true,
+    };
+
+    fn rewrite_request(raw: &str, opts: ForwardOptions) -> String {
+        let mut head = RequestHead::default();
+        assert!(parse_request(raw.as_bytes(), &LIMITS, &mut head).unwrap());
+        let mut out = Vec::new();
+        write_request_head(&mut out, raw.as_bytes(), &head, b"10.0.0.1", opts);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_hop_by_hop_removed_and_forwarding_added() {
+        let raw = "GET /x HTTP/1.1\r\nHost: a.example\r\nX-Up: 1\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n\
+                   Keep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTrailer: y\r\nx-down: 2\r\n\r\n";
+        let out = rewrite_request(raw, ALL);
+        assert_eq!(
+            out,
+            "GET /x HTTP/1.1\r\nHost: a.example\r\nX-Up: 1\r\nx-down: 2\r\nX-Forwarded-For: 10.0.0.1\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: a.example\r\nVia: 1.1 shardproxy\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_appends_to_existing_chain() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-for: 1.2.3.4\r\nVia: 1.0 other\r\nX-Forwarded-Proto: https\r\n\r\n";
+        let none = ForwardOptions {
+            x_forwarded_for: true,
+            x_forwarded_proto: false,
+            x_forwarded_host: false,
+            via: true,
+        };
+        let out = rewrite_request(raw, none);
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-for: 1.2.3.4, 10.0.0.1\r\nVia: 1.0 other, 1.1 shardproxy\r\n\
+             X-Forwarded-Proto: https\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_head_for_http10_client() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nX-A: b\r\n\r\n";
+        let mut head = ResponseHead::default();
+        assert!(parse_response(raw, &LIMITS, Method::Get, &mut head).unwrap());
+        let mut out = Vec::new();
+        let framing = ClientFraming {
+            close: true,
+            http10: true,
+            dechunk: true,
+        };
+        write_response_head(&mut out, raw, &head, false, framing);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n"
+        );
+    }
+}
