@@ -1,0 +1,23 @@
+//! Integration tests for shardproxy: the real binary, a real origin on an
+//! ephemeral loopback port and raw-socket clients. One module per area; the
+//! harness lives in `support/`. Every proxy-facing test runs with 1 and with
+//! 2 shards.
+
+mod support;
+
+#[path = "proxy/bodies.rs"]
+mod bodies;
+#[path = "proxy/cli.rs"]
+mod cli;
+#[path = "proxy/forwarding.rs"]
+mod forwarding;
+#[path = "proxy/limits.rs"]
+mod limits;
+#[path = "proxy/shutdown.rs"]
+mod shutdown;
+#[path = "proxy/strict_parsing.rs"]
+mod strict_parsing;
+#[path = "proxy/timeouts.rs"]
+mod timeouts;
+#[path = "proxy/upstream_failures.rs"]
+mod upstream_failures;

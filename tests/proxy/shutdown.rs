@@ -1,0 +1,103 @@
+//! Graceful shutdown on SIGTERM: listeners close, a request in flight still
+//! gets its complete response, idle keep-alive connections are closed at
+//! once, and the process exits with status 0.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::origin::{self, After};
+use crate::support::*;
+
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn proxy_for_shutdown(origin: &Origin, shards: usize) -> Proxy {
+    Proxy::start(&ProxyConfig::for_origin(shards, origin.addr()).set(
+        "server",
+        "shutdown_timeout",
+        r#""10s""#,
+    ))
+}
+
+/// Polls until connecting to `proxy` is refused, i.e. every shard has closed
+/// its listener; `false` if that did not happen within `limit`.
+fn stops_accepting_within(proxy: &Proxy, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect_timeout(&proxy.addr(), Duration::from_millis(100)).is_ok() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[test]
+fn listeners_close_on_sigterm() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let mut proxy = proxy_for_shutdown(&origin, shards);
+        proxy.send_sigterm();
+        assert!(
+            stops_accepting_within(&proxy, Duration::from_secs(3)),
+            "the proxy still accepts connections 3s after SIGTERM"
+        );
+        assert!(proxy.wait_for_exit(Duration::from_secs(3)).success());
+    });
+}
+
+#[test]
+fn request_in_flight_completes_after_sigterm() {
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let origin = Origin::start(move |_, stream| {
+            held.wait();
+            origin::send_ok(stream, b"finished after SIGTERM");
+            After::KeepAlive
+        });
+        let mut proxy = proxy_for_shutdown(&origin, shards);
+        let mut client = proxy.client();
+        client.send(client::request_head("GET", "/in-flight").as_bytes());
+        origin.wait_for_requests(1);
+        proxy.send_sigterm();
+        // Let the shutdown begin before the response goes (whether listeners
+        // close is `listeners_close_on_sigterm`'s business).
+        stops_accepting_within(&proxy, Duration::from_secs(2));
+        gate.open();
+        let response = client.read_response("GET");
+        assert_status(&response, 200);
+        assert_eq!(response.body_text(), "finished after SIGTERM");
+        let status = proxy.wait_for_exit(SHUTDOWN_TIMEOUT);
+        assert!(
+            status.success(),
+            "the proxy exited with {status} after a graceful shutdown"
+        );
+    });
+}
+
+#[test]
+fn idle_connection_is_closed_promptly_on_sigterm() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let mut proxy = proxy_for_shutdown(&origin, shards);
+        let mut client = proxy.client();
+        assert_status(&client.get("/before"), 200);
+        let signalled = Instant::now();
+        proxy.send_sigterm();
+        let received = client.expect_closed();
+        assert!(
+            received.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        // Well under shutdown_timeout: idle connections are not waited for.
+        let limit = Duration::from_secs(3);
+        assert!(
+            signalled.elapsed() < limit,
+            "the idle connection was closed only after {:?}",
+            signalled.elapsed()
+        );
+        let status = proxy.wait_for_exit(limit);
+        assert!(status.success(), "the proxy exited with {status}");
+    });
+}

@@ -1,0 +1,119 @@
+//! Client-side timeouts: a request head that does not complete within
+//! `client_header` (408 then close, also when trickled byte by byte), an idle
+//! keep-alive connection past `client_keepalive`, and a request body that
+//! stalls past `body_idle`. Each timeout is 300ms; the tests allow seconds.
+
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::origin;
+use crate::support::*;
+
+/// Longest the proxy may take to act on a 300ms timeout.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
+
+fn proxy_with_timeout(origin: &Origin, shards: usize, key: &str) -> Proxy {
+    Proxy::start(&ProxyConfig::for_origin(shards, origin.addr()).timeout(key, "300ms"))
+}
+
+/// Waits for the proxy to close `client`; returns what it sent and when.
+fn closed_within_slack(client: &mut Client, since: Instant) -> Vec<u8> {
+    let received = client.expect_closed();
+    let waited = since.elapsed();
+    assert!(
+        waited < TIMEOUT_SLACK,
+        "a 300ms timeout closed the connection only after {waited:?}"
+    );
+    received
+}
+
+/// Asserts the proxy sent nothing, or a 408.
+fn assert_nothing_or_408(received: &[u8]) {
+    assert!(
+        received.is_empty() || received.starts_with(b"HTTP/1.1 408"),
+        "expected a 408 or nothing, got {:?}",
+        String::from_utf8_lossy(received)
+    );
+}
+
+#[test]
+fn partial_head_times_out_with_408() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = proxy_with_timeout(&origin, shards, "client_header");
+        let mut client = proxy.client();
+        let started = Instant::now();
+        client.send(format!("GET /slow HTTP/1.1\r\nHost: {TEST_HOST}\r\n").as_bytes());
+        let received = closed_within_slack(&mut client, started);
+        assert!(
+            received.starts_with(b"HTTP/1.1 408"),
+            "expected a 408 before the close, got {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        assert_eq!(origin.heads(), 0);
+    });
+}
+
+#[test]
+fn trickled_head_still_times_out() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = proxy_with_timeout(&origin, shards, "client_header");
+        let mut client = proxy.client();
+        let mut trickle = client.stream().try_clone().unwrap();
+        let started = Instant::now();
+        // Slowloris: one byte every 50ms, never finishing the head; the
+        // deadline is for the whole head, not per read.
+        thread::spawn(move || {
+            for byte in b"GET /slowloris HTTP/1.1\r\nHost: test.example\r\nX-Trickle: "
+                .iter()
+                .cycle()
+            {
+                if trickle.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let received = closed_within_slack(&mut client, started);
+        assert_nothing_or_408(&received);
+    });
+}
+
+#[test]
+fn idle_keepalive_connection_is_closed() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = proxy_with_timeout(&origin, shards, "client_keepalive");
+        let mut client = proxy.client();
+        assert_status(&client.get("/once"), 200);
+        let idle_since = Instant::now();
+        let received = closed_within_slack(&mut client, idle_since);
+        assert!(
+            received.is_empty(),
+            "unexpected bytes on an idle connection: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+    });
+}
+
+#[test]
+fn stalled_request_body_closes_the_connection() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = proxy_with_timeout(&origin, shards, "body_idle");
+        let mut client = proxy.client();
+        let started = Instant::now();
+        client.send(
+            format!("POST /stall HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 100\r\n\r\nonly ten b").as_bytes(),
+        );
+        let received = closed_within_slack(&mut client, started);
+        assert_nothing_or_408(&received);
+        assert_eq!(
+            origin.request_count(),
+            0,
+            "the upstream got a complete request from a truncated body"
+        );
+    });
+}

@@ -1,0 +1,63 @@
+//! Test harness for the shardproxy integration tests: the proxy process
+//! (`proxy`), the scriptable origin (`origin`), the raw client (`client`),
+//! the HTTP framing reader they share (`wire`), body digests (`digest`), and
+//! the rule that every proxy-facing test runs with 1 and with 2 shards.
+
+pub mod client;
+pub mod digest;
+pub mod origin;
+pub mod proxy;
+pub mod wire;
+
+pub use client::{Client, Response, TEST_HOST};
+pub use digest::{BodyDigest, PatternBody};
+pub use origin::{Gate, Origin, Request};
+pub use proxy::{Proxy, ProxyConfig};
+pub use wire::ReadError;
+
+/// The shard counts every proxy-facing test runs with (the machine has 2 cores).
+pub const SHARD_COUNTS: [usize; 2] = [1, 2];
+
+/// Runs `test` once per shard count; the count is printed so a failure says
+/// which run failed.
+pub fn for_each_shard_count(test: impl Fn(usize)) {
+    for shards in SHARD_COUNTS {
+        eprintln!("==== running with {shards} shard(s)");
+        test(shards);
+    }
+}
+
+impl Proxy {
+    /// A proxy with the minimal config sending everything to `origin`.
+    pub fn in_front_of(origin: &Origin, shards: usize) -> Proxy {
+        Proxy::start(&ProxyConfig::for_origin(shards, origin.addr()))
+    }
+}
+
+/// Asserts `response` has `status`, showing the whole response otherwise.
+#[track_caller]
+pub fn assert_status(response: &Response, status: u16) {
+    assert_eq!(
+        response.status,
+        status,
+        "unexpected response:\n{}{}",
+        String::from_utf8_lossy(&response.head.raw),
+        response.body_text()
+    );
+}
+
+/// Asserts a proxy-generated error: `status`, a short text/plain body.
+#[track_caller]
+pub fn assert_error_response(response: &Response, status: u16) {
+    assert_status(response, status);
+    let content_type = response.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/plain"),
+        "a {status} from the proxy should be text/plain, got Content-Type {content_type:?}"
+    );
+    assert!(
+        !response.body.is_empty() && response.body.len() < 1024,
+        "a {status} from the proxy should have a short body, got {} bytes",
+        response.body.len()
+    );
+}
