@@ -11,6 +11,8 @@ mod bodies;
 mod cli;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
+#[path = "proxy/harness.rs"]
+mod harness;
 #[path = "proxy/limits.rs"]
 mod limits;
 #[path = "proxy/shutdown.rs"]

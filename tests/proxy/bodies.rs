@@ -131,7 +131,7 @@ fn large_response_body_is_streamed_to_client() {
         });
         let proxy = Proxy::in_front_of(&origin, shards);
         let mut client = proxy.client();
-        client.send(format!("GET /download HTTP/1.1\r\nHost: {TEST_HOST}\r\n\r\n").as_bytes());
+        client.send(client::request_head("GET", "/download").as_bytes());
         let head = client.read_head().expect("response head");
         assert_eq!(head.status, 200);
         assert_eq!(

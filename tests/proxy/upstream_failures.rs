@@ -4,12 +4,10 @@
 //! connection refused (502), no first byte in time (504) and a connect that
 //! never completes (504).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
-
 use crate::support::origin::{self, After};
+use crate::support::sockets;
 use crate::support::*;
 
 #[test]
@@ -45,7 +43,7 @@ fn upstream_closing_mid_body_closes_the_client_connection() {
         let proxy = Proxy::in_front_of(&origin, shards);
         for (path, _) in PARTIAL_RESPONSES {
             let mut client = proxy.client();
-            client.send(format!("GET {path} HTTP/1.1\r\nHost: {TEST_HOST}\r\n\r\n").as_bytes());
+            client.send(client::request_head("GET", path).as_bytes());
             let head = client
                 .read_head()
                 .expect("the response head is forwarded before the body");
@@ -136,10 +134,7 @@ fn malformed_upstream_responses_give_502() {
 #[test]
 fn refused_upstream_connection_gives_502() {
     for_each_shard_count(|shards| {
-        let closed_port = {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap()
-        };
+        let closed_port = sockets::closed_port();
         let config = ProxyConfig::new(shards)
             .upstream("o", &[closed_port])
             .route(None, "/", "o");
@@ -173,31 +168,12 @@ fn upstream_not_answering_in_time_gives_504() {
     });
 }
 
-/// A listener whose accept queue is full, so new SYNs are dropped and
-/// connecting to it hangs. The returned sockets must be kept alive.
-fn blackhole_listener() -> (SocketAddr, Socket, Vec<TcpStream>) {
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let mut queued = Vec::new();
-    for _ in 0..64 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(stream) => queued.push(stream),
-            Err(_) => return (addr, listener, queued),
-        }
-    }
-    panic!("could not fill the accept queue of {addr}");
-}
-
 #[test]
 fn upstream_connect_timeout_gives_504() {
     for_each_shard_count(|shards| {
-        let (addr, _listener, _queued) = blackhole_listener();
+        let blackhole = sockets::Blackhole::new();
         let config = ProxyConfig::new(shards)
-            .upstream("o", &[addr])
+            .upstream("o", &[blackhole.addr])
             .route(None, "/", "o")
             .timeout("upstream_connect", "300ms");
         let proxy = Proxy::start(&config);

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::wire::{tokens, Framing, ReadError, Wire};
+use super::wire::{find_header, owned_headers, tokens, Framing, ReadError, Wire};
 
 /// How long any single read or write may block.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,10 +26,7 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        find_header(&self.headers, name)
     }
 
     pub fn has_header(&self, name: &str) -> bool {
@@ -159,16 +156,7 @@ impl Client {
         Ok(ResponseHead {
             minor_version: parsed.version.unwrap_or(1),
             status: parsed.code.unwrap_or(0),
-            headers: parsed
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: owned_headers(parsed.headers),
             raw,
         })
     }

@@ -1,12 +1,14 @@
 //! Test harness for the shardproxy integration tests: the proxy process
 //! (`proxy`), the scriptable origin (`origin`), the raw client (`client`),
-//! the HTTP framing reader they share (`wire`), body digests (`digest`), and
+//! the HTTP framing reader they share (`wire`), body digests (`digest`),
+//! deliberately failing upstream addresses (`sockets`), and
 //! the rule that every proxy-facing test runs with 1 and with 2 shards.
 
 pub mod client;
 pub mod digest;
 pub mod origin;
 pub mod proxy;
+pub mod sockets;
 pub mod wire;
 
 pub use client::{Client, Response, TEST_HOST};

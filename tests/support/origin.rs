@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::digest::{BodyDigest, PatternBody};
-use super::wire::{tokens, Framing, ReadError, Wire};
+use super::wire::{find_header, owned_headers, tokens, Framing, ReadError, Wire};
 
 /// Bodies longer than this are only digested, not kept.
 const KEEP_BODY_BYTES: usize = 1024 * 1024;
@@ -39,10 +39,7 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        find_header(&self.headers, name)
     }
 }
 
@@ -237,16 +234,7 @@ fn parse_request_head(head: Vec<u8>) -> Option<Request> {
     Some(Request {
         method: parsed.method?.to_owned(),
         target: parsed.path?.to_owned(),
-        headers: parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
+        headers: owned_headers(parsed.headers),
         head,
         raw_body: Vec::new(),
         body: Vec::new(),
