@@ -1,0 +1,216 @@
+//! `loadtest origin`: a thread-per-core HTTP/1.1 keep-alive test origin.
+//!
+//! Every shard is a glommio LocalExecutor on its own pinned thread with its
+//! own SO_REUSEPORT listening socket per `--listen` address (built here with
+//! socket2 0.5 and handed to glommio by fd), so the kernel spreads
+//! connections over shards and shards share nothing but the static content
+//! and their stats counters. With port 0 the first socket picks the port and
+//! the others bind to the same one. `origin listening on ADDR` is printed per
+//! address once all sockets are bound, so scripts can read the port.
+//! Endpoints are listed in `routes`.
+
+mod conn;
+mod content;
+mod routes;
+
+use crate::cli::OriginArgs;
+use crate::util;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One shard's counters, on its own cache line; only that shard writes them,
+/// `/__stats` on any shard sums them all.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ShardCounters {
+    requests: AtomicU64,
+    connections: AtomicU64,
+    open: AtomicU64,
+}
+
+/// Everything a shard's connections share.
+pub struct ShardCtx {
+    index: usize,
+    counters: Arc<[ShardCounters]>,
+    default_size: u64,
+    date: conn::DateCache,
+}
+
+impl ShardCtx {
+    fn mine(&self) -> &ShardCounters {
+        &self.counters[self.index]
+    }
+
+    fn count_request(&self) {
+        self.mine().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn date(&self) -> [u8; 29] {
+        self.date.get()
+    }
+
+    /// `{"requests":N,"connections":M,"open_connections":K,"shards":S}`:
+    /// requests served (this one included) and connections accepted since start.
+    fn stats_json(&self) -> String {
+        let sum = |f: fn(&ShardCounters) -> &AtomicU64| -> u64 {
+            self.counters
+                .iter()
+                .map(|c| f(c).load(Ordering::Relaxed))
+                .sum()
+        };
+        format!(
+            "{{\"requests\":{},\"connections\":{},\"open_connections\":{},\"shards\":{}}}\n",
+            sum(|c| &c.requests),
+            sum(|c| &c.connections),
+            sum(|c| &c.open),
+            self.counters.len()
+        )
+    }
+}
+
+fn listen_socket(addr: SocketAddr) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s)
+}
+
+/// Binds `shards` sockets per address. Returns the fds per shard and the
+/// actual addresses (with the chosen port when port 0 was asked for).
+fn bind_all(
+    addrs: &[SocketAddr],
+    shards: usize,
+) -> Result<(Vec<Vec<RawFd>>, Vec<SocketAddr>), String> {
+    let mut per_shard: Vec<Vec<RawFd>> = vec![Vec::new(); shards];
+    let mut bound = Vec::new();
+    for &addr in addrs {
+        let first = listen_socket(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let actual = first
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| format!("cannot read bound address of {addr}"))?;
+        per_shard[0].push(first.into_raw_fd());
+        for fds in per_shard.iter_mut().skip(1) {
+            let s = listen_socket(actual)
+                .map_err(|e| format!("cannot listen on {actual} (extra shard): {e}"))?;
+            fds.push(s.into_raw_fd());
+        }
+        bound.push(actual);
+    }
+    Ok((per_shard, bound))
+}
+
+pub fn main(a: &OriginArgs) -> Result<(), String> {
+    let shards = a.shards.unwrap_or_else(util::cpu_count);
+    if shards == 0 {
+        return Err("--shards must be at least 1".into());
+    }
+    if a.listen.is_empty() {
+        return Err("at least one --listen address is needed".into());
+    }
+    if a.default_size > content::MAX_BODY {
+        return Err("--default-size must be at most 1 GiB".into());
+    }
+    util::raise_limits();
+    // Build the content (and its checksum table) before accepting traffic.
+    let _ = content::content();
+    let (fds, bound) = bind_all(&a.listen, shards)?;
+    let counters: Arc<[ShardCounters]> = (0..shards).map(|_| ShardCounters::default()).collect();
+
+    let mut handles = Vec::new();
+    for (index, fds) in fds.into_iter().enumerate() {
+        let cpu = util::cpu_for(index, a.cpus.as_ref());
+        let counters = counters.clone();
+        let default_size = a.default_size;
+        let h = std::thread::Builder::new()
+            .name(format!("origin-{index}"))
+            .spawn(move || shard(index, cpu, fds, counters, default_size))
+            .map_err(|e| format!("cannot start shard thread: {e}"))?;
+        handles.push(h);
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        for addr in &bound {
+            let _ = writeln!(out, "origin listening on {addr}");
+        }
+        let _ = out.flush();
+    }
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("an origin shard panicked".into()),
+        }
+    }
+    Ok(())
+}
+
+fn shard(
+    index: usize,
+    cpu: usize,
+    fds: Vec<RawFd>,
+    counters: Arc<[ShardCounters]>,
+    default_size: u64,
+) -> Result<(), String> {
+    util::pin_current_thread(cpu);
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("origin")
+        .io_memory(1 << 20)
+        .make()
+        .map_err(|e| format!("cannot start glommio executor: {e}"))?;
+    ex.run(async move {
+        let ctx = Rc::new(ShardCtx {
+            index,
+            counters,
+            default_size,
+            date: conn::DateCache::default(),
+        });
+        let accepts: Vec<_> = fds
+            .into_iter()
+            .map(|fd| {
+                // SAFETY: the fd is a bound, listening TCP socket that
+                // bind_all gave up ownership of; nothing else uses it.
+                let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                glommio::spawn_local(accept_loop(listener, ctx.clone()))
+            })
+            .collect();
+        for t in accepts {
+            t.await;
+        }
+    });
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let c = ctx.mine();
+                c.connections.fetch_add(1, Ordering::Relaxed);
+                c.open.fetch_add(1, Ordering::Relaxed);
+                let ctx = ctx.clone();
+                glommio::spawn_local(async move {
+                    conn::OriginConn::new(stream, ctx.clone()).serve().await;
+                    ctx.mine().open.fetch_sub(1, Ordering::Relaxed);
+                })
+                .detach();
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
