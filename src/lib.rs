@@ -1,10 +1,24 @@
-//! shardproxy: a thread-per-core io_uring HTTP/1.1 proxy.
+//! shardproxy: a thread-per-core io_uring HTTP/1.1 reverse proxy.
 //!
 //! # Layout
 //! - [`config`]: the TOML file, parsed raw and validated into typed values.
+//! - [`control`]: process lifecycle — starts shards, relays signals to them.
+//! - [`shard`]: one pinned glommio executor per core and everything it owns.
+//! - [`listener`]: SO_REUSEPORT listening sockets, one per shard per address.
+//! - [`proxy`]: a client connection's life and one request's trip upstream.
+//! - [`upstream`]: server selection and the per-shard keep-alive pool.
 //! - [`http`]: message syntax — head parsing, body framing, header rewriting.
+//! - [`buffer`]: the fixed per-connection read buffer.
+//! - [`preflight`]: turns a missing io_uring into a message with a fix.
 //!
 //! See `docs/ARCHITECTURE.md` for the shard model and the path of one request.
 
+pub mod buffer;
 pub mod config;
+pub mod control;
 pub mod http;
+pub mod listener;
+pub mod preflight;
+pub mod proxy;
+pub mod shard;
+pub mod upstream;

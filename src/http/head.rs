@@ -208,10 +208,8 @@ pub fn find_head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
                     return Ok(Some(i + 1));
                 }
             }
-            b'\r' => {
-                if i + 1 < buf.len() && buf[i + 1] != b'\n' {
-                    return Err(HeadError::Malformed("bare CR in header section"));
-                }
+            b'\r' if i + 1 < buf.len() && buf[i + 1] != b'\n' => {
+                return Err(HeadError::Malformed("bare CR in header section"));
             }
             0 => return Err(HeadError::Malformed("NUL in header section")),
             _ => {}

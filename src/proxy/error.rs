@@ -1,0 +1,78 @@
+//! Everything that can go wrong while proxying one request, and the one place
+//! where each failure becomes an HTTP status: client faults are 4xx, upstream
+//! faults 502/504, and some failures get no response at all (the client left).
+
+use std::io;
+
+use crate::http::{chunked::ChunkError, head::HeadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request head: {0}")]
+    BadRequest(#[from] HeadError),
+    #[error("bad request body: {0}")]
+    BadRequestBody(ChunkError),
+    #[error("no route for request")]
+    NoRoute,
+    #[error("request body over max_body_size")]
+    BodyTooLarge,
+    #[error("client sent the request head too slowly")]
+    ClientHeaderTimeout,
+    #[error("client stalled while sending the body")]
+    ClientBodyTimeout,
+    #[error("client connection lost: {0}")]
+    ClientGone(io::Error),
+    #[error("cannot connect to upstream: {0}")]
+    UpstreamConnect(io::Error),
+    #[error("upstream connect timed out")]
+    UpstreamConnectTimeout,
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("upstream closed the connection before a complete response")]
+    UpstreamClosed,
+    #[error("upstream I/O error: {0}")]
+    UpstreamIo(io::Error),
+    #[error("malformed upstream response: {0}")]
+    BadResponse(HeadError),
+    #[error("malformed upstream response body: {0}")]
+    BadResponseBody(ChunkError),
+}
+
+impl ProxyError {
+    /// The status to answer with, if the client can still be answered at all.
+    pub fn status(&self) -> Option<u16> {
+        Some(match self {
+            ProxyError::BadRequest(e) => match e {
+                HeadError::UriTooLong => 414,
+                HeadError::HeadTooLarge | HeadError::TooManyHeaders => 431,
+                HeadError::UnsupportedExpectation => 417,
+                HeadError::MethodNotImplemented => 501,
+                HeadError::Malformed(_) | HeadError::NotOriginForm => 400,
+            },
+            ProxyError::BadRequestBody(_) => 400,
+            ProxyError::NoRoute => 404,
+            ProxyError::BodyTooLarge => 413,
+            ProxyError::ClientHeaderTimeout | ProxyError::ClientBodyTimeout => 408,
+            ProxyError::ClientGone(_) => return None,
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamClosed
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::BadResponse(_)
+            | ProxyError::BadResponseBody(_) => 502,
+            ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => 504,
+        })
+    }
+
+    /// Whether the failure is the upstream's (logged as a warning) rather than the client's.
+    pub fn is_upstream(&self) -> bool {
+        self.status().is_some_and(|s| s >= 500)
+    }
+}
+
+/// Classifies an upstream read error.
+pub fn upstream_read_error(e: io::Error) -> ProxyError {
+    match e.kind() {
+        io::ErrorKind::TimedOut => ProxyError::UpstreamTimeout,
+        _ => ProxyError::UpstreamIo(e),
+    }
+}

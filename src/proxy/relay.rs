@@ -1,0 +1,111 @@
+//! Streaming a body from one socket to another through the reading side's
+//! buffer, in bounded memory whatever the body size: read into the buffer,
+//! let the body tracker say how much of it belongs to the body, write that
+//! much, repeat. Bytes past the body's end stay in the buffer for the next
+//! message.
+
+use std::{io, time::Duration};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::{
+    buffer::IoBuf,
+    http::{
+        body::BodyState,
+        chunked::{ChunkError, ChunkedDecoder},
+    },
+};
+
+/// Why a relay stopped early, by side, so callers can blame the right peer.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The sending side closed before the body ended.
+    SourceClosed,
+    SourceTimeout,
+    SourceIo(io::Error),
+    /// The body's framing was invalid.
+    Malformed(ChunkError),
+    /// The body grew past the configured limit.
+    TooLarge,
+    DestinationIo(io::Error),
+}
+
+/// Reads once from `src` into `buf`. `Ok(0)` means EOF.
+pub async fn read_some(
+    src: &mut TcpStream,
+    buf: &mut IoBuf,
+    timeout: Duration,
+) -> Result<usize, RelayError> {
+    // glommio arms a linked timeout on the read itself: no extra timer task.
+    let _ = src.set_read_timeout(Some(timeout));
+    match src.read(buf.spare()).await {
+        Ok(n) => {
+            buf.commit(n);
+            Ok(n)
+        }
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(RelayError::SourceTimeout),
+        Err(e) => Err(RelayError::SourceIo(e)),
+    }
+}
+
+/// Copies the rest of `body` from `src` to `dst`, verbatim (framing included).
+/// `payload_seen` counts payload bytes already forwarded, against `limit`.
+pub async fn relay_body(
+    src: &mut TcpStream,
+    buf: &mut IoBuf,
+    dst: &mut TcpStream,
+    body: &mut BodyState,
+    mut payload_seen: u64,
+    limit: Option<u64>,
+    idle: Duration,
+) -> Result<(), RelayError> {
+    while !body.is_done() {
+        if buf.is_empty() {
+            let n = read_some(src, buf, idle).await?;
+            if n == 0 {
+                return match body {
+                    BodyState::UntilClose => Ok(()),
+                    _ => Err(RelayError::SourceClosed),
+                };
+            }
+        }
+        let accepted = body.accept(buf.filled()).map_err(RelayError::Malformed)?;
+        payload_seen += accepted.payload;
+        if limit.is_some_and(|max| payload_seen > max) {
+            return Err(RelayError::TooLarge);
+        }
+        dst.write_all(&buf.filled()[..accepted.bytes])
+            .await
+            .map_err(RelayError::DestinationIo)?;
+        buf.consume(accepted.bytes);
+    }
+    Ok(())
+}
+
+/// Copies a chunked body from `src` to `dst` as plain payload bytes, for
+/// clients that cannot read chunked coding (HTTP/1.0); the connection is
+/// closed after, which is how such a client learns the body ended.
+pub async fn relay_dechunked(
+    src: &mut TcpStream,
+    buf: &mut IoBuf,
+    dst: &mut TcpStream,
+    idle: Duration,
+) -> Result<(), RelayError> {
+    let mut decoder = ChunkedDecoder::default();
+    while !decoder.is_done() {
+        if buf.is_empty() && read_some(src, buf, idle).await? == 0 {
+            return Err(RelayError::SourceClosed);
+        }
+        let step = decoder
+            .advance(buf.filled())
+            .map_err(RelayError::Malformed)?;
+        if let Some((start, end)) = step.data {
+            dst.write_all(&buf.filled()[start..end])
+                .await
+                .map_err(RelayError::DestinationIo)?;
+        }
+        buf.consume(step.consumed);
+    }
+    Ok(())
+}

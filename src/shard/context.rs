@@ -1,0 +1,77 @@
+//! Everything one shard owns: its view of the config, router, balancers,
+//! upstream pool and connection registry. Created on the shard's own thread and
+//! reached through an `Rc`; nothing in it is shared with another shard except
+//! the read-only `Arc<Config>`.
+
+use std::{cell::Cell, sync::Arc};
+
+use crate::{
+    config::Config,
+    http::{head::Limits, rewrite::ForwardOptions},
+    proxy::routing::Router,
+    upstream::{
+        balance::{Balancer, WeightedRoundRobin},
+        pool::Pool,
+    },
+};
+
+use super::registry::Registry;
+
+pub struct ShardContext {
+    pub id: usize,
+    pub config: Arc<Config>,
+    /// Limits for client request heads.
+    pub request_limits: Limits,
+    /// Limits for upstream response heads: as large as the upstream buffer.
+    pub response_limits: Limits,
+    pub forward: ForwardOptions,
+    pub router: Router,
+    /// One per upstream, same order as `config.upstreams`.
+    pub balancers: Vec<Box<dyn Balancer>>,
+    pub pool: Pool,
+    pub connections: Registry,
+    /// Set once on shutdown: finish the request in hand, then close.
+    pub draining: Cell<bool>,
+    /// Client buffer size: holds a whole request head and streams request bodies.
+    pub client_buffer_size: usize,
+}
+
+impl ShardContext {
+    pub fn new(id: usize, config: Arc<Config>) -> ShardContext {
+        let http = &config.http;
+        let request_limits = Limits {
+            max_head_bytes: http.max_header_bytes,
+            max_headers: http.max_headers,
+            max_uri_length: http.max_uri_length,
+        };
+        let response_limits = Limits {
+            max_head_bytes: http.buffer_size,
+            max_headers: crate::config::MAX_HEADERS_CAP,
+            max_uri_length: http.buffer_size,
+        };
+        let forward = ForwardOptions {
+            x_forwarded_for: http.x_forwarded_for,
+            x_forwarded_proto: http.x_forwarded_proto,
+            x_forwarded_host: http.x_forwarded_host,
+            via: http.via,
+        };
+        let balancers = config
+            .upstreams
+            .iter()
+            .map(|u| Box::new(WeightedRoundRobin::new(&u.servers)) as Box<dyn Balancer>)
+            .collect();
+        ShardContext {
+            id,
+            request_limits,
+            response_limits,
+            forward,
+            router: Router::new(&config.routes),
+            balancers,
+            pool: Pool::new(http.buffer_size),
+            connections: Registry::new(config.tuning.max_connections),
+            draining: Cell::new(false),
+            client_buffer_size: http.buffer_size.max(http.max_header_bytes),
+            config,
+        }
+    }
+}
