@@ -1,36 +1,43 @@
-//! One client connection's life: connect, send requests (pipelined batches in
-//! closed loop, or on a fixed schedule in open loop), read and frame each
-//! response, and record latency or the kind of failure. Every buffer is
-//! allocated once per connection and reused, so the steady state allocates
-//! nothing in this code.
+//! Per-connection client state: the socket, reusable read/write buffers, the
+//! requests in flight and the response being framed. The I/O readiness loop
+//! lives in `worker`; this file turns bytes that arrived into completed
+//! responses (or a failure kind) without allocating.
 
-use super::response::{parse_head, BodyDecoder, ParseError};
-use super::{Control, Shared};
+use super::response::{parse_head, BodyDecoder, Framing, Head, ParseError};
 use crate::report::ErrorKind;
 use crate::util::Rng;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use socket2::Socket;
 use std::io;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Per-connection read buffer; bodies larger than this stream through it.
-const READ_BUF: usize = 64 * 1024;
-/// Pause after a failed connect so a dead server does not cause a hot loop.
-const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+/// Per-connection read buffer; larger bodies stream through it.
+pub const READ_BUF: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting in the schedule (open-loop due time, or backoff).
+    Sleeping,
+    /// Non-blocking connect in progress.
+    Connecting,
+    /// Requests written (or being written) and responses awaited.
+    Active,
+    /// Done for this run.
+    Finished,
+}
 
 /// A response that was read completely.
 #[derive(Debug, Clone, Copy)]
-struct Done {
-    status: u16,
-    close: bool,
-    wire_bytes: u64,
+pub struct Done {
+    pub status: u16,
+    pub close: bool,
+    pub wire_bytes: u64,
 }
 
-/// A failed exchange; `detail` is printed for checksum mismatches.
-struct Failure {
-    kind: ErrorKind,
-    detail: Option<String>,
+/// A failed exchange; `detail` is kept for the first few (e.g. checksum mismatches).
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub detail: Option<String>,
 }
 
 impl From<ErrorKind> for Failure {
@@ -39,9 +46,16 @@ impl From<ErrorKind> for Failure {
     }
 }
 
-fn classify(e: &io::Error) -> ErrorKind {
+fn bad(e: ParseError) -> Failure {
+    Failure {
+        kind: ErrorKind::BadResponse,
+        detail: Some(e.to_string()),
+    }
+}
+
+pub fn classify(e: &io::Error) -> ErrorKind {
     match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ErrorKind::Timeout,
+        io::ErrorKind::TimedOut => ErrorKind::Timeout,
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe
@@ -51,179 +65,69 @@ fn classify(e: &io::Error) -> ErrorKind {
 }
 
 pub struct Conn {
-    shared: Rc<Shared>,
-    target: usize,
-    stream: Option<TcpStream>,
-    rbuf: Box<[u8]>,
-    rstart: usize,
-    rend: usize,
-    wbuf: Vec<u8>,
-    rng: Rng,
+    pub target: usize,
+    pub phase: Phase,
+    pub sock: Option<Socket>,
+    /// EPOLLOUT is currently requested (a write or connect is pending).
+    pub want_write: bool,
+    pub rng: Rng,
+    pub rbuf: Box<[u8]>,
+    pub rstart: usize,
+    pub rend: usize,
+    pub wbuf: Vec<u8>,
+    pub wpos: usize,
+    /// Requests of the current batch whose responses are still due.
+    pub inflight: u64,
+    /// Latency base of the current batch: send time (closed loop), intended
+    /// time (open loop), or connect start (new connection per request).
+    pub sent: Instant,
+    /// Timeout for the current connect / response.
+    pub deadline: Option<Instant>,
+    /// Open loop: when the next request is due.
+    pub due: Instant,
+    head: Option<Head>,
+    dec: BodyDecoder,
+    wire: u64,
 }
 
 impl Conn {
-    pub fn new(shared: Rc<Shared>, target: usize, seed: u64) -> Conn {
+    pub fn new(target: usize, seed: u64, now: Instant) -> Conn {
         Conn {
-            shared,
             target,
-            stream: None,
+            phase: Phase::Sleeping,
+            sock: None,
+            want_write: false,
+            rng: Rng::new(seed),
             rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
             rstart: 0,
             rend: 0,
             wbuf: Vec::with_capacity(4096),
-            rng: Rng::new(seed),
+            wpos: 0,
+            inflight: 0,
+            sent: now,
+            deadline: None,
+            due: now,
+            head: None,
+            dec: BodyDecoder::new(Framing::Empty, false),
+            wire: 0,
         }
     }
 
-    fn ctl(&self) -> &Control {
-        &self.shared.ctl
-    }
-
-    pub async fn run(self) {
-        match self.shared.cfg.rate_interval {
-            Some(interval) => self.run_open(interval).await,
-            None => self.run_closed().await,
-        }
-    }
-
-    /// Closed loop: keep `pipeline` requests in flight, one batch at a time.
-    async fn run_closed(mut self) {
-        let depth = self.shared.cfg.pipeline as u64;
-        let new_conn = self.shared.cfg.new_connection;
-        loop {
-            let t0 = Instant::now();
-            let Some(n) = self.ctl().claim(t0, depth) else {
-                break;
-            };
-            if self.stream.is_none() {
-                if let Err(kind) = self.connect().await {
-                    self.fail(t0, kind.into());
-                    glommio::timer::sleep(CONNECT_BACKOFF).await;
-                    continue;
-                }
-            }
-            self.build_requests(n);
-            // With a fresh connection per request, latency includes the connect.
-            let sent = if new_conn { t0 } else { Instant::now() };
-            if let Err(kind) = self.send().await {
-                self.fail(sent, kind.into());
-                self.drop_stream();
-                continue;
-            }
-            for i in 0..n {
-                match self.read_response().await {
-                    Ok(done) => {
-                        self.succeed(sent, done);
-                        if done.close {
-                            // Pipelined requests behind a closing response are lost.
-                            for _ in i + 1..n {
-                                self.fail(sent, ErrorKind::Reset.into());
-                            }
-                            self.drop_stream();
-                            break;
-                        }
-                    }
-                    Err(f) => {
-                        self.fail(sent, f);
-                        self.drop_stream();
-                        break;
-                    }
-                }
-            }
-            if new_conn {
-                self.drop_stream();
-            }
-        }
-    }
-
-    /// Open loop: request k is due at start + offset + k * interval; latency is
-    /// measured from that intended time, so a stalled server is charged for
-    /// every request it delayed (no coordinated omission).
-    async fn run_open(mut self, interval: Duration) {
-        let new_conn = self.shared.cfg.new_connection;
-        let mut due = self.ctl().start + interval.mul_f64(self.rng.next_f64());
-        loop {
-            if self.ctl().past_deadline(due) {
-                break;
-            }
-            let now = Instant::now();
-            if due > now {
-                glommio::timer::sleep(due - now).await;
-            }
-            let Some(_) = self.ctl().claim(due, 1) else {
-                break;
-            };
-            let intended = due;
-            due += interval;
-            if self.stream.is_none() {
-                if let Err(kind) = self.connect().await {
-                    self.fail(intended, kind.into());
-                    continue;
-                }
-            }
-            self.build_requests(1);
-            if let Err(kind) = self.send().await {
-                self.fail(intended, kind.into());
-                self.drop_stream();
-                continue;
-            }
-            match self.read_response().await {
-                Ok(done) => {
-                    self.succeed(intended, done);
-                    if done.close || new_conn {
-                        self.drop_stream();
-                    }
-                }
-                Err(f) => {
-                    self.fail(intended, f);
-                    self.drop_stream();
-                }
-            }
-        }
-    }
-
-    async fn connect(&mut self) -> Result<(), ErrorKind> {
-        let cfg = &self.shared.cfg;
-        let addr = cfg.targets[self.target].connect_addr;
-        let stream = TcpStream::connect_timeout(addr, cfg.timeout)
-            .await
-            .map_err(|_| ErrorKind::Connect)?;
-        // Best effort: a failure only affects latency, not correctness.
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(cfg.timeout));
-        let _ = stream.set_write_timeout(Some(cfg.timeout));
-        self.stream = Some(stream);
+    /// Forgets the socket and any partial exchange.
+    pub fn reset(&mut self) {
+        self.sock = None;
+        self.want_write = false;
         self.rstart = 0;
         self.rend = 0;
-        Ok(())
-    }
-
-    fn drop_stream(&mut self) {
-        self.stream = None;
-        self.rstart = 0;
-        self.rend = 0;
-    }
-
-    fn build_requests(&mut self, n: u64) {
-        let cfg = &self.shared.cfg;
-        let template = &cfg.targets[self.target].template;
+        self.wpos = 0;
         self.wbuf.clear();
-        for _ in 0..n {
-            let key = cfg.dist.as_ref().map(|d| d.sample(&mut self.rng));
-            template.write(&mut self.wbuf, key);
-        }
+        self.inflight = 0;
+        self.deadline = None;
+        self.head = None;
     }
 
-    async fn send(&mut self) -> Result<(), ErrorKind> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(ErrorKind::Other);
-        };
-        stream.write_all(&self.wbuf).await.map_err(|e| classify(&e))
-    }
-
-    /// Reads more bytes into the buffer, compacting it first if needed.
-    /// `Ok(false)` means the peer closed the connection.
-    async fn fill(&mut self) -> Result<bool, ErrorKind> {
+    /// Space to read into, compacting the buffer first if needed.
+    pub fn read_space(&mut self) -> &mut [u8] {
         if self.rstart == self.rend {
             self.rstart = 0;
             self.rend = 0;
@@ -232,123 +136,132 @@ impl Conn {
             self.rend -= self.rstart;
             self.rstart = 0;
         }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(ErrorKind::Other);
-        };
-        let n = stream
-            .read(&mut self.rbuf[self.rend..])
-            .await
-            .map_err(|e| classify(&e))?;
-        self.rend += n;
-        Ok(n > 0)
+        &mut self.rbuf[self.rend..]
     }
 
-    async fn read_response(&mut self) -> Result<Done, Failure> {
-        let verify = self.shared.cfg.verify;
-        let head_request = self.shared.cfg.targets[self.target].template.head_request;
-        let head = loop {
-            if self.rend > self.rstart {
-                match parse_head(&self.rbuf[self.rstart..self.rend], head_request) {
-                    Ok(Some(h)) => break h,
-                    Ok(None) => {}
-                    Err(e) => return Err(bad(e)),
+    /// Tries to complete the response at the front of the buffer.
+    /// `Ok(None)` means more bytes are needed.
+    pub fn next_response(
+        &mut self,
+        verify: bool,
+        head_request: bool,
+        eof: bool,
+    ) -> Result<Option<Done>, Failure> {
+        if self.head.is_none() {
+            if self.rend == self.rstart {
+                return if eof {
+                    Err(ErrorKind::Reset.into())
+                } else {
+                    Ok(None)
+                };
+            }
+            match parse_head(&self.rbuf[self.rstart..self.rend], head_request).map_err(bad)? {
+                Some(h) => {
+                    self.rstart += h.len;
+                    self.wire = h.len as u64;
+                    self.dec = BodyDecoder::new(h.framing, verify);
+                    self.head = Some(h);
                 }
-                if self.rstart == 0 && self.rend == self.rbuf.len() {
+                None if self.rstart == 0 && self.rend == self.rbuf.len() => {
                     return Err(bad(ParseError::Head("response head too large".into())));
                 }
+                None if eof => return Err(ErrorKind::Reset.into()),
+                None => return Ok(None),
             }
-            if !self.fill().await? {
+        }
+        if self.rend > self.rstart && !self.dec.is_done() {
+            let n = self
+                .dec
+                .feed(&self.rbuf[self.rstart..self.rend])
+                .map_err(bad)?;
+            self.rstart += n;
+            self.wire += n as u64;
+        }
+        if !self.dec.is_done() {
+            if !eof {
+                return Ok(None);
+            }
+            if !self.dec.until_close() {
                 return Err(ErrorKind::Reset.into());
             }
+            self.dec.finish_on_close();
+        }
+        // Invariant: head was set above or on an earlier call.
+        let Some(head) = self.head.take() else {
+            return Ok(None);
         };
-        self.rstart += head.len;
-        let mut wire = head.len as u64;
-        let mut dec = BodyDecoder::new(head.framing, verify);
-        while !dec.is_done() {
-            if self.rend > self.rstart {
-                let n = dec.feed(&self.rbuf[self.rstart..self.rend]).map_err(bad)?;
-                self.rstart += n;
-                wire += n as u64;
-                if dec.is_done() {
-                    break;
-                }
-            }
-            if !self.fill().await? {
-                if dec.until_close() {
-                    dec.finish_on_close();
-                    break;
-                }
-                return Err(ErrorKind::Reset.into());
-            }
-        }
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-        }
         if verify {
-            if let (Some(want), Some(got)) =
-                (head.checksum.or(dec.trailer_checksum), dec.checksum())
-            {
+            if let (Some(want), Some(got)) = (
+                head.checksum.or(self.dec.trailer_checksum),
+                self.dec.checksum(),
+            ) {
                 if want != got {
                     return Err(Failure {
                         kind: ErrorKind::Checksum,
                         detail: Some(format!(
-                            "checksum mismatch on {}: header {want:016x}, body {got:016x} ({} bytes, status {})",
-                            self.shared.cfg.targets[self.target].label,
-                            dec.body_bytes,
-                            head.status
+                            "checksum mismatch: header {want:016x}, body {got:016x} ({} bytes, status {})",
+                            self.dec.body_bytes, head.status
                         )),
                     });
                 }
             }
         }
-        Ok(Done {
+        Ok(Some(Done {
             status: head.status,
             close: head.close,
-            wire_bytes: wire,
-        })
-    }
-
-    fn succeed(&mut self, sent: Instant, done: Done) {
-        if sent < self.ctl().measure_start {
-            return;
-        }
-        let now = Instant::now();
-        let mut st = self.shared.stats.borrow_mut();
-        st.record_latency(now.saturating_duration_since(sent));
-        st.requests += 1;
-        st.bytes += done.wire_bytes;
-        let class = (done.status / 100) as usize;
-        if class < st.status.len() {
-            st.status[class] += 1;
-        }
-        match class {
-            4 => st.errors.add(ErrorKind::Status4xx),
-            5 => st.errors.add(ErrorKind::Status5xx),
-            _ => {}
-        }
-        self.shared.progress.add(1, u64::from(class >= 4));
-        self.shared.last_completion.set(Some(now));
-    }
-
-    fn fail(&mut self, at: Instant, f: Failure) {
-        if at < self.ctl().measure_start {
-            return;
-        }
-        let mut st = self.shared.stats.borrow_mut();
-        st.errors.add(f.kind);
-        if let Some(d) = f.detail {
-            if st.mismatches.len() < 20 {
-                st.mismatches.push(d);
-            }
-        }
-        self.shared.progress.add(0, 1);
+            wire_bytes: self.wire,
+        }))
     }
 }
 
-fn bad(e: ParseError) -> Failure {
-    Failure {
-        kind: ErrorKind::BadResponse,
-        detail: Some(e.to_string()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::{fnv64, to_hex};
+
+    fn load(c: &mut Conn, bytes: &[u8]) {
+        let space = c.read_space();
+        space[..bytes.len()].copy_from_slice(bytes);
+        c.rend += bytes.len();
+    }
+
+    #[test]
+    fn pipelined_responses_in_one_buffer() {
+        let mut c = Conn::new(0, 1, Instant::now());
+        load(
+            &mut c,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 404 NF\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200",
+        );
+        let a = c.next_response(false, false, false).unwrap().unwrap();
+        assert_eq!((a.status, a.wire_bytes), (200, 40));
+        let b = c.next_response(false, false, false).unwrap().unwrap();
+        assert_eq!(b.status, 404);
+        assert!(c.next_response(false, false, false).unwrap().is_none());
+        assert_eq!(
+            c.next_response(false, false, true).unwrap_err().kind,
+            ErrorKind::Reset
+        );
+    }
+
+    #[test]
+    fn verify_detects_mismatch() {
+        let mut c = Conn::new(0, 1, Instant::now());
+        let good = String::from_utf8(to_hex(fnv64(b"abc")).to_vec()).unwrap();
+        let msg = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Checksum: {good}\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Checksum: {good}\r\n\r\nabd"
+        );
+        load(&mut c, msg.as_bytes());
+        assert!(c.next_response(true, false, false).unwrap().is_some());
+        let e = c.next_response(true, false, false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Checksum);
+    }
+
+    #[test]
+    fn until_close_body_ends_at_eof() {
+        let mut c = Conn::new(0, 1, Instant::now());
+        load(&mut c, b"HTTP/1.1 200 OK\r\n\r\nsome body");
+        assert!(c.next_response(false, false, false).unwrap().is_none());
+        let d = c.next_response(false, false, true).unwrap().unwrap();
+        assert!(d.close);
     }
 }

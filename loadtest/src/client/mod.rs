@@ -1,28 +1,26 @@
 //! `loadtest run`: validates the options, starts one pinned worker thread per
-//! `--threads` (each a glommio LocalExecutor running its share of the
-//! connections as tasks), shows progress, and merges the per-worker results.
+//! `--threads` (each an epoll loop over its share of the connections, see
+//! `worker`), shows progress, and merges the per-worker results.
 //!
 //! Run lifetime: warmup (traffic not recorded) → measurement (until
 //! `--duration` passes or `--requests` attempts are used up) → at most one
 //! `--timeout` of grace for in-flight responses, after which every
-//! connection task is cancelled. So every run ends on its own.
+//! connection is closed. So every run ends on its own.
 
 mod conn;
 pub mod request;
 pub mod response;
+mod worker;
 
 use crate::cli::RunArgs;
 use crate::dist::KeyDist;
 use crate::report::{RunResult, WorkerStats};
 use crate::util;
-use glommio::{LocalExecutorBuilder, Placement};
 use request::{
     check_method, parse_header, resolve, split_host_port, Template, TemplateOptions, Url,
 };
-use std::cell::{Cell, RefCell};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,15 +103,6 @@ impl Progress {
     }
 }
 
-/// State shared by the connections of one worker (single-threaded).
-pub struct Shared {
-    pub ctl: Arc<Control>,
-    pub cfg: Arc<ClientConfig>,
-    pub stats: RefCell<WorkerStats>,
-    pub progress: Arc<Progress>,
-    pub last_completion: Cell<Option<Instant>>,
-}
-
 /// Validates the arguments into a shared config; errors are user-facing.
 fn build_config(a: &RunArgs) -> Result<ClientConfig, String> {
     check_method(&a.method)?;
@@ -123,6 +112,13 @@ fn build_config(a: &RunArgs) -> Result<ClientConfig, String> {
     if a.rate.is_some() && a.pipeline > 1 {
         return Err("--pipeline applies to closed-loop runs only; drop it or --rate".into());
     }
+    let rate_interval = match a.rate {
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            return Err(format!("--rate must be a positive number, got {r}"))
+        }
+        Some(r) => Some(Duration::from_secs_f64(a.connections as f64 / r)),
+        None => None,
+    };
     let headers = a
         .headers
         .iter()
@@ -158,13 +154,6 @@ fn build_config(a: &RunArgs) -> Result<ClientConfig, String> {
             template,
         });
     }
-    let rate_interval = match a.rate {
-        Some(r) if !(r.is_finite() && r > 0.0) => {
-            return Err(format!("--rate must be a positive number, got {r}"))
-        }
-        Some(r) => Some(Duration::from_secs_f64(a.connections as f64 / r)),
-        None => None,
-    };
     let dist = match a.paths {
         Some(n) => Some(KeyDist::new(n, &a.dist)?),
         None => None,
@@ -225,14 +214,14 @@ pub fn execute(a: &RunArgs) -> Result<(RunResult, Vec<String>), String> {
     });
 
     let mut handles = Vec::with_capacity(threads);
-    for w in 0..threads {
+    for (w, prog) in progress.iter().enumerate() {
         // Connection c belongs to worker c % threads and targets URL c % urls.
         let conns: Vec<(usize, u64)> = (0..a.connections)
             .filter(|c| c % threads == w)
             .map(|c| (c % cfg.targets.len(), 0x5eed_0000 + c as u64))
             .collect();
         let cpu = util::cpu_for(w, a.cpus.as_ref());
-        let (cfg, ctl, prog) = (cfg.clone(), ctl.clone(), progress[w].clone());
+        let (cfg, ctl, prog) = (cfg.clone(), ctl.clone(), prog.clone());
         let h = std::thread::Builder::new()
             .name(format!("loadtest-{w}"))
             .spawn(move || worker(cpu, conns, cfg, ctl, prog, hard_end))
@@ -281,47 +270,15 @@ fn worker(
     hard_end: Option<Instant>,
 ) -> WorkerOut {
     util::pin_current_thread(cpu);
-    let ex = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("loadtest")
-        .io_memory(1 << 20)
-        .make()
-        .map_err(|e| format!("cannot start glommio executor: {e}"))?;
-    Ok(ex.run(async move {
-        let shared = Rc::new(Shared {
-            ctl,
-            cfg,
-            stats: RefCell::new(WorkerStats::default()),
-            progress,
-            last_completion: Cell::new(None),
-        });
-        let now = Instant::now();
-        if shared.ctl.start > now {
-            glommio::timer::sleep(shared.ctl.start - now).await;
-        }
-        let tasks: Vec<_> = conns
-            .into_iter()
-            .map(|(target, seed)| {
-                glommio::spawn_local(conn::Conn::new(shared.clone(), target, seed).run())
-            })
-            .collect();
-        let all = async move {
-            for t in tasks {
-                t.await;
-            }
-        };
-        match hard_end {
-            Some(end) => {
-                // Dropping the unfinished tasks at `end` cancels them.
-                let limit = async move {
-                    glommio::timer::sleep(end.saturating_duration_since(Instant::now())).await
-                };
-                futures_lite::future::or(all, limit).await
-            }
-            None => all.await,
-        }
-        let stats = shared.stats.replace(WorkerStats::default());
-        (stats, shared.last_completion.get())
-    }))
+    let start = ctl.start;
+    let mut w = worker::Worker::new(&conns, cfg, ctl, progress)
+        .map_err(|e| format!("cannot create epoll instance: {e}"))?;
+    let now = Instant::now();
+    if start > now {
+        std::thread::sleep(start - now);
+    }
+    w.run(hard_end);
+    Ok((std::mem::take(&mut w.stats), w.last_completion))
 }
 
 fn progress_loop(progress: &[Arc<Progress>], done: &AtomicBool, measure_start: Instant) {
