@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Explicit cores, one shard each.
     pub cpus: Vec<usize>,
+    /// Pin each shard's thread to its core (the default). Unpinned shards let
+    /// the kernel move them, which wins when other busy processes share the cores.
+    pub pin: bool,
     pub shutdown_timeout: Duration,
 }
 
@@ -437,6 +440,7 @@ impl Resolver<'_> {
             listen,
             shards,
             cpus,
+            pin: raw.pin.unwrap_or(true),
             shutdown_timeout: self.duration(
                 "server.shutdown_timeout",
                 raw.shutdown_timeout,

@@ -32,6 +32,7 @@ pub struct RawServer {
     pub shards: Option<Spanned<i64>>,
     pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
     pub shutdown_timeout: Option<Text>,
+    pub pin: Option<bool>,
     #[serde(default)]
     pub tuning: RawTuning,
 }

@@ -57,11 +57,15 @@ pub fn spawn(
         .name(format!("shard-{}", plan.id))
         .spawn(move || {
             let tuning = &plan.config.tuning;
-            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(plan.cpu))
-                .name(&format!("shard-{}", plan.id))
-                .io_memory(tuning.io_memory)
-                .ring_depth(tuning.ring_depth)
-                .preempt_timer(tuning.preempt_timer);
+            let mut builder = LocalExecutorBuilder::new(if plan.config.server.pin {
+                Placement::Fixed(plan.cpu)
+            } else {
+                Placement::Unbound
+            })
+            .name(&format!("shard-{}", plan.id))
+            .io_memory(tuning.io_memory)
+            .ring_depth(tuning.ring_depth)
+            .preempt_timer(tuning.preempt_timer);
             if !tuning.spin_before_park.is_zero() {
                 builder = builder.spin_before_park(tuning.spin_before_park);
             }
