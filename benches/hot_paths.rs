@@ -15,8 +15,17 @@ use shardproxy::{
     upstream::balance::{Balancer, WeightedRoundRobin},
 };
 
-const LIMITS: Limits = Limits { max_head_bytes: 16384, max_headers: 100, max_uri_length: 8192 };
-const OPTS: ForwardOptions = ForwardOptions { x_forwarded_for: true, x_forwarded_proto: true, x_forwarded_host: true, via: true };
+const LIMITS: Limits = Limits {
+    max_head_bytes: 16384,
+    max_headers: 100,
+    max_uri_length: 8192,
+};
+const OPTS: ForwardOptions = ForwardOptions {
+    x_forwarded_for: true,
+    x_forwarded_proto: true,
+    x_forwarded_host: true,
+    via: true,
+};
 
 /// A typical browser request head (~500 bytes, 10 fields).
 const REQUEST: &[u8] = b"GET /assets/app.3f2a1c.js?v=12 HTTP/1.1\r\nHost: www.example.com\r\n\
@@ -26,7 +35,8 @@ Referer: https://www.example.com/\r\nConnection: keep-alive\r\n\
 Cookie: session=8f14e45fceea167a5a36dedd4bea2543; theme=dark\r\nSec-Fetch-Dest: script\r\n\
 Sec-Fetch-Mode: no-cors\r\n\r\n";
 
-const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: origin\r\nDate: Sun, 22 Nov 2026 05:00:00 GMT\r\n\
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nServer: origin\r\nDate: Sun, 22 Nov 2026 05:00:00 GMT\r\n\
 Content-Type: application/javascript\r\nContent-Length: 1024\r\nCache-Control: max-age=3600\r\n\
 ETag: \"3f2a1c\"\r\nConnection: keep-alive\r\n\r\n";
 
@@ -34,7 +44,9 @@ fn request_head(c: &mut Criterion) {
     let mut group = c.benchmark_group("request_head");
     group.throughput(Throughput::Bytes(REQUEST.len() as u64));
     let mut head = RequestHead::default();
-    group.bench_function("parse", |b| b.iter(|| parse_request(black_box(REQUEST), &LIMITS, &mut head).unwrap()));
+    group.bench_function("parse", |b| {
+        b.iter(|| parse_request(black_box(REQUEST), &LIMITS, &mut head).unwrap())
+    });
     let mut out = Vec::with_capacity(2048);
     parse_request(REQUEST, &LIMITS, &mut head).unwrap();
     group.bench_function("rewrite", |b| {
@@ -56,7 +68,11 @@ fn request_head(c: &mut Criterion) {
 fn response_head(c: &mut Criterion) {
     let mut head = ResponseHead::default();
     let mut out = Vec::with_capacity(2048);
-    let framing = ClientFraming { close: false, http10: false, dechunk: false };
+    let framing = ClientFraming {
+        close: false,
+        http10: false,
+        dechunk: false,
+    };
     c.bench_function("response_head/parse_and_rewrite", |b| {
         b.iter(|| {
             parse_response(black_box(RESPONSE), &LIMITS, Method::Get, &mut head).unwrap();
@@ -89,10 +105,15 @@ fn chunked(c: &mut Criterion) {
 
 fn balancer(c: &mut Criterion) {
     let servers: Vec<ServerEntry> = (0..4)
-        .map(|i| ServerEntry { addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(), weight: i + 1 })
+        .map(|i| ServerEntry {
+            addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+            weight: i + 1,
+        })
         .collect();
     let rr = WeightedRoundRobin::new(&servers);
-    c.bench_function("balancer/weighted_round_robin_4", |b| b.iter(|| black_box(rr.pick())));
+    c.bench_function("balancer/weighted_round_robin_4", |b| {
+        b.iter(|| black_box(rr.pick()))
+    });
 }
 
 criterion_group!(benches, request_head, response_head, chunked, balancer);

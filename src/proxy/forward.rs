@@ -59,10 +59,11 @@ pub async fn forward(
     let config = &*ctx.config;
     let head_bytes = client.buf.filled();
     let host = req.host.map(|h| host_without_port(h.of(head_bytes)));
-    let upstream_index = ctx
-        .router
-        .route(host, req.target.of(head_bytes))
-        .ok_or(ProxyError::NoRoute)?;
+    let Some(upstream_index) = ctx.router.route(host, req.target.of(head_bytes)) else {
+        // The connection may carry on after a 404: the next request starts after this head.
+        client.buf.consume(req.fields.head_len);
+        return Err(ProxyError::NoRoute);
+    };
     let framing = req.fields.framing;
     if let (Framing::Length(n), Some(max)) = (framing, config.http.max_body_size) {
         if n > max {
