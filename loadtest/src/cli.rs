@@ -196,4 +196,9 @@ pub struct CompareArgs {
     /// Directory for results (Markdown table, SVG chart, JSON, configs, logs).
     #[arg(long, default_value = "target/compare")]
     pub out: PathBuf,
+
+    /// Also write BENCHMARKS.md (current directory = repo root) and the
+    /// charts under loadtest/benchmarks/.
+    #[arg(long)]
+    pub publish: bool,
 }

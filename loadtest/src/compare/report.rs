@@ -1,0 +1,325 @@
+//! Turns the runs of `compare` into results: raw JSON, a Markdown report
+//! (machine, exact command, setup, one table per scenario with medians and
+//! ratios against nginx, the loadtest/wrk self-overhead) and one SVG chart
+//! per scenario. With `--publish` the report becomes BENCHMARKS.md at the
+//! repository root, charts under loadtest/benchmarks/.
+
+use super::chart::{self, Series};
+use super::{median, Overhead, Run, Scenario};
+use crate::cli::CompareArgs;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+pub struct Context<'a> {
+    pub args: &'a CompareArgs,
+    pub repeat: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub systems: &'a [&'a str],
+    pub scenarios: &'a [Scenario],
+    pub runs: &'a [Run],
+    pub overhead: Option<&'a Overhead>,
+    pub notes: &'a [String],
+}
+
+/// Medians of one system in one scenario.
+struct Summary {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    cpu: f64,
+    errors: u64,
+    /// Curve of the run with the median throughput.
+    curve: Vec<(f64, f64)>,
+}
+
+fn summarize(runs: &[&Run]) -> Option<Summary> {
+    if runs.is_empty() {
+        return None;
+    }
+    let rps: Vec<f64> = runs.iter().map(|r| r.result.requests_per_sec).collect();
+    let m = median(&rps);
+    let mid = runs
+        .iter()
+        .min_by(|a, b| {
+            (a.result.requests_per_sec - m)
+                .abs()
+                .total_cmp(&(b.result.requests_per_sec - m).abs())
+        })
+        .map(|r| r.result.latency_curve.clone())
+        .unwrap_or_default();
+    Some(Summary {
+        rps: m,
+        p50: median(
+            &runs
+                .iter()
+                .map(|r| r.result.latency_ms.p50)
+                .collect::<Vec<_>>(),
+        ),
+        p99: median(
+            &runs
+                .iter()
+                .map(|r| r.result.latency_ms.p99)
+                .collect::<Vec<_>>(),
+        ),
+        cpu: median(
+            &runs
+                .iter()
+                .map(|r| r.cpu_us_per_request)
+                .collect::<Vec<_>>(),
+        ),
+        errors: runs.iter().map(|r| r.result.errors.total).sum(),
+        curve: mid,
+    })
+}
+
+fn label(system: &str, scenario: &str) -> String {
+    match (system, scenario) {
+        ("shardproxy", "zipf") => "shardproxy (no cache yet)".into(),
+        ("haproxy", "zipf") => "haproxy (no cache)".into(),
+        ("nginx", "zipf") => "nginx (proxy_cache, tmpfs)".into(),
+        ("origin", _) => "origin (direct)".into(),
+        (s, _) => s.into(),
+    }
+}
+
+fn ratio(v: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) if b > 0.0 => format!("{:.2}×", v / b),
+        _ => "–".into(),
+    }
+}
+
+fn machine() -> String {
+    let nproc = crate::util::cpu_count();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{nproc} CPUs (nproc), kernel {kernel}, CPU model \"{cpu}\"")
+}
+
+fn version(cmd: &str, arg: &str) -> String {
+    std::process::Command::new(cmd)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| {
+            let t = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&t)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The Markdown report; charts are linked under `chart_prefix`.
+fn markdown(c: &Context, chart_prefix: &str) -> String {
+    let a = c.args;
+    let mut md = String::new();
+    let cmd: Vec<String> = std::env::args().collect();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Produced by `loadtest compare` (see `loadtest/README.md`).\n"
+    );
+    let _ = writeln!(md, "- Machine: {}", machine());
+    let _ = writeln!(md, "- Command: `{}`", cmd.join(" "));
+    let _ = writeln!(
+        md,
+        "- Versions: {}; {}",
+        version("nginx", "-v"),
+        version("haproxy", "-v")
+    );
+    let cpus = |l: &crate::util::CpuList| {
+        l.0.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let _ = writeln!(
+        md,
+        "- Setup: systems under test (and the directly-hit origin) on CPU {}, {} shard/worker/thread each; \
+         the load generator ({} thread) and the upstream origin behind the proxies share CPU {}. \
+         Each run: {:?} warmup (not recorded), then {:?} measured; {} repeat(s), systems interleaved \
+         (A B C D A B C D …); medians reported. CPU µs/request = the server's utime+stime over all its \
+         processes and threads during the measured run, divided by the requests completed.",
+        cpus(&a.server_cpus),
+        a.shards,
+        a.threads,
+        cpus(&a.client_cpus),
+        c.warmup,
+        c.duration,
+        c.repeat
+    );
+    let _ = writeln!(
+        md,
+        "- Everything shares one small machine with other work, so absolute numbers are noisy; \
+         compare systems within a table, not across runs.\n"
+    );
+    for n in c.notes {
+        let _ = writeln!(md, "- Note: {n}");
+    }
+    for sc in c.scenarios {
+        let _ = writeln!(md, "## {}\n", sc.title);
+        let _ = writeln!(md, "`GET {}` {}\n", sc.path, sc.args.join(" "));
+        let _ = writeln!(
+            md,
+            "| system | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | CPU/req vs nginx | errors |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let sums: Vec<(&str, Option<Summary>)> = c
+            .systems
+            .iter()
+            .map(|s| {
+                let rs: Vec<&Run> = c
+                    .runs
+                    .iter()
+                    .filter(|r| r.scenario == sc.key && r.system == *s)
+                    .collect();
+                (*s, summarize(&rs))
+            })
+            .collect();
+        let nginx = sums
+            .iter()
+            .find(|(s, _)| *s == "nginx")
+            .and_then(|(_, v)| v.as_ref());
+        for (s, v) in &sums {
+            let Some(v) = v else { continue };
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} | {} | {} |",
+                label(s, sc.key),
+                v.rps,
+                v.p50,
+                v.p99,
+                v.cpu,
+                ratio(v.rps, nginx.map(|n| n.rps)),
+                ratio(v.cpu, nginx.map(|n| n.cpu)),
+                v.errors
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\n![{}]({chart_prefix}chart-{}.svg)\n",
+            sc.title, sc.key
+        );
+    }
+    if let Some(o) = c.overhead {
+        let (l, w) = (median(&o.loadtest_rps), median(&o.wrk_rps));
+        let _ = writeln!(md, "## Load generator self-overhead: loadtest vs wrk\n");
+        let _ = writeln!(
+            md,
+            "Both against `loadtest origin` directly (`GET /bytes/1024`), {} connections, {} thread(s), \
+             interleaved, {} repeats; the client CPU is the generator's own utime+stime.\n",
+            o.connections,
+            o.threads,
+            o.loadtest_rps.len()
+        );
+        let _ = writeln!(
+            md,
+            "| client | median req/s | runs (req/s) | median client CPU µs/req |"
+        );
+        let _ = writeln!(md, "|---|---:|---|---:|");
+        let fmt = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            md,
+            "| loadtest run | {l:.0} | {} | {:.2} |",
+            fmt(&o.loadtest_rps),
+            median(&o.loadtest_cpu_us_per_req)
+        );
+        let _ = writeln!(
+            md,
+            "| wrk | {w:.0} | {} | {:.2} |",
+            fmt(&o.wrk_rps),
+            median(&o.wrk_cpu_us_per_req)
+        );
+        let _ = writeln!(
+            md,
+            "\nRatio loadtest / wrk (median req/s): **{:.3}**; client CPU per request ratio: **{:.3}**.\n",
+            if w > 0.0 { l / w } else { 0.0 },
+            {
+                let wc = median(&o.wrk_cpu_us_per_req);
+                if wc > 0.0 {
+                    median(&o.loadtest_cpu_us_per_req) / wc
+                } else {
+                    0.0
+                }
+            }
+        );
+    }
+    md
+}
+
+fn charts(c: &Context, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for sc in c.scenarios {
+        let series: Vec<Series> = c
+            .systems
+            .iter()
+            .filter_map(|s| {
+                let rs: Vec<&Run> = c
+                    .runs
+                    .iter()
+                    .filter(|r| r.scenario == sc.key && r.system == *s)
+                    .collect();
+                summarize(&rs).map(|v| Series {
+                    name: label(s, sc.key),
+                    curve: v.curve,
+                    cpu_us: v.cpu,
+                })
+            })
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        chart::draw(
+            &dir.join(format!("chart-{}.svg", sc.key)),
+            &sc.title,
+            &series,
+        )?;
+    }
+    Ok(())
+}
+
+pub fn write_all(c: &Context, out: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let raw = serde_json::json!({
+        "runs": c.runs,
+        "self_overhead": c.overhead,
+    });
+    let p = out.join("results.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&raw).unwrap_or_default())
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    charts(c, out)?;
+    let p = out.join("report.md");
+    std::fs::write(&p, markdown(c, "")).map_err(|e| format!("{}: {e}", p.display()))?;
+    if c.args.publish {
+        let dir = Path::new("loadtest/benchmarks");
+        charts(c, dir)?;
+        std::fs::write("BENCHMARKS.md", markdown(c, "loadtest/benchmarks/"))
+            .map_err(|e| format!("BENCHMARKS.md: {e}"))?;
+        eprintln!("compare: wrote BENCHMARKS.md and loadtest/benchmarks/*.svg");
+    }
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! The servers `compare` runs: the loadtest origin, shardproxy, nginx and
+//! HAProxy. Each gets an equivalent configuration written to the work
+//! directory (keep-alive to the origin, one worker/thread/shard per
+//! `--shards`, no access logs), is started pinned to the server CPUs, and is
+//! stopped when dropped. Readiness is polled with real HTTP requests, bounded
+//! in time.
+
+use crate::util::CpuList;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Origin,
+    Shardproxy,
+    Nginx,
+    Haproxy,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Result<Kind, String> {
+        match s.trim() {
+            "origin" => Ok(Kind::Origin),
+            "shardproxy" => Ok(Kind::Shardproxy),
+            "nginx" => Ok(Kind::Nginx),
+            "haproxy" => Ok(Kind::Haproxy),
+            other => Err(format!(
+                "unknown system {other:?}: expected origin, shardproxy, nginx or haproxy"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Origin => "origin",
+            Kind::Shardproxy => "shardproxy",
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "haproxy",
+        }
+    }
+}
+
+/// A started server; killed (TERM, then KILL) on drop.
+pub struct Server {
+    pub kind: Kind,
+    pub port: u16,
+    child: Child,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A currently free loopback port (bound, read, released).
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+fn cpus_arg(c: &CpuList) -> String {
+    c.0.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts `loadtest origin` on a free port and reads the port it prints.
+pub fn start_origin(
+    exe: &Path,
+    shards: usize,
+    cpus: &CpuList,
+    log: &Path,
+) -> Result<Server, String> {
+    let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = Command::new(exe)
+        .args(["origin", "--listen", "127.0.0.1:0", "--shards"])
+        .arg(shards.to_string())
+        .args(["--cpus", &cpus_arg(cpus)])
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start origin: {e}"))?;
+    let stdout = child.stdout.take().ok_or("origin stdout not captured")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok());
+    let mut server = Server {
+        kind: Kind::Origin,
+        port: port.unwrap_or(0),
+        child,
+    };
+    if port.is_none() {
+        return Err(format!("origin did not report its port (got {line:?})"));
+    }
+    wait_ready(&mut server)?;
+    Ok(server)
+}
+
+/// Writes the config for `kind` and starts it on a free port.
+pub fn start_proxy(
+    kind: Kind,
+    dir: &Path,
+    shardproxy: &Path,
+    upstream: u16,
+    shards: usize,
+    cpus: &CpuList,
+    cache_dir: &Path,
+) -> Result<Server, String> {
+    let port = free_port()?;
+    let name = kind.name();
+    let log = dir.join(format!("{name}.log"));
+    let write = |file: &str, text: String| -> Result<PathBuf, String> {
+        let p = dir.join(file);
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(p)
+    };
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpus_arg(cpus)]);
+    match kind {
+        Kind::Shardproxy => {
+            let cfg = write(
+                "shardproxy.toml",
+                shardproxy_config(port, upstream, shards, cpus),
+            )?;
+            cmd.arg(shardproxy).arg("--config").arg(cfg);
+            cmd.env("RUST_LOG", "warn");
+        }
+        Kind::Nginx => {
+            std::fs::create_dir_all(cache_dir)
+                .map_err(|e| format!("{}: {e}", cache_dir.display()))?;
+            let cfg = write(
+                "nginx.conf",
+                nginx_config(port, upstream, shards, dir, cache_dir),
+            )?;
+            cmd.arg("nginx").arg("-p").arg(dir).arg("-c").arg(cfg);
+        }
+        Kind::Haproxy => {
+            let cfg = write("haproxy.cfg", haproxy_config(port, upstream, shards))?;
+            cmd.arg("haproxy").arg("-db").arg("-f").arg(cfg);
+        }
+        Kind::Origin => return Err("the origin is started with start_origin".into()),
+    }
+    let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let mut server = Server { kind, port, child };
+    wait_ready(&mut server).map_err(|e| format!("{e} (see {})", log.display()))?;
+    Ok(server)
+}
+
+/// Polls with a real request until the server answers 200, bounded in time.
+fn wait_ready(s: &mut Server) -> Result<(), String> {
+    let end = Instant::now() + READY_TIMEOUT;
+    let name = s.kind.name();
+    while Instant::now() < end {
+        if !s.alive() {
+            return Err(format!("{name} exited during startup"));
+        }
+        if probe(s.port) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "{name} not ready on port {} within {READY_TIMEOUT:?}",
+        s.port
+    ))
+}
+
+fn probe(port: u16) -> bool {
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = b"GET /bytes/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if c.write_all(req).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(c.read(&mut buf), Ok(n) if n >= 12 && &buf[..12] == b"HTTP/1.1 200")
+}
+
+fn shardproxy_config(port: u16, upstream: u16, shards: usize, cpus: &CpuList) -> String {
+    // Explicit cores when there are enough distinct ones; otherwise the
+    // proxy spreads its shards itself (inside the taskset mask).
+    let pin = if shards <= cpus.0.len() {
+        let list: Vec<String> = cpus.0[..shards].iter().map(|c| c.to_string()).collect();
+        format!("cpus = [{}]\n", list.join(", "))
+    } else {
+        String::new()
+    };
+    format!(
+        "# Written by loadtest compare.\n\
+         [server]\nlisten = [\"127.0.0.1:{port}\"]\nshards = {shards}\n{pin}\n\
+         [[upstream]]\nname = \"default\"\nservers = [\"127.0.0.1:{upstream}\"]\nkeepalive = 64\n\n\
+         [[route]]\npath_prefix = \"/\"\nupstream = \"default\"\n"
+    )
+}
+
+fn nginx_config(port: u16, upstream: u16, shards: usize, dir: &Path, cache: &Path) -> String {
+    let d = dir.display();
+    let c = cache.display();
+    format!(
+        r#"# Written by loadtest compare.
+daemon off;
+master_process on;
+user root;
+worker_processes {shards};
+worker_rlimit_nofile 65536;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{
+    worker_connections 8192;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+    keepalive_requests 1000000;
+    # Big enough that a 64 KiB body never spills to a temp file.
+    proxy_buffer_size 16k;
+    proxy_buffers 8 16k;
+    # In tmpfs (memory), for the cacheable zipf scenario.
+    proxy_cache_path {c} levels=1:2 keys_zone=zc:32m max_size=512m inactive=10m use_temp_path=off;
+    upstream origin {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /cache/ {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache zc;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+fn haproxy_config(port: u16, upstream: u16, shards: usize) -> String {
+    format!(
+        r#"# Written by loadtest compare.
+global
+    nbthread {shards}
+    maxconn 8000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 3s
+    timeout client 60s
+    timeout server 30s
+    timeout http-keep-alive 60s
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    server origin 127.0.0.1:{upstream}
+"#
+    )
+}
+
+/// Installs nginx, haproxy and wrk with apt-get when any is missing.
+pub fn ensure_tools(install: bool, needed: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = needed.iter().copied().filter(|t| !on_path(t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !install {
+        return Err(format!(
+            "missing tools: {} (install them or drop --no-install)",
+            missing.join(", ")
+        ));
+    }
+    let pkgs: Vec<&str> = missing
+        .iter()
+        .map(|t| if *t == "nginx" { "nginx-light" } else { t })
+        .collect();
+    eprintln!("installing {} with apt-get", pkgs.join(" "));
+    let ok =
+        |st: std::io::Result<std::process::ExitStatus>| st.map(|s| s.success()).unwrap_or(false);
+    if !ok(Command::new("apt-get").args(["update", "-qq"]).status()) {
+        return Err("apt-get update failed".into());
+    }
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    if !ok(install) {
+        return Err(format!("apt-get install {} failed", pkgs.join(" ")));
+    }
+    Ok(())
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(tool).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_mention_the_essentials() {
+        let cpus = CpuList(vec![0]);
+        let s = shardproxy_config(1, 2, 1, &cpus);
+        assert!(s.contains("listen = [\"127.0.0.1:1\"]") && s.contains("cpus = [0]"));
+        assert!(!shardproxy_config(1, 2, 2, &cpus).contains("cpus"));
+        let n = nginx_config(1, 2, 3, Path::new("/d"), Path::new("/c"));
+        for want in [
+            "keepalive 64;",
+            "proxy_http_version 1.1;",
+            "proxy_set_header Connection \"\";",
+            "worker_processes 3;",
+            "access_log off;",
+            "proxy_cache zc;",
+        ] {
+            assert!(n.contains(want), "{want}");
+        }
+        let h = haproxy_config(1, 2, 4);
+        for want in ["nbthread 4", "http-reuse always", "option http-keep-alive"] {
+            assert!(h.contains(want), "{want}");
+        }
+    }
+}
