@@ -90,25 +90,26 @@ fn draw_inner(
         .caption("server CPU µs per request", ("sans-serif", 16))
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d((0..n).into_segmented(), 0f64..c_hi)?;
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..c_hi)?;
     bars.configure_mesh()
         .disable_x_mesh()
+        .x_labels(n)
         .y_desc("µs / request")
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
+        .x_label_formatter(&|v| {
+            let i = v.round();
+            if (v - i).abs() < 0.01 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
         .draw()?;
     bars.draw_series(series.iter().enumerate().map(|(i, s)| {
-        let mut r = Rectangle::new(
-            [
-                (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), s.cpu_us),
-            ],
+        let x = i as f64;
+        Rectangle::new(
+            [(x - 0.35, 0.0), (x + 0.35, s.cpu_us)],
             Palette99::pick(i).filled(),
-        );
-        r.set_margin(0, 0, 12, 12);
-        r
+        )
     }))?;
     root.present()?;
     Ok(())
