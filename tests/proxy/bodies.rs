@@ -120,6 +120,33 @@ fn large_request_body_is_streamed_to_origin() {
 }
 
 #[test]
+fn large_chunked_request_body_is_streamed_to_origin() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: {TEST_HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let sent = PatternBody::new(5, LARGE_BODY).stream(&mut |piece| {
+            client.send(&[format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat());
+        });
+        client.send(b"0\r\n\r\n");
+        let response = client.read_response("POST");
+        assert_status(&response, 200);
+        assert_eq!(
+            response.body_text(),
+            sent.to_text(),
+            "the origin received a different body"
+        );
+        assert_streamed(&proxy);
+    });
+}
+
+#[test]
 fn large_response_body_is_streamed_to_client() {
     for_each_shard_count(|shards| {
         let origin = Origin::start(|request, stream| {

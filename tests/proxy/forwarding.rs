@@ -250,3 +250,125 @@ fn unmatched_request_gets_404_and_connection_stays_usable() {
         assert_eq!(routed.body_text(), "/api/ok");
     });
 }
+
+#[test]
+fn client_connection_close_is_honoured() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(
+            format!("GET /last HTTP/1.1\r\nHost: {TEST_HOST}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        let response = client.expect_response_then_close("GET");
+        assert_eq!(response.body_text(), "/last");
+    });
+}
+
+#[test]
+fn http10_client_connection_closes_after_response() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(format!("GET /old HTTP/1.0\r\nHost: {TEST_HOST}\r\n\r\n").as_bytes());
+        let response = client.expect_response_then_close("GET");
+        assert_eq!(response.body_text(), "/old");
+    });
+}
+
+#[test]
+fn upstream_connection_close_is_not_reused_and_client_stays_connected() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|request, stream| {
+            let body = request.target.as_bytes();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            origin::send(stream, &[head.as_bytes(), body].concat());
+            After::Close
+        });
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        for round in 0..4 {
+            let path = format!("/announced-close/{round}");
+            let response = client.get(&path);
+            assert_status(&response, 200);
+            assert_eq!(response.body_text(), path);
+        }
+        assert_eq!(
+            origin.connections(),
+            4,
+            "each announced close needs a new upstream connection"
+        );
+    });
+}
+
+#[test]
+fn hop_by_hop_response_headers_are_removed() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::raw_response(
+            b"HTTP/1.1 200 OK\r\n\
+              X-First: 1\r\n\
+              Connection: X-Resp-Hop\r\n\
+              X-Resp-Hop: secret\r\n\
+              Keep-Alive: timeout=5\r\n\
+              set-cookie: a=1\r\n\
+              Proxy-Connection: keep-alive\r\n\
+              Upgrade: h2c\r\n\
+              Content-Length: 2\r\n\
+              X-Last: 2\r\n\
+              \r\n\
+              ok",
+            After::KeepAlive,
+        ));
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        let response = client.get("/response-headers");
+        assert_status(&response, 200);
+        for hop_by_hop in ["X-Resp-Hop", "Keep-Alive", "Proxy-Connection", "Upgrade"] {
+            assert_eq!(
+                response.header(hop_by_hop),
+                None,
+                "{hop_by_hop} reached the client"
+            );
+        }
+        let names: Vec<&str> = response
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let position = |name: &str| names.iter().position(|n| *n == name);
+        assert!(
+            position("X-First") < position("set-cookie")
+                && position("set-cookie") < position("X-Last"),
+            "end-to-end response headers must keep their order and case: {names:?}"
+        );
+        assert!(position("X-First").is_some(), "X-First missing: {names:?}");
+        // Still one usable connection.
+        assert_eq!(client.get("/again").body_text(), "ok");
+    });
+}
+
+#[test]
+fn concurrent_clients_each_get_their_own_responses() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        std::thread::scope(|scope| {
+            for client_number in 0..16 {
+                let proxy = &proxy;
+                scope.spawn(move || {
+                    let mut client = proxy.client();
+                    for request_number in 0..20 {
+                        let path = format!("/concurrent/{client_number}/{request_number}");
+                        assert_eq!(client.get(&path).body_text(), path);
+                    }
+                });
+            }
+        });
+        assert_eq!(origin.request_count(), 16 * 20);
+    });
+}

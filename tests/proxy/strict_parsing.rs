@@ -24,6 +24,9 @@ fn assert_all_rejected(vectors: &[Vector], allowed_leak: Leak) {
         let origin = Origin::start(origin::describe_body());
         let proxy = Proxy::in_front_of(&origin, shards);
         assert_status(&proxy.client().get("/valid"), 200);
+        // The checker itself must be able to fail.
+        let valid = client::request_head("GET", "/valid-again");
+        assert!(check_rejected(&proxy, &origin, allowed_leak, valid.as_bytes()).is_err());
         let failures: Vec<String> = vectors
             .iter()
             .filter_map(|(name, request)| {

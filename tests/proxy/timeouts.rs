@@ -7,7 +7,7 @@ use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::origin;
+use crate::support::origin::{self, After};
 use crate::support::*;
 
 /// Longest the proxy may take to act on a 300ms timeout.
@@ -114,6 +114,39 @@ fn stalled_request_body_closes_the_connection() {
             origin.request_count(),
             0,
             "the upstream got a complete request from a truncated body"
+        );
+    });
+}
+
+#[test]
+fn stalled_response_body_closes_the_client_connection() {
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let origin = Origin::start(move |_, stream| {
+            origin::send(
+                stream,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+            );
+            held.wait();
+            After::Close
+        });
+        let proxy = proxy_with_timeout(&origin, shards, "body_idle");
+        let mut client = proxy.client();
+        let started = Instant::now();
+        client.send(client::request_head("GET", "/stall").as_bytes());
+        let head = client.read_head().expect("the response head");
+        assert_eq!(head.status, 200);
+        let outcome = client.read_body(&head, "GET", &mut |_| {});
+        gate.open();
+        assert!(
+            matches!(outcome, Err(ReadError::Closed)),
+            "a stalled upstream body must end in a closed client connection, got {outcome:?}"
+        );
+        assert!(
+            started.elapsed() < TIMEOUT_SLACK,
+            "closed only after {:?}",
+            started.elapsed()
         );
     });
 }
