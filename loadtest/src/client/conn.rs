@@ -190,7 +190,9 @@ impl Conn {
         let Some(head) = self.head.take() else {
             return Ok(None);
         };
-        if verify {
+        // HEAD, 204 and 304 responses describe a body they do not carry.
+        let has_body = !head_request && head.status != 204 && head.status != 304;
+        if verify && has_body {
             if let (Some(want), Some(got)) = (
                 head.checksum.or(self.dec.trailer_checksum),
                 self.dec.checksum(),

@@ -323,8 +323,13 @@ pub fn main(a: &RunArgs) -> Result<(), String> {
     } else {
         result.print_text(a.latency);
     }
+    // Identical messages are common (one bug, many requests): show each once.
+    let mut shown: Vec<&String> = Vec::new();
     for s in &samples {
-        eprintln!("error: {s}");
+        if !shown.contains(&s) {
+            eprintln!("error: {s}");
+            shown.push(s);
+        }
     }
     Ok(())
 }
