@@ -1,30 +1,39 @@
 //! One request's trip through the proxy: pick the route and server, get a
 //! warm upstream connection (or open one), send the rewritten head and the
-//! body, read the response head, send it on, stream the response body, and
-//! put the connection back in the pool if the exchange left it clean.
+//! body, bring the response back, and put the connection back in the pool if
+//! the exchange left it clean.
 //!
-//! A pooled connection the server closed while idle is detected when the
-//! exchange fails before any response byte; an idempotent request without a
-//! body is then sent again, once, on a fresh connection.
+//! Two paths. A request whose body is already in the buffer (most requests:
+//! no body at all) goes out in one write; if a pooled connection turns out to
+//! have been closed by the server while idle (EOF or reset before any
+//! response byte), an idempotent request is sent again, once, on a fresh
+//! connection. A request whose body is still arriving runs full duplex: its
+//! body streams up while the response is read, so an upstream that answers
+//! early (or echoes) never deadlocks against the proxy.
 
-use std::net::SocketAddr;
+use std::{
+    cell::{Cell, RefCell},
+    net::SocketAddr,
+    pin::pin,
+    time::Instant,
+};
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{future::or, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::{
     client::Client,
-    error::{upstream_read_error, ProxyError},
-    relay::{read_some, relay_body, relay_dechunked, RelayError},
+    error::ProxyError,
+    peer::Shared,
+    relay::{relay_body, RelayError},
+    response::{read_response_head, send_response, ClientSide, HeadDeadline, ResponseEnd},
 };
 use crate::{
+    config::UpstreamConfig,
     http::{
         body::BodyState,
-        head::{
-            host_without_port, parse_response, Framing, HeadError, Method, RequestHead,
-            ResponseHead,
-        },
-        rewrite::{write_request_head, write_response_head, ClientFraming},
+        head::{host_without_port, Framing, Method, RequestHead, ResponseHead},
+        rewrite::write_request_head,
         status::CONTINUE,
     },
     shard::context::ShardContext,
@@ -38,18 +47,10 @@ pub enum Next {
     Close,
 }
 
-/// What is still needed about the request once its head bytes are consumed.
-struct Exchange {
-    method: Method,
-    framing: Framing,
-    client_keep_alive: bool,
-    client_http10: bool,
-}
-
 /// Forwards the request whose head `req` was parsed from the front of
 /// `client.buf`. An `Err` means nothing was sent to the client yet, so it can
 /// still be answered with the error's status; failures after the response
-/// started are logged here and end in `Ok(Next::Close)`.
+/// started end in `Ok(Next::Close)`.
 pub async fn forward(
     ctx: &ShardContext,
     client: &mut Client,
@@ -65,23 +66,26 @@ pub async fn forward(
         return Err(ProxyError::NoRoute);
     };
     let framing = req.fields.framing;
-    if let (Framing::Length(n), Some(max)) = (framing, config.http.max_body_size) {
+    let limit = config.http.max_body_size;
+    if let (Framing::Length(n), Some(max)) = (framing, limit) {
         if n > max {
             return Err(ProxyError::BodyTooLarge);
         }
     }
     let upstream = &config.upstreams[upstream_index];
     let server = upstream.servers[ctx.balancers[upstream_index].pick()].addr;
-    let exchange = Exchange {
-        method: req.method(),
-        framing,
-        client_keep_alive: req.fields.wants_keep_alive(),
-        client_http10: req.fields.minor_version == 0,
+    let method = req.method();
+    let side = ClientSide {
+        keep_alive: req.fields.wants_keep_alive(),
+        http10: req.fields.minor_version == 0,
+        draining: ctx.draining.get(),
+        via: ctx.forward.via,
+        body_idle: config.timeouts.body_idle,
     };
     client.out.clear();
     write_request_head(&mut client.out, head_bytes, req, &client.ip, ctx.forward);
     client.buf.consume(req.fields.head_len);
-    // From here on `req`'s spans are stale: only `exchange` describes the request.
+    // From here on `req`'s spans are stale.
 
     let mut conn = match ctx.pool.take(server) {
         Some(conn) => conn,
@@ -95,111 +99,58 @@ pub async fn forward(
             .map_err(ProxyError::ClientGone)?;
     }
 
-    let retryable = exchange.method.is_idempotent() && framing == Framing::None;
-    let mut retried = false;
-    loop {
-        let outcome = match send_request(ctx, client, &mut conn, &exchange).await {
-            Ok(()) => read_response_head(ctx, &mut conn, exchange.method, resp).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => break,
-            Err(ProxyError::UpstreamClosed | ProxyError::UpstreamIo(_))
-                if retryable && !retried && conn.served > 0 =>
-            {
-                log::debug!(
-                    "shard {}: pooled connection to {server} was dead; retrying",
-                    ctx.id
-                );
-                retried = true;
-                ctx.pool.recycle(conn);
-                conn = connect(ctx, server).await?;
-            }
-            Err(e) => {
-                ctx.pool.recycle(conn);
-                return Err(e);
-            }
+    // Body bytes already buffered go out with the head, in the same write.
+    let mut body = BodyState::new(framing);
+    let mut payload = 0;
+    if !body.is_done() && !client.buf.is_empty() {
+        let accepted = body
+            .accept(client.buf.filled())
+            .map_err(ProxyError::BadRequestBody)?;
+        payload = accepted.payload;
+        if limit.is_some_and(|max| payload > max) {
+            return Err(ProxyError::BodyTooLarge);
         }
-    }
-
-    let upstream_reusable =
-        resp.fields.wants_keep_alive() && resp.fields.framing != Framing::UntilClose;
-    let dechunk = exchange.client_http10 && resp.fields.framing == Framing::Chunked;
-    let close_client = !exchange.client_keep_alive
-        || ctx.draining.get()
-        || dechunk
-        || resp.fields.framing == Framing::UntilClose;
-    let client_framing = ClientFraming {
-        close: close_client,
-        http10: exchange.client_http10,
-        dechunk,
-    };
-    client.out.clear();
-    write_response_head(
-        &mut client.out,
-        conn.buf.filled(),
-        resp,
-        ctx.forward.via,
-        client_framing,
-    );
-    conn.buf.consume(resp.fields.head_len);
-
-    // Whatever of the body already arrived goes out with the head in one write.
-    let mut body = BodyState::new(resp.fields.framing);
-    if !dechunk {
-        let accepted = match body.accept(conn.buf.filled()) {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                ctx.pool.recycle(conn);
-                return Err(ProxyError::BadResponseBody(e));
-            }
-        };
         client
             .out
-            .extend_from_slice(&conn.buf.filled()[..accepted.bytes]);
-        conn.buf.consume(accepted.bytes);
-    }
-    if let Err(e) = client.stream.write_all(&client.out).await {
-        ctx.pool.recycle(conn);
-        return Err(ProxyError::ClientGone(e));
+            .extend_from_slice(&client.buf.filled()[..accepted.bytes]);
+        client.buf.consume(accepted.bytes);
     }
 
-    // The response has started: from here a failure can only close the connection.
-    let idle = config.timeouts.body_idle;
-    let relayed = if dechunk {
-        relay_dechunked(&mut conn.stream, &mut conn.buf, &mut client.stream, idle).await
+    let exchange = if body.is_done() {
+        whole_request(ctx, client, &mut conn, method, resp, side, server).await
     } else {
-        relay_body(
-            &mut conn.stream,
-            &mut conn.buf,
-            &mut client.stream,
-            &mut body,
-            0,
-            None,
-            idle,
-        )
-        .await
+        streaming_request(ctx, client, &mut conn, body, payload, method, resp, side).await
     };
-    if let Err(e) = relayed {
-        log::warn!(
-            "shard {}: response body from {server} cut short: {e:?}",
-            ctx.id
-        );
-        ctx.pool.recycle(conn);
-        return Ok(Next::Close);
+    match exchange {
+        Ok((end, request_complete)) => Ok(finish(ctx, conn, upstream, end, request_complete)),
+        Err(e) => {
+            ctx.pool.recycle(conn);
+            Err(e)
+        }
     }
-    if upstream_reusable && conn.buf.is_empty() {
+}
+
+/// Pools or closes the upstream connection and decides the client's fate.
+fn finish(
+    ctx: &ShardContext,
+    mut conn: UpstreamConn,
+    upstream: &UpstreamConfig,
+    end: ResponseEnd,
+    request_complete: bool,
+) -> Next {
+    let clean = end.complete && request_complete;
+    if clean && end.upstream_reusable && conn.buf.is_empty() {
         conn.served += 1;
         ctx.pool
             .put(conn, upstream.keepalive, upstream.keepalive_timeout);
     } else {
         ctx.pool.recycle(conn);
     }
-    Ok(if close_client {
-        Next::Close
-    } else {
+    if clean && !end.close_client {
         Next::KeepAlive
-    })
+    } else {
+        Next::Close
+    }
 }
 
 /// Opens a new connection to `addr` within `upstream_connect`.
@@ -225,49 +176,180 @@ async fn connect(ctx: &ShardContext, addr: SocketAddr) -> Result<UpstreamConn, P
     })
 }
 
-/// Writes the prepared head in `client.out` (plus any body bytes already
-/// buffered, in the same write) and streams the rest of the request body.
-async fn send_request(
+/// The whole request is in `client.out`: one write, then the response. A dead
+/// pooled connection is replaced and the request retried once if that is safe.
+async fn whole_request(
     ctx: &ShardContext,
     client: &mut Client,
     conn: &mut UpstreamConn,
-    exchange: &Exchange,
-) -> Result<(), ProxyError> {
-    let limit = ctx.config.http.max_body_size;
-    let mut body = BodyState::new(exchange.framing);
-    let mut payload = 0;
-    if !body.is_done() && !client.buf.is_empty() {
-        let accepted = body
-            .accept(client.buf.filled())
-            .map_err(ProxyError::BadRequestBody)?;
-        payload = accepted.payload;
-        if limit.is_some_and(|max| payload > max) {
-            return Err(ProxyError::BodyTooLarge);
+    method: Method,
+    resp: &mut ResponseHead,
+    side: ClientSide,
+    server: SocketAddr,
+) -> Result<(ResponseEnd, bool), ProxyError> {
+    // Only a request whose bytes we still hold in full can be sent twice.
+    let retryable = method.is_idempotent();
+    let first_byte = ctx.config.timeouts.upstream_first_byte;
+    let mut retried = false;
+    loop {
+        let sent_at = Cell::new(None);
+        let outcome = match conn.stream.write_all(&client.out).await {
+            Ok(()) => {
+                sent_at.set(Some(Instant::now()));
+                let deadline = HeadDeadline {
+                    first_byte,
+                    sent_at: &sent_at,
+                };
+                read_response_head(
+                    &mut conn.stream,
+                    &mut conn.buf,
+                    &ctx.response_limits,
+                    method,
+                    resp,
+                    deadline,
+                )
+                .await
+            }
+            Err(e) => Err(ProxyError::UpstreamIo(e)),
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(ProxyError::UpstreamClosed | ProxyError::UpstreamIo(_))
+                if retryable && !retried && conn.served > 0 =>
+            {
+                log::debug!(
+                    "shard {}: pooled connection to {server} was dead; retrying",
+                    ctx.id
+                );
+                retried = true;
+                let fresh = connect(ctx, server).await?;
+                ctx.pool.recycle(std::mem::replace(conn, fresh));
+            }
+            Err(e) => return Err(e),
         }
-        client
-            .out
-            .extend_from_slice(&client.buf.filled()[..accepted.bytes]);
-        client.buf.consume(accepted.bytes);
     }
+    let end = send_response(
+        &mut client.stream,
+        &mut client.out,
+        &mut conn.stream,
+        &mut conn.buf,
+        resp,
+        side,
+    )
+    .await?;
+    Ok((end, true))
+}
+
+/// Which side of a full-duplex exchange finished first.
+enum First<R, S> {
+    Request(R),
+    Response(S),
+}
+
+/// The request body is still arriving: stream it up while reading the
+/// response. Returns how the response ended and whether the request body was
+/// sent in full (if the response ended first, the client connection closes:
+/// the rest of its body was never read).
+#[allow(clippy::too_many_arguments)]
+async fn streaming_request(
+    ctx: &ShardContext,
+    client: &mut Client,
+    conn: &mut UpstreamConn,
+    mut body: BodyState,
+    payload: u64,
+    method: Method,
+    resp: &mut ResponseHead,
+    side: ClientSide,
+) -> Result<(ResponseEnd, bool), ProxyError> {
+    let config = &*ctx.config;
     conn.stream
         .write_all(&client.out)
         .await
         .map_err(ProxyError::UpstreamIo)?;
-    if body.is_done() {
-        return Ok(());
+
+    let sent_at = Cell::new(None);
+    let client_stream = RefCell::new(&mut client.stream);
+    let upstream_stream = RefCell::new(&mut conn.stream);
+    let (client_buf, upstream_buf, out) = (&mut client.buf, &mut conn.buf, &mut client.out);
+
+    let mut request = pin!(async {
+        let (mut from, mut to) = (Shared(&client_stream), Shared(&upstream_stream));
+        let limit = config.http.max_body_size;
+        let idle = config.timeouts.body_idle;
+        relay_body(
+            &mut from, client_buf, &mut to, &mut body, payload, limit, idle,
+        )
+        .await
+        .map_err(request_body_error)?;
+        sent_at.set(Some(Instant::now()));
+        Ok::<(), ProxyError>(())
+    });
+    let mut request_complete = false;
+
+    let head = {
+        let mut head = pin!(async {
+            let deadline = HeadDeadline {
+                first_byte: config.timeouts.upstream_first_byte,
+                sent_at: &sent_at,
+            };
+            read_response_head(
+                &mut Shared(&upstream_stream),
+                upstream_buf,
+                &ctx.response_limits,
+                method,
+                resp,
+                deadline,
+            )
+            .await
+        });
+        match or(async { First::Request((&mut request).await) }, async {
+            First::Response((&mut head).await)
+        })
+        .await
+        {
+            First::Request(Err(e)) => Err(e),
+            First::Request(Ok(())) => {
+                request_complete = true;
+                head.await
+            }
+            First::Response(result) => result,
+        }
+    };
+    head?;
+
+    let mut response = pin!(async {
+        let (mut to, mut from) = (Shared(&client_stream), Shared(&upstream_stream));
+        send_response(&mut to, out, &mut from, upstream_buf, resp, side).await
+    });
+    if request_complete {
+        return Ok((response.await?, true));
     }
-    let idle = ctx.config.timeouts.body_idle;
-    relay_body(
-        &mut client.stream,
-        &mut client.buf,
-        &mut conn.stream,
-        &mut body,
-        payload,
-        limit,
-        idle,
-    )
+    match or(async { First::Request((&mut request).await) }, async {
+        First::Response((&mut response).await)
+    })
     .await
-    .map_err(|e| match e {
+    {
+        First::Request(Ok(())) => Ok((response.await?, true)),
+        First::Request(Err(e)) => {
+            // The response may already be on its way to the client: all we can do is close.
+            log::debug!(
+                "shard {}: request body failed while the response streamed: {e}",
+                ctx.id
+            );
+            let end = ResponseEnd {
+                complete: false,
+                close_client: true,
+                upstream_reusable: false,
+            };
+            Ok((end, false))
+        }
+        First::Response(end) => Ok((end?, false)),
+    }
+}
+
+/// Blames the right side for a failed request-body relay.
+fn request_body_error(e: RelayError) -> ProxyError {
+    match e {
         RelayError::SourceClosed => {
             ProxyError::ClientGone(std::io::ErrorKind::UnexpectedEof.into())
         }
@@ -276,53 +358,5 @@ async fn send_request(
         RelayError::Malformed(e) => ProxyError::BadRequestBody(e),
         RelayError::TooLarge => ProxyError::BodyTooLarge,
         RelayError::DestinationIo(e) => ProxyError::UpstreamIo(e),
-    })
-}
-
-/// Reads the final response head into `resp` (interim 1xx responses are
-/// dropped: the proxy already answered 100-continue itself), within
-/// `upstream_first_byte`.
-async fn read_response_head(
-    ctx: &ShardContext,
-    conn: &mut UpstreamConn,
-    method: Method,
-    resp: &mut ResponseHead,
-) -> Result<(), ProxyError> {
-    let timeout = ctx.config.timeouts.upstream_first_byte;
-    let mut received = !conn.buf.is_empty();
-    loop {
-        let complete = !conn.buf.is_empty()
-            && parse_response(conn.buf.filled(), &ctx.response_limits, method, resp)
-                .map_err(ProxyError::BadResponse)?;
-        if complete {
-            match resp.status {
-                101 => {
-                    return Err(ProxyError::BadResponse(HeadError::Malformed(
-                        "unrequested upgrade",
-                    )))
-                }
-                100..=199 => {
-                    conn.buf.consume(resp.fields.head_len);
-                    continue;
-                }
-                _ => return Ok(()),
-            }
-        }
-        match read_some(&mut conn.stream, &mut conn.buf, timeout).await {
-            Ok(0) if !received => return Err(ProxyError::UpstreamClosed),
-            Ok(0) => {
-                return Err(ProxyError::BadResponse(HeadError::Malformed(
-                    "truncated response head",
-                )))
-            }
-            Ok(_) => received = true,
-            Err(RelayError::SourceTimeout) => return Err(ProxyError::UpstreamTimeout),
-            Err(RelayError::SourceIo(e)) => return Err(upstream_read_error(e)),
-            Err(e) => {
-                return Err(ProxyError::UpstreamIo(std::io::Error::other(format!(
-                    "{e:?}"
-                ))))
-            }
-        }
     }
 }

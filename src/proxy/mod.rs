@@ -1,9 +1,13 @@
 //! The reverse proxy: one client connection's life (`client`), one request's
 //! trip to the upstream and back (`forward`), body streaming (`relay`),
-//! route selection (`routing`) and the error-to-status map (`error`).
+//! the response's way back (`response`), sockets shared by both directions of
+//! a full-duplex exchange (`peer`), route selection (`routing`) and the
+//! error-to-status map (`error`).
 
 pub mod client;
 pub mod error;
 pub mod forward;
+pub mod peer;
 pub mod relay;
+pub mod response;
 pub mod routing;

@@ -7,8 +7,8 @@
 use std::{io, time::Duration};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 
+use super::peer::Peer;
 use crate::{
     buffer::IoBuf,
     http::{
@@ -32,13 +32,13 @@ pub enum RelayError {
 }
 
 /// Reads once from `src` into `buf`. `Ok(0)` means EOF.
-pub async fn read_some(
-    src: &mut TcpStream,
+pub async fn read_some<S: Peer>(
+    src: &mut S,
     buf: &mut IoBuf,
     timeout: Duration,
 ) -> Result<usize, RelayError> {
-    // glommio arms a linked timeout on the read itself: no extra timer task.
-    let _ = src.set_read_timeout(Some(timeout));
+    // glommio arms the timeout with the read itself: no extra timer task.
+    src.set_read_timeout(timeout);
     match src.read(buf.spare()).await {
         Ok(n) => {
             buf.commit(n);
@@ -51,10 +51,10 @@ pub async fn read_some(
 
 /// Copies the rest of `body` from `src` to `dst`, verbatim (framing included).
 /// `payload_seen` counts payload bytes already forwarded, against `limit`.
-pub async fn relay_body(
-    src: &mut TcpStream,
+pub async fn relay_body<S: Peer, D: Peer>(
+    src: &mut S,
     buf: &mut IoBuf,
-    dst: &mut TcpStream,
+    dst: &mut D,
     body: &mut BodyState,
     mut payload_seen: u64,
     limit: Option<u64>,
@@ -86,10 +86,10 @@ pub async fn relay_body(
 /// Copies a chunked body from `src` to `dst` as plain payload bytes, for
 /// clients that cannot read chunked coding (HTTP/1.0); the connection is
 /// closed after, which is how such a client learns the body ended.
-pub async fn relay_dechunked(
-    src: &mut TcpStream,
+pub async fn relay_dechunked<S: Peer, D: Peer>(
+    src: &mut S,
     buf: &mut IoBuf,
-    dst: &mut TcpStream,
+    dst: &mut D,
     idle: Duration,
 ) -> Result<(), RelayError> {
     let mut decoder = ChunkedDecoder::default();
