@@ -44,6 +44,77 @@ fn chunked_request_body_is_forwarded_verbatim() {
     });
 }
 
+#[test]
+fn chunk_extensions_and_trailers_are_accepted() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        let chunks = "5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+        client.send(
+            format!("POST /ext HTTP/1.1\r\nHost: {TEST_HOST}\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}")
+                .as_bytes(),
+        );
+        let response = client.read_response("POST");
+        assert_status(&response, 200);
+        assert_eq!(
+            response.body_text(),
+            BodyDigest::of(b"hello world").to_text()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&origin.single_request().raw_body),
+            chunks
+        );
+        // The connection is in sync afterwards.
+        assert_status(&client.get("/after"), 200);
+    });
+}
+
+#[test]
+fn request_split_at_every_byte_is_parsed() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        let chunks = "3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
+        let request = format!(
+            "POST /split HTTP/1.1\r\nHost: {TEST_HOST}\r\nX-Some: header\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}"
+        );
+        client.send_bytewise(request.as_bytes());
+        let response = client.read_response("POST");
+        assert_status(&response, 200);
+        assert_eq!(
+            response.body_text(),
+            BodyDigest::of(b"abc0123456789abcdef").to_text()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&origin.single_request().raw_body),
+            chunks
+        );
+    });
+}
+
+#[test]
+fn response_split_at_every_byte_is_relayed() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|_, stream| {
+            origin::send_bytewise(
+                stream,
+                b"HTTP/1.1 200 OK\r\nX-Split: yes\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n",
+            );
+            After::KeepAlive
+        });
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        for _ in 0..2 {
+            let response = client.get("/split");
+            assert_status(&response, 200);
+            assert_eq!(response.header("x-split"), Some("yes"));
+            assert_eq!(response.body_text(), "abcdef");
+        }
+    });
+}
+
 fn chunked_hello(_: &Request, stream: &mut TcpStream) -> After {
     origin::send_chunked(stream, &[b"hello ", b"chunked ", b"world"]);
     After::KeepAlive
@@ -174,6 +245,40 @@ fn large_response_body_is_streamed_to_client() {
         assert_streamed(&proxy);
         // Still usable afterwards.
         assert_eq!(client.get("/again").body_text(), "/again");
+    });
+}
+
+#[test]
+fn large_chunked_response_is_streamed_to_client() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|_, stream| {
+            origin::send(
+                stream,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            PatternBody::new(13, LARGE_BODY).stream(&mut |piece| {
+                origin::send(
+                    stream,
+                    &[format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat(),
+                );
+            });
+            origin::send(stream, b"0\r\n\r\n");
+            After::KeepAlive
+        });
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(client::request_head("GET", "/chunked-download").as_bytes());
+        let head = client.read_head().expect("response head");
+        assert_eq!(head.status, 200);
+        let mut received = BodyDigest::default();
+        client
+            .read_body(&head, "GET", &mut |piece| received.update(piece))
+            .expect("the whole 64 MiB chunked body");
+        assert_eq!(
+            received,
+            PatternBody::new(13, LARGE_BODY).stream(&mut |_| {})
+        );
+        assert_streamed(&proxy);
     });
 }
 

@@ -372,3 +372,70 @@ fn concurrent_clients_each_get_their_own_responses() {
         assert_eq!(origin.request_count(), 16 * 20);
     });
 }
+
+#[test]
+fn target_with_query_is_forwarded_unchanged() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let target = "/search/a%2Fb/../c?q=%20x&y=1;z";
+        assert_eq!(proxy.client().get(target).body_text(), target);
+    });
+}
+
+#[test]
+fn hundred_pipelined_requests_are_answered_in_order() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        let paths: Vec<String> = (0..100).map(|n| format!("/many/{n}")).collect();
+        let batch: String = paths
+            .iter()
+            .map(|path| client::request_head("GET", path))
+            .collect();
+        client.send(batch.as_bytes());
+        for path in &paths {
+            assert_eq!(
+                &client.read_response("GET").body_text(),
+                path,
+                "pipelined responses out of order"
+            );
+        }
+    });
+}
+
+#[test]
+fn pipelined_requests_before_a_bad_one_are_answered_then_400() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        let batch = [
+            client::request_head("GET", "/good/1"),
+            client::request_head("GET", "/good/2"),
+            "GET /bad HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(),
+            client::request_head("GET", "/never"),
+        ]
+        .concat();
+        client.send(batch.as_bytes());
+        assert_eq!(client.read_response("GET").body_text(), "/good/1");
+        assert_eq!(client.read_response("GET").body_text(), "/good/2");
+        assert_status(&client.expect_response_then_close("GET"), 400);
+        let targets: Vec<String> = origin.requests().into_iter().map(|r| r.target).collect();
+        assert_eq!(targets, ["/good/1", "/good/2"]);
+    });
+}
+
+#[test]
+fn half_closed_client_still_gets_its_response() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(client::request_head("GET", "/half-closed").as_bytes());
+        client.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        let response = client.expect_response_then_close("GET");
+        assert_eq!(response.body_text(), "/half-closed");
+    });
+}

@@ -12,6 +12,10 @@ use super::wire::{find_header, owned_headers, tokens, Framing, ReadError, Wire};
 /// How long any single read or write may block.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Pause between the writes of `send_bytewise` (long enough for the bytes
+/// to travel in separate segments).
+pub const BYTEWISE_PAUSE: Duration = Duration::from_millis(1);
+
 /// The Host header value the helpers send.
 pub const TEST_HOST: &str = "test.example";
 
@@ -108,6 +112,15 @@ impl Client {
             .stream
             .write_all(bytes)
             .unwrap_or_else(|error| panic!("sending {} bytes to the proxy: {error}", bytes.len()));
+    }
+
+    /// Writes `bytes` one byte per write, pausing between writes, so the
+    /// proxy sees them split at every possible boundary.
+    pub fn send_bytewise(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.send(std::slice::from_ref(byte));
+            std::thread::sleep(BYTEWISE_PAUSE);
+        }
     }
 
     /// Sends a body-less request with the test Host and reads the response.

@@ -295,6 +295,15 @@ pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = stream.write_all(bytes);
 }
 
+/// Writes `bytes` one byte per write (see `Client::send_bytewise`).
+pub fn send_bytewise(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.set_nodelay(true);
+    for byte in bytes {
+        send(stream, std::slice::from_ref(byte));
+        std::thread::sleep(super::client::BYTEWISE_PAUSE);
+    }
+}
+
 /// A complete `200 OK` with a Content-Length body.
 pub fn send_ok(stream: &mut TcpStream, body: &[u8]) {
     let mut response = format!(
