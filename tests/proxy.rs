@@ -15,6 +15,8 @@ mod forwarding;
 mod harness;
 #[path = "proxy/limits.rs"]
 mod limits;
+#[path = "proxy/pooling.rs"]
+mod pooling;
 #[path = "proxy/shutdown.rs"]
 mod shutdown;
 #[path = "proxy/strict_parsing.rs"]

@@ -439,3 +439,27 @@ fn half_closed_client_still_gets_its_response() {
         assert_eq!(response.body_text(), "/half-closed");
     });
 }
+
+#[test]
+fn http10_keepalive_client_stays_connected() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        for round in 0..3 {
+            let path = format!("/old-keepalive/{round}");
+            client.send(
+                format!(
+                    "GET {path} HTTP/1.0\r\nHost: {TEST_HOST}\r\nConnection: keep-alive\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            let response = client.read_response("GET");
+            assert_eq!(response.body_text(), path);
+            assert!(
+                response.has_header("content-length"),
+                "a kept-alive HTTP/1.0 response needs a Content-Length"
+            );
+        }
+    });
+}

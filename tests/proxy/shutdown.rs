@@ -101,3 +101,50 @@ fn idle_connection_is_closed_promptly_on_sigterm() {
         assert!(status.success(), "the proxy exited with {status}");
     });
 }
+
+#[test]
+fn sigint_shuts_down_gracefully_too() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let mut proxy = proxy_for_shutdown(&origin, shards);
+        assert_status(&proxy.client().get("/before"), 200);
+        proxy.send_signal(libc::SIGINT);
+        let status = proxy.wait_for_exit(Duration::from_secs(3));
+        assert!(status.success(), "the proxy exited with {status} on SIGINT");
+    });
+}
+
+#[test]
+fn stuck_request_is_cut_off_at_shutdown_timeout() {
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let origin = Origin::start(move |_, stream| {
+            held.wait();
+            origin::send_ok(stream, b"far too late");
+            After::KeepAlive
+        });
+        let config = ProxyConfig::for_origin(shards, origin.addr()).set(
+            "server",
+            "shutdown_timeout",
+            r#""500ms""#,
+        );
+        let mut proxy = Proxy::start(&config);
+        let mut client = proxy.client();
+        client.send(client::request_head("GET", "/stuck").as_bytes());
+        origin.wait_for_requests(1);
+        let signalled = Instant::now();
+        proxy.send_sigterm();
+        proxy.wait_for_exit(Duration::from_secs(3));
+        assert!(
+            client.try_read_to_close().is_ok(),
+            "the client connection outlived the proxy"
+        );
+        gate.open();
+        assert!(
+            signalled.elapsed() < Duration::from_secs(3),
+            "exit took {:?}",
+            signalled.elapsed()
+        );
+    });
+}

@@ -77,12 +77,27 @@ impl ProxyConfig {
         self.set("http", key, raw_value)
     }
 
-    pub fn upstream(mut self, name: &str, servers: &[SocketAddr]) -> Self {
+    /// An upstream with `keepalive = 8`.
+    pub fn upstream(self, name: &str, servers: &[SocketAddr]) -> Self {
+        self.upstream_with(name, servers, &[("keepalive", "8")])
+    }
+
+    /// An upstream with extra raw TOML keys, e.g. `("keepalive_timeout", "\"300ms\"")`.
+    pub fn upstream_with(
+        mut self,
+        name: &str,
+        servers: &[SocketAddr],
+        keys: &[(&str, &str)],
+    ) -> Self {
         let servers: Vec<String> = servers.iter().map(|addr| format!("\"{addr}\"")).collect();
-        self.upstreams.push(format!(
-            "[[upstream]]\nname = {name:?}\nservers = [{}]\nkeepalive = 8\n",
+        let mut table = format!(
+            "[[upstream]]\nname = {name:?}\nservers = [{}]\n",
             servers.join(", ")
-        ));
+        );
+        for (key, value) in keys {
+            writeln!(table, "{key} = {value}").unwrap();
+        }
+        self.upstreams.push(table);
         self
     }
 
@@ -243,10 +258,14 @@ impl Proxy {
     }
 
     pub fn send_sigterm(&self) {
+        self.send_signal(libc::SIGTERM);
+    }
+
+    pub fn send_signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: plain kill(2) on our own child's pid.
-        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(result, 0, "kill(SIGTERM) failed");
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({signal}) failed");
     }
 
     /// Waits for the process to exit; panics after `limit`.

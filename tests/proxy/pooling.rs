@@ -1,0 +1,156 @@
+//! The upstream side: pooled connections stay consistent when a client goes
+//! away mid-request, idle pooled connections respect `keepalive` (how many)
+//! and `keepalive_timeout` (how long), requests spread over every server of
+//! an upstream, and interim 1xx responses from the upstream do not
+//! desynchronise anything.
+
+use std::time::{Duration, Instant};
+
+use crate::support::origin::{self, After};
+use crate::support::*;
+
+#[test]
+fn client_leaving_mid_request_does_not_poison_the_pool() {
+    for_each_shard_count(|shards| {
+        let release = Gate::new();
+        let written = Gate::new();
+        let (held, announced) = (release.clone(), written.clone());
+        let origin = Origin::start(move |request, stream| {
+            if request.target == "/abandoned" {
+                held.wait();
+                origin::send_ok(stream, b"/abandoned");
+                announced.open();
+            } else {
+                origin::send_ok(stream, request.target.as_bytes());
+            }
+            After::KeepAlive
+        });
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut leaving = proxy.client();
+        leaving.send(client::request_head("GET", "/abandoned").as_bytes());
+        origin.wait_for_requests(1);
+        drop(leaving);
+        release.open();
+        written.wait();
+        for round in 0..20 {
+            let path = format!("/after-abandon/{round}");
+            assert_eq!(
+                proxy.client().get(&path).body_text(),
+                path,
+                "a response went to the wrong client"
+            );
+        }
+    });
+}
+
+#[test]
+fn idle_pooled_connections_expire_after_keepalive_timeout() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let config = ProxyConfig::new(shards)
+            .upstream_with(
+                "o",
+                &[origin.addr()],
+                &[("keepalive", "8"), ("keepalive_timeout", "\"300ms\"")],
+            )
+            .route(None, "/", "o");
+        let proxy = Proxy::start(&config);
+        assert_status(&proxy.client().get("/once"), 200);
+        let idle_since = Instant::now();
+        origin.wait_for_closed_connections(1);
+        assert!(
+            idle_since.elapsed() < Duration::from_secs(3),
+            "a 300ms keepalive_timeout closed the pooled connection after {:?}",
+            idle_since.elapsed()
+        );
+    });
+}
+
+#[test]
+fn pool_keeps_at_most_keepalive_idle_connections() {
+    const CLIENTS: usize = 12;
+    const KEEPALIVE: usize = 2;
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let origin = Origin::start(move |request, stream| {
+            held.wait();
+            origin::send_ok(stream, request.target.as_bytes());
+            After::KeepAlive
+        });
+        let config = ProxyConfig::new(shards)
+            .upstream_with(
+                "o",
+                &[origin.addr()],
+                &[("keepalive", &KEEPALIVE.to_string())],
+            )
+            .route(None, "/", "o");
+        let proxy = Proxy::start(&config);
+        std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|n| {
+                    let proxy = &proxy;
+                    scope.spawn(move || proxy.client().get(&format!("/parallel/{n}")).body_text())
+                })
+                .collect();
+            // Every request holds its own upstream connection before any answer.
+            origin.wait_for_requests(CLIENTS);
+            gate.open();
+            for (n, client) in clients.into_iter().enumerate() {
+                assert_eq!(client.join().unwrap(), format!("/parallel/{n}"));
+            }
+        });
+        assert_eq!(origin.connections(), CLIENTS);
+        let surplus = CLIENTS - KEEPALIVE * shards;
+        origin.wait_for_closed_connections(surplus);
+    });
+}
+
+#[test]
+fn requests_spread_over_all_servers_of_an_upstream() {
+    for_each_shard_count(|shards| {
+        let first = Origin::start(origin::echo_target());
+        let second = Origin::start(origin::echo_target());
+        let config = ProxyConfig::new(shards)
+            .upstream("both", &[first.addr(), second.addr()])
+            .route(None, "/", "both");
+        let proxy = Proxy::start(&config);
+        let mut client = proxy.client();
+        for n in 0..20 {
+            assert_status(&client.get(&format!("/spread/{n}")), 200);
+        }
+        let (a, b) = (first.request_count(), second.request_count());
+        assert_eq!(a + b, 20);
+        assert!(
+            a >= 5 && b >= 5,
+            "20 requests split {a}/{b} over two equal servers"
+        );
+    });
+}
+
+#[test]
+fn interim_responses_from_upstream_do_not_desynchronise() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|request, stream| {
+            origin::send(
+                stream,
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+            );
+            origin::send_ok(stream, request.target.as_bytes());
+            After::KeepAlive
+        });
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        for round in 0..3 {
+            let path = format!("/hints/{round}");
+            client.send(client::request_head("GET", &path).as_bytes());
+            // Forwarding the 1xx or swallowing it are both fine.
+            let mut response = client.read_response("GET");
+            while response.status < 200 {
+                response = client.read_response("GET");
+            }
+            assert_status(&response, 200);
+            assert_eq!(response.body_text(), path);
+        }
+    });
+}
