@@ -126,6 +126,10 @@ fn bad_chunked_request_bodies_are_rejected() {
                 b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
             ),
             (
+                "bare LF after chunk size",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+            ),
+            (
                 "chunk data longer than its size",
                 b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n",
             ),
@@ -198,7 +202,57 @@ fn bad_request_line_or_host_is_rejected() {
                 "two Host headers",
                 b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             ),
+            (
+                "double space in request line",
+                b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+            ),
+            (
+                "trailing space in request line",
+                b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n",
+            ),
         ],
         Leak::Nothing,
     );
+}
+
+#[test]
+fn unusual_but_valid_requests_are_accepted() {
+    const VALID: [(&str, &[u8], &[u8]); 6] = [
+        ("upper-case CHUNKED", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok"),
+        ("tab as whitespace", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\tchunked\t\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok"),
+        ("Content-Length with leading zeros", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 002\r\n\r\nok", b"ok"),
+        ("chunk size with leading zeros", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0002\r\nok\r\n0\r\n\r\n", b"ok"),
+        ("every token character in a name", b"GET / HTTP/1.1\r\nHost: h\r\nX-!#$%&'*+-.^_`|~09az: v\r\n\r\n", b""),
+        ("empty header value", b"GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\n\r\n", b""),
+    ];
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let failures: Vec<String> = VALID
+            .iter()
+            .filter_map(|(name, request, body)| {
+                let mut client = proxy.client();
+                client.send(request);
+                match client.try_read_response("POST") {
+                    Ok(response)
+                        if response.status == 200
+                            && response.body == BodyDigest::of(body).to_text().as_bytes() =>
+                    {
+                        None
+                    }
+                    Ok(response) => Some(format!(
+                        "{name}: got {} {:?}",
+                        response.status,
+                        response.body_text()
+                    )),
+                    Err(error) => Some(format!("{name}: no response ({error:?})")),
+                }
+            })
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "valid requests refused or mangled:\n{}",
+            failures.join("\n")
+        );
+    });
 }
