@@ -192,31 +192,26 @@ pub struct ResponseHead {
     pub reason: Span,
 }
 
-/// Finds the end of the head (the index just past CRLFCRLF), refusing bare
-/// CR, bare LF and NUL on the way: httparse tolerates a lone LF as a line end,
-/// which is exactly the kind of disagreement request smuggling feeds on.
-/// `Ok(None)`: the head is not complete yet.
-pub fn find_head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
-    let mut i = 0;
-    while i < buf.len() {
-        match buf[i] {
-            b'\n' => {
-                if i == 0 || buf[i - 1] != b'\r' {
-                    return Err(HeadError::Malformed("bare LF in header section"));
-                }
-                if i >= 3 && buf[i - 2] == b'\n' && buf[i - 3] == b'\r' {
-                    return Ok(Some(i + 1));
-                }
-            }
-            b'\r' if i + 1 < buf.len() && buf[i + 1] != b'\n' => {
-                return Err(HeadError::Malformed("bare CR in header section"));
-            }
-            0 => return Err(HeadError::Malformed("NUL in header section")),
-            _ => {}
-        }
-        i += 1;
+/// Refuses line endings other than CRLF. httparse accepts a lone LF as a line
+/// end, which is exactly the kind of disagreement request smuggling feeds on;
+/// httparse itself rejects bare CR, NUL and other controls. Every header line
+/// starts right after a line ending, and the head ends with CRLFCRLF, so
+/// checking those spots covers every line without scanning the bytes again.
+fn check_line_endings(
+    buf: &[u8],
+    end: usize,
+    headers: &[httparse::Header<'_>],
+) -> Result<(), HeadError> {
+    if end < 4 || &buf[end - 4..end] != b"\r\n\r\n" {
+        return Err(HeadError::Malformed("bare LF in header section"));
     }
-    Ok(None)
+    for header in headers {
+        let start = Span::within(buf, header.name.as_bytes()).start as usize;
+        if start < 2 || &buf[start - 2..start] != b"\r\n" {
+            return Err(HeadError::Malformed("bare LF in header section"));
+        }
+    }
+    Ok(())
 }
 
 /// What to report when the buffer is full and the head still has no end.
@@ -251,7 +246,12 @@ pub fn parse_request(
     limits: &Limits,
     out: &mut RequestHead,
 ) -> Result<bool, HeadError> {
-    let Some(end) = find_head_end(buf)? else {
+    let mut slots = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut []);
+    let status = req
+        .parse_with_uninit_headers(buf, &mut slots[..limits.max_headers.min(MAX_HEADERS_CAP)])
+        .map_err(map_httparse)?;
+    let httparse::Status::Complete(end) = status else {
         if buf.len() >= limits.max_head_bytes {
             return Err(overflow_error(buf, limits));
         }
@@ -260,16 +260,11 @@ pub fn parse_request(
     if end > limits.max_head_bytes {
         return Err(overflow_error(buf, limits));
     }
+    check_line_endings(buf, end, req.headers)?;
     out.fields.reset();
     out.host = None;
     out.expect_continue = false;
-
-    let mut slots = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS_CAP];
-    let mut req = httparse::Request::new(&mut []);
-    let head = &buf[..end];
-    req.parse_with_uninit_headers(head, &mut slots[..limits.max_headers.min(MAX_HEADERS_CAP)])
-        .map_err(map_httparse)?;
-    // Incomplete is impossible: `head` ends with CRLFCRLF.
+    // Complete implies a whole request line.
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
@@ -334,7 +329,16 @@ pub fn parse_response(
     request_method: Method,
     out: &mut ResponseHead,
 ) -> Result<bool, HeadError> {
-    let Some(end) = find_head_end(buf)? else {
+    let mut slots = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS_CAP];
+    let mut resp = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut slots[..limits.max_headers.min(MAX_HEADERS_CAP)],
+        )
+        .map_err(map_httparse)?;
+    let httparse::Status::Complete(end) = status else {
         if buf.len() >= limits.max_head_bytes {
             return Err(HeadError::HeadTooLarge);
         }
@@ -343,16 +347,8 @@ pub fn parse_response(
     if end > limits.max_head_bytes {
         return Err(HeadError::HeadTooLarge);
     }
+    check_line_endings(buf, end, resp.headers)?;
     out.fields.reset();
-    let mut slots = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS_CAP];
-    let mut resp = httparse::Response::new(&mut []);
-    httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(
-            &mut resp,
-            &buf[..end],
-            &mut slots[..limits.max_headers.min(MAX_HEADERS_CAP)],
-        )
-        .map_err(map_httparse)?;
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
