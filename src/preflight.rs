@@ -62,3 +62,25 @@ pub fn memlock_advice() -> String {
          container) or lower [server.tuning] io_memory and ring_depth"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_names_a_cause_and_a_fix() {
+        let seccomp = explain(io::Error::from_raw_os_error(libc::ENOSYS));
+        assert!(seccomp.contains("5.8") && seccomp.contains("seccomp"), "{seccomp}");
+        let memlock = explain(io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(memlock.contains("RLIMIT_MEMLOCK") && memlock.contains("ulimit -l"), "{memlock}");
+        let denied = explain(io::Error::from_raw_os_error(libc::EPERM));
+        assert!(denied.contains("io_uring_disabled") || denied.contains("seccomp"), "{denied}");
+    }
+
+    #[test]
+    fn this_machine_has_io_uring() {
+        // The project's CI and development machines run kernels with io_uring;
+        // if this fails, the message says why.
+        check_io_uring().unwrap();
+    }
+}
