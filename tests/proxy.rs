@@ -13,6 +13,8 @@ mod cli;
 mod forwarding;
 #[path = "proxy/harness.rs"]
 mod harness;
+#[path = "proxy/large_bodies.rs"]
+mod large_bodies;
 #[path = "proxy/limits.rs"]
 mod limits;
 #[path = "proxy/pooling.rs"]

@@ -72,12 +72,7 @@ fn pool_keeps_at_most_keepalive_idle_connections() {
     const KEEPALIVE: usize = 2;
     for_each_shard_count(|shards| {
         let gate = Gate::new();
-        let held = gate.clone();
-        let origin = Origin::start(move |request, stream| {
-            held.wait();
-            origin::send_ok(stream, request.target.as_bytes());
-            After::KeepAlive
-        });
+        let origin = Origin::start(origin::held_until_open(&gate));
         let config = ProxyConfig::new(shards)
             .upstream_with(
                 "o",

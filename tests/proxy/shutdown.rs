@@ -5,7 +5,7 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::origin::{self, After};
+use crate::support::origin;
 use crate::support::*;
 
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,12 +49,7 @@ fn listeners_close_on_sigterm() {
 fn request_in_flight_completes_after_sigterm() {
     for_each_shard_count(|shards| {
         let gate = Gate::new();
-        let held = gate.clone();
-        let origin = Origin::start(move |_, stream| {
-            held.wait();
-            origin::send_ok(stream, b"finished after SIGTERM");
-            After::KeepAlive
-        });
+        let origin = Origin::start(origin::held_until_open(&gate));
         let mut proxy = proxy_for_shutdown(&origin, shards);
         let mut client = proxy.client();
         client.send(client::request_head("GET", "/in-flight").as_bytes());
@@ -66,7 +61,7 @@ fn request_in_flight_completes_after_sigterm() {
         gate.open();
         let response = client.read_response("GET");
         assert_status(&response, 200);
-        assert_eq!(response.body_text(), "finished after SIGTERM");
+        assert_eq!(response.body_text(), "/in-flight");
         let status = proxy.wait_for_exit(SHUTDOWN_TIMEOUT);
         assert!(
             status.success(),
@@ -118,12 +113,7 @@ fn sigint_shuts_down_gracefully_too() {
 fn stuck_request_is_cut_off_at_shutdown_timeout() {
     for_each_shard_count(|shards| {
         let gate = Gate::new();
-        let held = gate.clone();
-        let origin = Origin::start(move |_, stream| {
-            held.wait();
-            origin::send_ok(stream, b"far too late");
-            After::KeepAlive
-        });
+        let origin = Origin::start(origin::held_until_open(&gate));
         let config = ProxyConfig::for_origin(shards, origin.addr()).set(
             "server",
             "shutdown_timeout",

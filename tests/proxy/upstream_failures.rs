@@ -111,22 +111,16 @@ fn malformed_upstream_responses_give_502() {
             After::Close
         });
         let proxy = Proxy::in_front_of(&origin, shards);
-        let failures: Vec<String> = MALFORMED
-            .iter()
-            .enumerate()
-            .filter_map(|(index, (name, _))| {
-                let response = proxy.client().try_get(&format!("/{index}"));
-                match response {
-                    Ok(response) if response.status == 502 => None,
-                    Ok(response) => Some(format!("{name}: got {}", response.status)),
-                    Err(error) => Some(format!("{name}: no response ({error:?})")),
-                }
-            })
-            .collect();
-        assert!(
-            failures.is_empty(),
-            "malformed upstream responses not turned into 502:\n{}",
-            failures.join("\n")
+        assert_every_case(
+            "malformed upstream responses not turned into 502",
+            &MALFORMED,
+            |raw| {
+                let index = MALFORMED
+                    .iter()
+                    .position(|(_, candidate)| candidate == raw)
+                    .unwrap();
+                expect_status(proxy.client().try_get(&format!("/{index}")), 502).map(drop)
+            },
         );
     });
 }
@@ -147,12 +141,7 @@ fn refused_upstream_connection_gives_502() {
 fn upstream_not_answering_in_time_gives_504() {
     for_each_shard_count(|shards| {
         let gate = Gate::new();
-        let held = gate.clone();
-        let origin = Origin::start(move |_, stream| {
-            held.wait();
-            origin::send_ok(stream, b"too late");
-            After::KeepAlive
-        });
+        let origin = Origin::start(origin::held_until_open(&gate));
         let config =
             ProxyConfig::for_origin(shards, origin.addr()).timeout("upstream_first_byte", "300ms");
         let proxy = Proxy::start(&config);

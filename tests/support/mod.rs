@@ -63,3 +63,34 @@ pub fn assert_error_response(response: &Response, status: u16) {
         response.body.len()
     );
 }
+
+/// Checks every named case and fails once, listing each case that failed
+/// with its reason (so one run shows every broken vector).
+#[track_caller]
+pub fn assert_every_case<'a, T: 'a>(
+    what: &str,
+    cases: impl IntoIterator<Item = &'a (&'static str, T)>,
+    check: impl Fn(&T) -> Result<(), String>,
+) {
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(name, case)| check(case).err().map(|why| format!("{name}: {why}")))
+        .collect();
+    assert!(failures.is_empty(), "{what}:\n{}", failures.join("\n"));
+}
+
+/// `Ok` if `outcome` is a response with `status`, a description otherwise.
+pub fn expect_status(
+    outcome: Result<Response, ReadError>,
+    status: u16,
+) -> Result<Response, String> {
+    match outcome {
+        Ok(response) if response.status == status => Ok(response),
+        Ok(response) => Err(format!(
+            "got {} {:?} instead of {status}",
+            response.status,
+            response.body_text()
+        )),
+        Err(error) => Err(format!("no response ({error:?})")),
+    }
+}

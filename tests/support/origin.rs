@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::digest::{BodyDigest, PatternBody};
-use super::wire::{find_header, owned_headers, tokens, Framing, ReadError, Wire};
+use super::wire::{encode_chunk, find_header, owned_headers, tokens, Framing, ReadError, Wire};
 
 /// Bodies longer than this are only digested, not kept.
 const KEEP_BODY_BYTES: usize = 1024 * 1024;
@@ -319,9 +319,7 @@ pub fn send_ok(stream: &mut TcpStream, body: &[u8]) {
 pub fn send_chunked(stream: &mut TcpStream, chunks: &[&[u8]]) {
     let mut response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for chunk in chunks {
-        response.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        response.extend_from_slice(chunk);
-        response.extend_from_slice(b"\r\n");
+        response.extend(encode_chunk(chunk));
     }
     response.extend_from_slice(b"0\r\n\r\n");
     send(stream, &response);
@@ -339,6 +337,19 @@ pub fn send_pattern_body(stream: &mut TcpStream, seed: u64, len: u64) {
 /// Handler: `200 OK` whose body is the request target.
 pub fn echo_target() -> impl Fn(&Request, &mut TcpStream) -> After + Send + Sync {
     |request, stream| {
+        send_ok(stream, request.target.as_bytes());
+        After::KeepAlive
+    }
+}
+
+/// Handler: waits until `gate` opens, then `200 OK` with the request target
+/// as body — a request the test holds "in flight".
+pub fn held_until_open(
+    gate: &Arc<Gate>,
+) -> impl Fn(&Request, &mut TcpStream) -> After + Send + Sync {
+    let gate = Arc::clone(gate);
+    move |request, stream| {
+        gate.wait();
         send_ok(stream, request.target.as_bytes());
         After::KeepAlive
     }

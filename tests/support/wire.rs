@@ -259,3 +259,8 @@ pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'
         .find(|(key, _)| key.eq_ignore_ascii_case(name))
         .map(|(_, value)| value.as_str())
 }
+
+/// One chunk of a chunked body: size line, data, CRLF.
+pub fn encode_chunk(data: &[u8]) -> Vec<u8> {
+    [format!("{:x}\r\n", data.len()).as_bytes(), data, b"\r\n"].concat()
+}
