@@ -9,6 +9,9 @@ use crate::support::*;
 /// A named malformed request.
 type Vector = (&'static str, &'static [u8]);
 
+/// A request and the body the origin must receive for it.
+type RequestAndBody = (&'static [u8], &'static [u8]);
+
 /// How much of a rejected request the origin may have seen.
 #[derive(Clone, Copy)]
 enum Leak {
@@ -204,8 +207,7 @@ fn bad_request_line_or_host_is_rejected() {
 
 #[test]
 fn unusual_but_valid_requests_are_accepted() {
-    /// Each request with the body the origin must receive.
-    const VALID: [(&str, (&[u8], &[u8])); 6] = [
+    const VALID: [(&str, RequestAndBody); 6] = [
         ("upper-case CHUNKED", (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok")),
         ("tab as whitespace", (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\tchunked\t\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok")),
         ("Content-Length with leading zeros", (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 002\r\n\r\nok", b"ok")),
