@@ -144,3 +144,35 @@ fn version_flag_prints_the_version() {
         outcome.stdout
     );
 }
+
+#[test]
+fn check_does_not_bind_the_listen_address() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = occupied.local_addr().unwrap();
+    let config = format!("[server]\nlisten = [\"{addr}\"]\nshards = 1\n\n{VALID_ROUTING}");
+    let outcome = check_config(&config);
+    assert!(
+        outcome.success,
+        "--check must only validate, not bind:\n{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn occupied_listen_address_fails_startup() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = occupied.local_addr().unwrap();
+    let file = TempFile::with_contents(&format!(
+        "[server]\nlisten = [\"{addr}\"]\nshards = 1\n\n{VALID_ROUTING}"
+    ));
+    let outcome = run_cli(&["--config", file.path.to_str().unwrap()]);
+    assert!(
+        !outcome.success,
+        "the proxy started on an address already in use"
+    );
+    assert!(
+        outcome.stderr.contains(&addr.to_string()),
+        "the error does not name {addr}:\n{}",
+        outcome.stderr
+    );
+}

@@ -163,6 +163,25 @@ fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
 }
 
 #[test]
+fn connection_listed_names_are_matched_case_insensitively() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(b"GET /case HTTP/1.1\r\nHost: h\r\nCONNECTION: x-drop-ME\r\nX-DROP-me: 1\r\nkeep-alive: 1\r\nX-Kept: 1\r\n\r\n");
+        assert_status(&client.read_response("GET"), 200);
+        let seen = origin.single_request();
+        assert_eq!(
+            seen.header("x-drop-me"),
+            None,
+            "a header listed in Connection reached the upstream"
+        );
+        assert_eq!(seen.header("keep-alive"), None);
+        assert_eq!(seen.header("x-kept"), Some("1"));
+    });
+}
+
+#[test]
 fn forwarding_headers_are_created_when_absent() {
     for_each_shard_count(|shards| {
         let origin = Origin::start(origin::echo_target());

@@ -149,3 +149,31 @@ fn interim_responses_from_upstream_do_not_desynchronise() {
         }
     });
 }
+
+#[test]
+fn shard_at_max_connections_stops_accepting_until_one_closes() {
+    // One shard only: with two, which shard a connection lands on is up to
+    // the kernel's SO_REUSEPORT hash, so "the full shard" is not predictable.
+    let origin = Origin::start(origin::echo_target());
+    let proxy = Proxy::start(&ProxyConfig::for_origin(1, origin.addr()).set(
+        "server.tuning",
+        "max_connections",
+        "2",
+    ));
+    let mut first = proxy.client();
+    let mut second = proxy.client();
+    assert_status(&first.get("/first"), 200);
+    assert_status(&second.get("/second"), 200);
+    let mut third = proxy.client();
+    third.send(client::request_head("GET", "/third").as_bytes());
+    // Proving a negative needs a wait: the third must not be served yet.
+    third.set_read_timeout(Duration::from_millis(500));
+    assert!(
+        matches!(third.read_head(), Err(ReadError::TimedOut)),
+        "a third connection was served with max_connections = 2"
+    );
+    drop(first);
+    third.set_read_timeout(client::IO_TIMEOUT);
+    assert_eq!(third.read_response("GET").body_text(), "/third");
+    assert_status(&second.get("/second-again"), 200);
+}

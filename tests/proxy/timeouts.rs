@@ -150,3 +150,60 @@ fn stalled_response_body_closes_the_client_connection() {
         );
     });
 }
+
+/// A config where every idle/first-byte timeout is 300ms.
+fn proxy_with_short_timeouts(origin: &Origin, shards: usize) -> Proxy {
+    let config = ProxyConfig::for_origin(shards, origin.addr())
+        .timeout("body_idle", "300ms")
+        .timeout("upstream_first_byte", "300ms");
+    Proxy::start(&config)
+}
+
+/// Paced writes, one piece every 100ms: slow but never idle for 300ms.
+const STEADY_PIECES: usize = 10;
+const STEADY_PACE: Duration = Duration::from_millis(100);
+
+#[test]
+fn steady_slow_upload_is_not_timed_out() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = proxy_with_short_timeouts(&origin, shards);
+        let mut client = proxy.client();
+        client.send(
+            format!("POST /steady HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: {STEADY_PIECES}\r\n\r\n").as_bytes(),
+        );
+        // The upload outlasts both timeouts; neither may fire: body_idle is
+        // about silence, upstream_first_byte starts once the request is sent.
+        for _ in 0..STEADY_PIECES {
+            thread::sleep(STEADY_PACE);
+            client.send(b"x");
+        }
+        let response = client.read_response("POST");
+        assert_status(&response, 200);
+        assert_eq!(
+            response.body_text(),
+            BodyDigest::of(&[b'x'; STEADY_PIECES]).to_text()
+        );
+    });
+}
+
+#[test]
+fn steady_slow_download_is_not_timed_out() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|_, stream| {
+            origin::send(
+                stream,
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {STEADY_PIECES}\r\n\r\n").as_bytes(),
+            );
+            for _ in 0..STEADY_PIECES {
+                thread::sleep(STEADY_PACE);
+                origin::send(stream, b"y");
+            }
+            After::KeepAlive
+        });
+        let proxy = proxy_with_short_timeouts(&origin, shards);
+        let response = proxy.client().get("/steady");
+        assert_status(&response, 200);
+        assert_eq!(response.body, [b'y'; STEADY_PIECES]);
+    });
+}

@@ -176,3 +176,22 @@ fn upstream_connect_timeout_gives_504() {
         );
     });
 }
+
+#[test]
+fn post_is_not_retried_when_upstream_closes_without_answering() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|_, _| After::Close);
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(
+            format!("POST /once HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 4\r\n\r\nbody")
+                .as_bytes(),
+        );
+        assert_error_response(&client.read_response("POST"), 502);
+        assert_eq!(
+            origin.request_count(),
+            1,
+            "a non-idempotent request was sent upstream twice"
+        );
+    });
+}

@@ -211,6 +211,10 @@ impl Client {
         response
     }
 
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.wire.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+
     /// Bytes the proxy sent after the last parsed response (pipelining).
     pub fn has_unread_bytes(&self) -> bool {
         self.wire.has_pending()
