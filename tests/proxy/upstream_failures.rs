@@ -195,3 +195,25 @@ fn post_is_not_retried_when_upstream_closes_without_answering() {
         );
     });
 }
+
+#[test]
+fn early_upstream_response_during_upload_reaches_the_client() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start_answering_before_body(origin::raw_response(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
+            After::Close,
+        ));
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        // Announce a large body but send only its start: the answer must
+        // come without the client finishing the upload.
+        client.send(
+            format!("POST /early HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 1048576\r\n\r\n")
+                .as_bytes(),
+        );
+        client.send(&[b'u'; 4096]);
+        let response = client.read_response("POST");
+        assert_status(&response, 413);
+        assert_eq!(response.body_text(), "nope");
+    });
+}

@@ -65,6 +65,9 @@ struct Shared {
     changed: Condvar,
     stopping: AtomicBool,
     handler: Box<Handler>,
+    /// Call the handler as soon as the head is parsed, never reading the
+    /// body, then close (an upstream that answers early, e.g. with 413).
+    answer_before_body: bool,
 }
 
 pub struct Origin {
@@ -77,13 +80,26 @@ impl Origin {
     pub fn start(
         handler: impl Fn(&Request, &mut TcpStream) -> After + Send + Sync + 'static,
     ) -> Origin {
+        Self::spawn(Box::new(handler), false)
+    }
+
+    /// An origin that answers with `handler` right after the request head,
+    /// without reading the body, then closes the connection.
+    pub fn start_answering_before_body(
+        handler: impl Fn(&Request, &mut TcpStream) -> After + Send + Sync + 'static,
+    ) -> Origin {
+        Self::spawn(Box::new(handler), true)
+    }
+
+    fn spawn(handler: Box<Handler>, answer_before_body: bool) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the test origin");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             counters: Mutex::default(),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
-            handler: Box::new(handler),
+            handler,
+            answer_before_body,
         });
         let accepting = Arc::clone(&shared);
         thread::spawn(move || accept_loop(listener, accepting));
@@ -199,6 +215,13 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         };
         shared.counters.lock().unwrap().heads += 1;
         shared.changed.notify_all();
+        if shared.answer_before_body {
+            (shared.handler)(&request, &mut wire.stream);
+            let _ = wire.stream.shutdown(Shutdown::Write);
+            // Let the peer see the response before any reset from unread bytes.
+            let _ = wire.read_until_closed();
+            return;
+        }
         let Some(framing) = request_framing(&request) else {
             send(
                 &mut wire.stream,
