@@ -110,6 +110,57 @@ fn response_split_at_every_byte_is_relayed() {
     });
 }
 
+/// Chunked with a trailer field after the last chunk.
+fn chunked_with_trailer(_: &Request, stream: &mut TcpStream) -> After {
+    origin::send(
+        stream,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\nX-Trailer: t\r\n\r\n",
+    );
+    After::KeepAlive
+}
+
+#[test]
+fn response_trailers_neither_leak_nor_desynchronise() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(chunked_with_trailer);
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut modern = proxy.client();
+        for _ in 0..2 {
+            assert_eq!(modern.get("/trailer").body_text(), "wxyz");
+        }
+        let mut old = proxy.client();
+        old.send(format!("GET /trailer HTTP/1.0\r\nHost: {TEST_HOST}\r\n\r\n").as_bytes());
+        assert_eq!(old.expect_response_then_close("GET").body_text(), "wxyz");
+    });
+}
+
+#[test]
+fn expect_100_continue_with_body_sent_at_once_works() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        // An impatient client sends the body without waiting for the 100.
+        client.send(
+            format!(
+                "POST /eager HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
+            )
+            .as_bytes(),
+        );
+        let mut response = client.read_response("POST");
+        if response.status == 100 {
+            response = client.read_response("POST");
+        }
+        assert_status(&response, 200);
+        assert_eq!(response.body_text(), BodyDigest::of(b"hello").to_text());
+        assert_eq!(
+            client.get("/next").status,
+            200,
+            "the connection is out of sync"
+        );
+    });
+}
+
 fn chunked_hello(_: &Request, stream: &mut TcpStream) -> After {
     origin::send_chunked(stream, &[b"hello ", b"chunked ", b"world"]);
     After::KeepAlive

@@ -207,13 +207,21 @@ fn bad_request_line_or_host_is_rejected() {
 
 #[test]
 fn unusual_but_valid_requests_are_accepted() {
-    const VALID: [(&str, RequestAndBody); 6] = [
+    const VALID: [(&str, RequestAndBody); 8] = [
         ("upper-case CHUNKED", (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok")),
         ("tab as whitespace", (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\tchunked\t\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok")),
         ("Content-Length with leading zeros", (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 002\r\n\r\nok", b"ok")),
         ("chunk size with leading zeros", (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0002\r\nok\r\n0\r\n\r\n", b"ok")),
         ("every token character in a name", (b"GET / HTTP/1.1\r\nHost: h\r\nX-!#$%&'*+-.^_`|~09az: v\r\n\r\n", b"")),
         ("empty header value", (b"GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\n\r\n", b"")),
+        (
+            "obs-text in a value",
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX-Latin: caf\xe9\r\n\r\n", b""),
+        ),
+        (
+            "GET with a body",
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok", b"ok"),
+        ),
     ];
     for_each_shard_count(|shards| {
         let origin = Origin::start(origin::describe_body());
@@ -235,5 +243,22 @@ fn unusual_but_valid_requests_are_accepted() {
                 }
             },
         );
+    });
+}
+
+#[test]
+fn connect_is_refused_not_tunnelled() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        client.send(b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n");
+        let response = client.read_response("CONNECT");
+        assert!(
+            [400, 405, 501].contains(&response.status),
+            "CONNECT got {} (expected 400, 405 or 501)",
+            response.status
+        );
+        assert_eq!(origin.heads(), 0, "CONNECT reached the upstream");
     });
 }
