@@ -8,12 +8,14 @@
 //! - [`proxy`]: a client connection's life and one request's trip upstream.
 //! - [`upstream`]: server selection and the per-shard keep-alive pool.
 //! - [`http`]: message syntax — head parsing, body framing, header rewriting.
+//! - [`cache`]: RFC 9111 cache building blocks — policy, keys, per-shard store.
 //! - [`buffer`]: the fixed per-connection read buffer.
 //! - [`preflight`]: turns a missing io_uring into a message with a fix.
 //!
 //! See `docs/ARCHITECTURE.md` for the shard model and the path of one request.
 
 pub mod buffer;
+pub mod cache;
 pub mod config;
 pub mod control;
 pub mod http;
