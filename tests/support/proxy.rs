@@ -82,6 +82,30 @@ impl ProxyConfig {
         self.upstream_with(name, servers, &[("keepalive", "8")])
     }
 
+    /// An upstream whose servers are `{ addr, weight }` tables.
+    pub fn weighted_upstream(mut self, name: &str, servers: &[(SocketAddr, u32)]) -> Self {
+        let servers: Vec<String> = servers
+            .iter()
+            .map(|(addr, weight)| format!("{{ addr = \"{addr}\", weight = {weight} }}"))
+            .collect();
+        self.upstreams.push(format!(
+            "[[upstream]]\nname = {name:?}\nservers = [{}]\n",
+            servers.join(", ")
+        ));
+        self
+    }
+
+    /// An upstream whose servers are given as raw TOML strings' contents,
+    /// e.g. `localhost:8080`.
+    pub fn named_upstream(mut self, name: &str, servers: &[String]) -> Self {
+        let servers: Vec<String> = servers.iter().map(|server| format!("{server:?}")).collect();
+        self.upstreams.push(format!(
+            "[[upstream]]\nname = {name:?}\nservers = [{}]\n",
+            servers.join(", ")
+        ));
+        self
+    }
+
     /// An upstream with extra raw TOML keys, e.g. `("keepalive_timeout", "\"300ms\"")`.
     pub fn upstream_with(
         mut self,
