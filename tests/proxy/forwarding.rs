@@ -201,6 +201,41 @@ fn forwarding_headers_are_created_when_absent() {
     });
 }
 
+#[test]
+fn forwarding_headers_can_be_switched_off() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let config = [
+            "x_forwarded_for",
+            "x_forwarded_proto",
+            "x_forwarded_host",
+            "via",
+        ]
+        .into_iter()
+        .fold(
+            ProxyConfig::for_origin(shards, origin.addr()),
+            |config, key| config.http(key, "false"),
+        );
+        let proxy = Proxy::start(&config);
+        let mut client = proxy.client();
+        client.send(b"GET /plain HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n");
+        assert_status(&client.read_response("GET"), 200);
+        let seen = origin.single_request();
+        assert_eq!(
+            seen.header("x-forwarded-for"),
+            Some("10.9.9.9"),
+            "a client's value must pass unchanged"
+        );
+        for added in ["x-forwarded-proto", "x-forwarded-host", "via"] {
+            assert_eq!(
+                seen.header(added),
+                None,
+                "{added} added although switched off"
+            );
+        }
+    });
+}
+
 /// An origin whose every response body is `name`.
 fn named_origin(name: &'static str) -> Origin {
     Origin::start(move |_, stream| {

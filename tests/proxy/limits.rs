@@ -102,11 +102,14 @@ fn oversized_head_gets_431() {
     });
 }
 
+/// The byte `post_with_length` bodies are made of.
+const BODY_BYTE: u8 = b'b';
+
 fn post_with_length(length: usize) -> Vec<u8> {
     let mut request =
         format!("POST /body HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: {length}\r\n\r\n")
             .into_bytes();
-    request.extend(std::iter::repeat_n(b'b', length));
+    request.extend(std::iter::repeat_n(BODY_BYTE, length));
     request
 }
 
@@ -167,5 +170,21 @@ fn chunked_body_growing_over_limit_gets_413_and_close() {
             1,
             "the upstream received the whole oversized body"
         );
+    });
+}
+
+#[test]
+fn zero_max_body_size_means_no_limit() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = Proxy::start(
+            &ProxyConfig::for_origin(shards, origin.addr()).http("max_body_size", "0"),
+        );
+        let body = vec![BODY_BYTE; 2 * 1024 * 1024];
+        let mut client = proxy.client();
+        client.send(&post_with_length(body.len()));
+        let response = client.read_response("POST");
+        assert_status(&response, 200);
+        assert_eq!(response.body_text(), BodyDigest::of(&body).to_text());
     });
 }
