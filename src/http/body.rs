@@ -42,19 +42,34 @@ impl BodyState {
     /// Accepts as much of `input` as belongs to this body. Bytes after the end
     /// (a pipelined next message) are left alone.
     pub fn accept(&mut self, input: &[u8]) -> Result<Accepted, ChunkError> {
+        self.accept_with(input, |_| {})
+    }
+
+    /// Like [`BodyState::accept`], also handing every run of payload bytes
+    /// (framing removed) to `payload_sink` — how a response is copied into the
+    /// cache while it streams to the client unchanged.
+    pub fn accept_with<F: FnMut(&[u8])>(
+        &mut self,
+        input: &[u8],
+        mut payload_sink: F,
+    ) -> Result<Accepted, ChunkError> {
         match self {
             BodyState::Done => Ok(Accepted {
                 bytes: 0,
                 payload: 0,
                 done: true,
             }),
-            BodyState::UntilClose => Ok(Accepted {
-                bytes: input.len(),
-                payload: input.len() as u64,
-                done: false,
-            }),
+            BodyState::UntilClose => {
+                payload_sink(input);
+                Ok(Accepted {
+                    bytes: input.len(),
+                    payload: input.len() as u64,
+                    done: false,
+                })
+            }
             BodyState::Length { remaining } => {
                 let take = (*remaining).min(input.len() as u64);
+                payload_sink(&input[..take as usize]);
                 *remaining -= take;
                 let done = *remaining == 0;
                 if done {
@@ -73,6 +88,7 @@ impl BodyState {
                     let step = decoder.advance(&input[at..])?;
                     if let Some((a, b)) = step.data {
                         payload += (b - a) as u64;
+                        payload_sink(&input[at + a..at + b]);
                     }
                     at += step.consumed;
                     if step.done {
@@ -120,6 +136,22 @@ mod tests {
             }
         );
         assert!(body.is_done());
+    }
+
+    #[test]
+    fn payload_sink_sees_payload_without_framing() {
+        let mut body = BodyState::new(Framing::Chunked);
+        let mut seen = Vec::new();
+        body.accept_with(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", |p| {
+            seen.extend_from_slice(p)
+        })
+        .unwrap();
+        assert_eq!(seen, b"abcde");
+        let mut body = BodyState::new(Framing::Length(3));
+        seen.clear();
+        body.accept_with(b"xyzNEXT", |p| seen.extend_from_slice(p))
+            .unwrap();
+        assert_eq!(seen, b"xyz");
     }
 
     #[test]
