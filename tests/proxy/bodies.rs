@@ -141,12 +141,7 @@ fn expect_100_continue_with_body_sent_at_once_works() {
         let proxy = Proxy::in_front_of(&origin, shards);
         let mut client = proxy.client();
         // An impatient client sends the body without waiting for the 100.
-        client.send(
-            format!(
-                "POST /eager HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
-            )
-            .as_bytes(),
-        );
+        client.send(format!("{}hello", expect_continue_head("/eager", 5)).as_bytes());
         let mut response = client.read_response("POST");
         if response.status == 100 {
             response = client.read_response("POST");
@@ -280,18 +275,20 @@ fn no_content_and_not_modified_have_no_body() {
     });
 }
 
+/// A POST head announcing `content_length` bytes with `Expect: 100-continue`.
+fn expect_continue_head(path: &str, content_length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: {content_length}\r\nExpect: 100-continue\r\n\r\n"
+    )
+}
+
 #[test]
 fn expect_100_continue_is_answered_by_the_proxy() {
     for_each_shard_count(|shards| {
         let origin = Origin::start(origin::describe_body());
         let proxy = Proxy::in_front_of(&origin, shards);
         let mut client = proxy.client();
-        client.send(
-            format!(
-                "POST /expect HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
-            )
-            .as_bytes(),
-        );
+        client.send(expect_continue_head("/expect", 11).as_bytes());
         let interim = client
             .read_head()
             .expect("an interim response before the body is sent");
@@ -326,12 +323,7 @@ fn expect_100_continue_over_body_limit_gets_413_without_continue() {
         let config = ProxyConfig::for_origin(shards, origin.addr()).http("max_body_size", "1024");
         let proxy = Proxy::start(&config);
         let mut client = proxy.client();
-        client.send(
-            format!(
-                "POST /expect HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n"
-            )
-            .as_bytes(),
-        );
+        client.send(expect_continue_head("/expect", 4096).as_bytes());
         assert_status(&client.read_response("POST"), 413);
         assert_eq!(
             origin.heads(),
