@@ -6,6 +6,7 @@
 //! outside is [`Control`] messages, which it polls without ever blocking.
 
 pub mod context;
+pub mod oneshot;
 pub mod registry;
 
 use std::{
