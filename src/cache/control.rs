@@ -26,9 +26,9 @@ pub struct Directive<'a> {
 }
 
 impl Directive<'_> {
-    /// The value as delta-seconds: `Some(Ok(n))`, `Some(Err(()))` when
+    /// The value as delta-seconds: `Some(Ok(n))`, `Some(Err(_))` when
     /// present but malformed, `None` when absent. Quoted digits are accepted.
-    pub fn seconds(&self) -> Option<Result<u32, ()>> {
+    pub fn seconds(&self) -> Option<Result<u32, BadDelta>> {
         self.value.map(parse_delta_seconds)
     }
 
@@ -39,10 +39,15 @@ impl Directive<'_> {
     }
 }
 
+/// A directive value that is not delta-seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not delta-seconds")]
+pub struct BadDelta;
+
 /// Parses delta-seconds (`1*DIGIT`), saturating at [`DELTA_MAX`].
-pub fn parse_delta_seconds(digits: &[u8]) -> Result<u32, ()> {
+pub fn parse_delta_seconds(digits: &[u8]) -> Result<u32, BadDelta> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(());
+        return Err(BadDelta);
     }
     let mut n: u64 = 0;
     for &d in digits {
@@ -221,15 +226,11 @@ impl ResponseDirectives {
                 16 if dir.is(b"proxy-revalidate") => d.proxy_revalidate = true,
                 15 if dir.is(b"must-understand") => d.must_understand = true,
                 9 if dir.is(b"immutable") => d.immutable = true,
-                22 if dir.is(b"stale-while-revalidate") => {
-                    if d.stale_while_revalidate.is_none() {
-                        d.stale_while_revalidate = lenient_secs();
-                    }
+                22 if dir.is(b"stale-while-revalidate") && d.stale_while_revalidate.is_none() => {
+                    d.stale_while_revalidate = lenient_secs();
                 }
-                14 if dir.is(b"stale-if-error") => {
-                    if d.stale_if_error.is_none() {
-                        d.stale_if_error = lenient_secs();
-                    }
+                14 if dir.is(b"stale-if-error") && d.stale_if_error.is_none() => {
+                    d.stale_if_error = lenient_secs();
                 }
                 _ => {}
             }
@@ -279,27 +280,21 @@ impl RequestDirectives {
                         _ => 0,
                     });
                 }
-                9 if dir.is(b"max-stale") => {
-                    if d.max_stale.is_none() {
-                        d.max_stale = match dir.seconds() {
-                            None => Some(MaxStale::Any),
-                            Some(Ok(s)) => Some(MaxStale::Limit(s)),
-                            Some(Err(())) => None,
-                        };
-                    }
+                9 if dir.is(b"max-stale") && d.max_stale.is_none() => {
+                    d.max_stale = match dir.seconds() {
+                        None => Some(MaxStale::Any),
+                        Some(Ok(s)) => Some(MaxStale::Limit(s)),
+                        Some(Err(BadDelta)) => None,
+                    };
                 }
-                9 if dir.is(b"min-fresh") => {
-                    if d.min_fresh.is_none() {
-                        d.min_fresh = dir.seconds().and_then(Result::ok);
-                    }
+                9 if dir.is(b"min-fresh") && d.min_fresh.is_none() => {
+                    d.min_fresh = dir.seconds().and_then(Result::ok);
                 }
                 8 if dir.is(b"no-cache") => d.no_cache = true,
                 8 if dir.is(b"no-store") => d.no_store = true,
                 14 if dir.is(b"only-if-cached") => d.only_if_cached = true,
-                14 if dir.is(b"stale-if-error") => {
-                    if d.stale_if_error.is_none() {
-                        d.stale_if_error = dir.seconds().and_then(Result::ok);
-                    }
+                14 if dir.is(b"stale-if-error") && d.stale_if_error.is_none() => {
+                    d.stale_if_error = dir.seconds().and_then(Result::ok);
                 }
                 _ => {}
             }
