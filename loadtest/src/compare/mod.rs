@@ -10,12 +10,14 @@
 //! goes to 127.0.0.1, and every run is bounded by its duration.
 
 mod chart;
+mod fleet;
 mod procstat;
 mod report;
 mod systems;
 
 use crate::cli::CompareArgs;
 use crate::report::RunResult;
+use fleet::{Fleet, FleetConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,31 +151,24 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let work = a.out.join("work");
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    // nginx resolves relative paths against its prefix: hand out absolute ones.
+    let work = std::fs::canonicalize(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let cache_dir = PathBuf::from(format!("/dev/shm/loadtest-compare-{}", std::process::id()));
     let _cache_guard = RemoveDir(cache_dir.clone());
 
     eprintln!("compare: starting origins and proxies");
-    let upstream =
-        systems::start_origin(&exe, 1, &a.client_cpus, &work.join("upstream-origin.log"))?;
-    let mut servers: Vec<Server> = Vec::new();
-    for k in &kinds {
-        let s = match k {
-            Kind::Origin => {
-                systems::start_origin(&exe, a.shards, &a.server_cpus, &work.join("origin.log"))?
-            }
-            _ => systems::start_proxy(
-                *k,
-                &work,
-                &a.shardproxy,
-                upstream.port,
-                a.shards,
-                &a.server_cpus,
-                &cache_dir,
-            )?,
-        };
-        eprintln!("compare: {} on port {}", k.name(), s.port);
-        servers.push(s);
-    }
+    let mut fleet = Fleet::start(
+        FleetConfig {
+            exe: exe.clone(),
+            work: work.clone(),
+            shardproxy: a.shardproxy.clone(),
+            shards: a.shards,
+            server_cpus: a.server_cpus.clone(),
+            client_cpus: a.client_cpus.clone(),
+            cache_dir: cache_dir.clone(),
+        },
+        &kinds,
+    )?;
 
     let client = Client {
         exe: exe.clone(),
@@ -189,48 +184,33 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
     let mut runs = Vec::new();
     for sc in &scens {
         for rep in 0..st.repeat {
-            for s in servers.iter_mut() {
-                if !s.alive() {
-                    return Err(format!(
-                        "{} died (see logs in {})",
-                        s.kind.name(),
-                        work.display()
-                    ));
-                }
-                let url = s.url(sc.path);
-                if !st.warmup.is_zero() {
-                    client.run(&url, sc, st.warmup)?;
-                }
-                let before = procstat::tree_cpu(s.pid());
-                let result = client.run(&url, sc, st.duration)?;
-                let cpu = procstat::tree_cpu(s.pid()).saturating_sub(before);
-                let cpu_us = cpu.as_secs_f64() * 1e6;
-                let per = cpu_us / (result.requests.max(1) as f64);
-                eprintln!(
-                    "compare: {:<8} #{} {:<10} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  {:.1} µs CPU/req  {} errors",
-                    sc.key,
-                    rep + 1,
-                    s.kind.name(),
-                    result.requests_per_sec,
-                    result.latency_ms.p50,
-                    result.latency_ms.p99,
-                    per,
-                    result.errors.total
-                );
-                runs.push(Run {
-                    scenario: sc.key.to_string(),
-                    system: s.kind.name().to_string(),
-                    repeat: rep,
-                    result,
-                    server_cpu_us: cpu_us,
-                    cpu_us_per_request: per,
-                });
+            for i in 0..fleet.servers.len() {
+                let when = format!("before {} #{}", sc.key, rep + 1);
+                let mut attempt = 0;
+                let run = loop {
+                    fleet.ensure(i, &when)?;
+                    let run = measure(&client, &fleet.servers[i], sc, rep, &st)?;
+                    if fleet.healthy(i) {
+                        break run;
+                    }
+                    // Something died under load: that run is void.
+                    attempt += 1;
+                    if attempt >= 3 {
+                        return Err(format!("{} keeps dying during {}", run.system, sc.key));
+                    }
+                };
+                runs.push(run);
             }
         }
     }
 
     let overhead = if a.self_overhead {
-        let origin = match servers.iter().find(|s| s.kind == Kind::Origin) {
+        let idx = fleet.servers.iter().position(|s| s.kind == Kind::Origin);
+        let Some(idx) = idx else {
+            return Err("--self-overhead needs the origin in --systems".into());
+        };
+        fleet.ensure(idx, "before the self-overhead runs")?;
+        let origin = match fleet.servers.get(idx) {
             Some(o) => o,
             None => return Err("--self-overhead needs the origin in --systems".into()),
         };
@@ -238,8 +218,8 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
     } else {
         None
     };
-    drop(servers);
-    drop(upstream);
+    notes.extend(fleet.notes.iter().cloned());
+    drop(fleet);
 
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let ctx = report::Context {
@@ -256,6 +236,45 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
     report::write_all(&ctx, &a.out)?;
     eprintln!("compare: results in {}", a.out.display());
     Ok(())
+}
+
+/// One warmup run (not recorded) and one measured run against `s`, with the
+/// server's CPU time sampled around the measured one.
+fn measure(
+    client: &Client,
+    s: &Server,
+    sc: &Scenario,
+    rep: usize,
+    st: &Settings,
+) -> Result<Run, String> {
+    let url = s.url(sc.path);
+    if !st.warmup.is_zero() {
+        client.run(&url, sc, st.warmup)?;
+    }
+    let before = procstat::tree_cpu(s.pid());
+    let result = client.run(&url, sc, st.duration)?;
+    let cpu = procstat::tree_cpu(s.pid()).saturating_sub(before);
+    let cpu_us = cpu.as_secs_f64() * 1e6;
+    let per = cpu_us / (result.requests.max(1) as f64);
+    eprintln!(
+        "compare: {:<8} #{} {:<10} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  {:.1} µs CPU/req  {} errors",
+        sc.key,
+        rep + 1,
+        s.kind.name(),
+        result.requests_per_sec,
+        result.latency_ms.p50,
+        result.latency_ms.p99,
+        per,
+        result.errors.total
+    );
+    Ok(Run {
+        scenario: sc.key.to_string(),
+        system: s.kind.name().to_string(),
+        repeat: rep,
+        result,
+        server_cpu_us: cpu_us,
+        cpu_us_per_request: per,
+    })
 }
 
 /// Runs `loadtest run` as a child process and parses its JSON.

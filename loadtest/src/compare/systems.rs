@@ -87,6 +87,15 @@ impl Drop for Server {
     }
 }
 
+/// Opens a log for appending, so a restarted server keeps the old log.
+fn append(p: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
 /// A currently free loopback port (bound, read, released).
 pub fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
@@ -103,15 +112,22 @@ fn cpus_arg(c: &CpuList) -> String {
 }
 
 /// Starts `loadtest origin` on a free port and reads the port it prints.
+/// `port` 0 picks a free one; a restart passes the old port.
 pub fn start_origin(
     exe: &Path,
+    port: u16,
     shards: usize,
     cpus: &CpuList,
     log: &Path,
 ) -> Result<Server, String> {
-    let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = append(log)?;
     let mut child = Command::new(exe)
-        .args(["origin", "--listen", "127.0.0.1:0", "--shards"])
+        .args([
+            "origin",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shards",
+        ])
         .arg(shards.to_string())
         .args(["--cpus", &cpus_arg(cpus)])
         .stdout(Stdio::piped())
@@ -187,7 +203,7 @@ pub fn start_proxy(
         }
         Kind::Origin => return Err("the origin is started with start_origin".into()),
     }
-    let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let out = append(&log)?;
     let err = out
         .try_clone()
         .map_err(|e| format!("{}: {e}", log.display()))?;

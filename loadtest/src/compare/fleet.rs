@@ -1,0 +1,116 @@
+//! The set of servers `compare` drives, with what it takes to restart them.
+//! The machine is shared, and a server that dies mid-benchmark (crash, or
+//! killed by someone else's cleanup) is restarted and the run repeated, a
+//! bounded number of times, with a note in the report.
+
+use super::systems::{self, Kind, Server};
+use crate::util::CpuList;
+use std::path::PathBuf;
+
+/// Most restarts over a whole comparison before giving up.
+const MAX_RESTARTS: usize = 6;
+
+pub struct Fleet {
+    pub exe: PathBuf,
+    pub work: PathBuf,
+    pub shardproxy: PathBuf,
+    pub shards: usize,
+    pub server_cpus: CpuList,
+    pub client_cpus: CpuList,
+    pub cache_dir: PathBuf,
+    pub upstream: Server,
+    pub servers: Vec<Server>,
+    restarts: usize,
+    pub notes: Vec<String>,
+}
+
+pub struct FleetConfig {
+    pub exe: PathBuf,
+    pub work: PathBuf,
+    pub shardproxy: PathBuf,
+    pub shards: usize,
+    pub server_cpus: CpuList,
+    pub client_cpus: CpuList,
+    pub cache_dir: PathBuf,
+}
+
+impl Fleet {
+    pub fn start(c: FleetConfig, kinds: &[Kind]) -> Result<Fleet, String> {
+        let log = c.work.join("upstream-origin.log");
+        let upstream = systems::start_origin(&c.exe, 0, 1, &c.client_cpus, &log)?;
+        let mut f = Fleet {
+            exe: c.exe,
+            work: c.work,
+            shardproxy: c.shardproxy,
+            shards: c.shards,
+            server_cpus: c.server_cpus,
+            client_cpus: c.client_cpus,
+            cache_dir: c.cache_dir,
+            upstream,
+            servers: Vec::new(),
+            restarts: 0,
+            notes: Vec::new(),
+        };
+        for &k in kinds {
+            let s = f.launch(k)?;
+            eprintln!("compare: {} on port {}", k.name(), s.port);
+            f.servers.push(s);
+        }
+        Ok(f)
+    }
+
+    fn launch(&self, k: Kind) -> Result<Server, String> {
+        match k {
+            Kind::Origin => systems::start_origin(
+                &self.exe,
+                0,
+                self.shards,
+                &self.server_cpus,
+                &self.work.join("origin.log"),
+            ),
+            _ => systems::start_proxy(
+                k,
+                &self.work,
+                &self.shardproxy,
+                self.upstream.port,
+                self.shards,
+                &self.server_cpus,
+                &self.cache_dir,
+            ),
+        }
+    }
+
+    /// Both the server `i` and the upstream origin are running.
+    pub fn healthy(&mut self, i: usize) -> bool {
+        self.upstream.alive() && self.servers[i].alive()
+    }
+
+    /// Restarts whatever of server `i`'s chain has died.
+    pub fn ensure(&mut self, i: usize, when: &str) -> Result<(), String> {
+        if !self.upstream.alive() {
+            self.bump(format!("upstream origin died ({when}); restarted"))?;
+            let port = self.upstream.port;
+            let log = self.work.join("upstream-origin.log");
+            self.upstream = systems::start_origin(&self.exe, port, 1, &self.client_cpus, &log)?;
+        }
+        if !self.servers[i].alive() {
+            let k = self.servers[i].kind;
+            self.bump(format!("{} died ({when}); restarted", k.name()))?;
+            self.servers[i] = self.launch(k)?;
+        }
+        Ok(())
+    }
+
+    fn bump(&mut self, note: String) -> Result<(), String> {
+        eprintln!("compare: {note}");
+        self.restarts += 1;
+        if self.restarts > MAX_RESTARTS {
+            return Err(format!(
+                "too many server deaths ({note}); see logs in {}",
+                self.work.display()
+            ));
+        }
+        self.notes.push(note);
+        Ok(())
+    }
+}
