@@ -73,7 +73,6 @@ pub async fn forward(
         }
     }
     let upstream = &config.upstreams[upstream_index];
-    let server = upstream.servers[ctx.balancers[upstream_index].pick()].addr;
     let method = req.method();
     let side = ClientSide {
         keep_alive: req.fields.wants_keep_alive(),
@@ -87,10 +86,7 @@ pub async fn forward(
     client.buf.consume(req.fields.head_len);
     // From here on `req`'s spans are stale.
 
-    let mut conn = match ctx.pool.take(server) {
-        Some(conn) => conn,
-        None => connect(ctx, server).await?,
-    };
+    let (mut conn, server) = acquire(ctx, upstream_index).await?;
     if req.expect_continue && framing != Framing::None && client.buf.is_empty() {
         client
             .stream
@@ -151,6 +147,33 @@ fn finish(
     } else {
         Next::Close
     }
+}
+
+/// A connection to one of the upstream's servers: a pooled one if the
+/// balancer's pick has one, else a new one. A server that cannot be reached is
+/// skipped for the next pick (as nginx's `proxy_next_upstream error timeout`),
+/// which is safe for any request because nothing has been sent yet.
+async fn acquire(
+    ctx: &ShardContext,
+    upstream_index: usize,
+) -> Result<(UpstreamConn, SocketAddr), ProxyError> {
+    let servers = &ctx.config.upstreams[upstream_index].servers;
+    let mut last_error = None;
+    for _ in 0..servers.len() {
+        let server = servers[ctx.balancers[upstream_index].pick()].addr;
+        if let Some(conn) = ctx.pool.take(server) {
+            return Ok((conn, server));
+        }
+        match connect(ctx, server).await {
+            Ok(conn) => return Ok((conn, server)),
+            Err(e) => {
+                log::warn!("shard {}: upstream server {server}: {e}", ctx.id);
+                last_error = Some(e);
+            }
+        }
+    }
+    // The loop ran at least once: config validation guarantees a server.
+    Err(last_error.unwrap_or(ProxyError::UpstreamClosed))
 }
 
 /// Opens a new connection to `addr` within `upstream_connect`.
