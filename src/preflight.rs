@@ -70,11 +70,20 @@ mod tests {
     #[test]
     fn every_failure_names_a_cause_and_a_fix() {
         let seccomp = explain(io::Error::from_raw_os_error(libc::ENOSYS));
-        assert!(seccomp.contains("5.8") && seccomp.contains("seccomp"), "{seccomp}");
+        assert!(
+            seccomp.contains("5.8") && seccomp.contains("seccomp"),
+            "{seccomp}"
+        );
         let memlock = explain(io::Error::from_raw_os_error(libc::ENOMEM));
-        assert!(memlock.contains("RLIMIT_MEMLOCK") && memlock.contains("ulimit -l"), "{memlock}");
+        assert!(
+            memlock.contains("RLIMIT_MEMLOCK") && memlock.contains("ulimit -l"),
+            "{memlock}"
+        );
         let denied = explain(io::Error::from_raw_os_error(libc::EPERM));
-        assert!(denied.contains("io_uring_disabled") || denied.contains("seccomp"), "{denied}");
+        assert!(
+            denied.contains("io_uring_disabled") || denied.contains("seccomp"),
+            "{denied}"
+        );
     }
 
     #[test]
