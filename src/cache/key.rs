@@ -202,3 +202,39 @@ fn normalised_equals(req: &Fields, req_buf: &[u8], name: &[u8], mut expected: &[
     }
     expected.is_empty()
 }
+
+/// The primary key named by a Location or Content-Location value of a
+/// response to an unsafe request on `host` (RFC 9111 §4.4), written into
+/// `out`. Only URIs on the same host are invalidated (a response must not
+/// purge another origin's entries): a path (`/a`), or an absolute URI whose
+/// scheme and authority equal the request's. Relative references other
+/// than absolute paths are not resolved and yield `false`.
+pub fn location_key(out: &mut Vec<u8>, scheme: Scheme, host: &[u8], location: &[u8]) -> bool {
+    let location = crate::http::trim_ows(location);
+    if location.starts_with(b"/") && !location.starts_with(b"//") {
+        write_key(out, scheme, host, location);
+        return true;
+    }
+    let mut prefix = scheme.name().to_vec();
+    prefix.extend_from_slice(b"://");
+    let Some(rest) = location
+        .get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(&prefix))
+        .map(|_| &location[prefix.len()..])
+    else {
+        return false;
+    };
+    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    let (authority, path) = (&rest[..end], &rest[end..]);
+    let path: &[u8] = if path.is_empty() { b"/" } else { path };
+    // Compare normalised hosts by building both keys' authority parts.
+    let mut theirs = Vec::new();
+    write_key(&mut theirs, scheme, authority, b"");
+    write_key(out, scheme, host, b"");
+    if theirs != *out {
+        out.clear();
+        return false;
+    }
+    out.extend_from_slice(path);
+    true
+}

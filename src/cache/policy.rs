@@ -330,3 +330,15 @@ pub fn write_validators(out: &mut Vec<u8>, entry: &CachedResponse) -> bool {
 pub fn is_error_status(status: u16) -> bool {
     matches!(status, 500 | 502 | 503 | 504)
 }
+
+/// Whether a response to this request invalidates stored responses for the
+/// target URI and its same-host Location / Content-Location (RFC 9111 §4.4):
+/// an unsafe method answered with a non-error status (2xx or 3xx).
+/// Unknown methods count as unsafe.
+pub fn invalidates(method: Method, status: u16) -> bool {
+    let unsafe_method = !matches!(
+        method,
+        Method::Get | Method::Head | Method::Options | Method::Trace
+    );
+    unsafe_method && (200..400).contains(&status)
+}

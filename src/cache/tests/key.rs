@@ -143,3 +143,26 @@ fn variant_matching() {
     let q = get(&[]);
     assert!(!vary_matches(&empty, &q.head.fields, &q.buf));
 }
+
+#[test]
+fn location_keys_same_host_only() {
+    use crate::cache::key::location_key;
+    let loc = |l: &str| {
+        let mut out = Vec::new();
+        location_key(&mut out, Scheme::Http, b"Example.com", l.as_bytes())
+            .then(|| String::from_utf8(out).unwrap())
+    };
+    assert_eq!(loc("/a/b?c").as_deref(), Some("G http://example.com/a/b?c"));
+    assert_eq!(
+        loc("http://EXAMPLE.com:80/z").as_deref(),
+        Some("G http://example.com/z")
+    );
+    assert_eq!(
+        loc("http://example.com").as_deref(),
+        Some("G http://example.com/")
+    );
+    assert_eq!(loc("http://other.com/z"), None);
+    assert_eq!(loc("https://example.com/z"), None);
+    assert_eq!(loc("//example.com/z"), None);
+    assert_eq!(loc("z"), None);
+}

@@ -516,3 +516,21 @@ fn freshen_on_304() {
         EntryError::ValidatorMismatch
     );
 }
+
+#[test]
+fn unsafe_methods_invalidate_on_success() {
+    use crate::cache::policy::invalidates;
+    use crate::http::head::Method;
+    for m in [
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Patch,
+        Method::Other,
+    ] {
+        assert!(invalidates(m, 200) && invalidates(m, 303), "{m:?}");
+        assert!(!invalidates(m, 404) && !invalidates(m, 500), "{m:?}");
+    }
+    assert!(!invalidates(Method::Get, 200));
+    assert!(!invalidates(Method::Head, 200));
+}
