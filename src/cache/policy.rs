@@ -21,9 +21,6 @@ pub struct StoreOptions {
     /// Store responses carrying Set-Cookie (off by default: a cookie meant
     /// for one client would be handed to every client).
     pub allow_set_cookie: bool,
-    /// A default TTL is configured: responses to heuristically cacheable
-    /// statuses without explicit freshness are stored (as `age::FreshnessOptions::default_ttl`).
-    pub has_default_ttl: bool,
 }
 
 /// Why a response is not stored. Each maps to `Cache-Status: fwd=...;
