@@ -7,6 +7,8 @@ mod support;
 
 #[path = "proxy/bodies.rs"]
 mod bodies;
+#[path = "proxy/cache.rs"]
+mod cache;
 #[path = "proxy/cli.rs"]
 mod cli;
 #[path = "proxy/forwarding.rs"]

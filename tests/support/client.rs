@@ -86,6 +86,16 @@ pub fn request_head(method: &str, path: &str) -> String {
     format!("{method} {path} HTTP/1.1\r\nHost: {TEST_HOST}\r\n\r\n")
 }
 
+/// A body-less request head with the test Host and extra header lines.
+pub fn request_head_with(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {TEST_HOST}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
 pub struct Client {
     wire: Wire,
 }
@@ -126,6 +136,13 @@ impl Client {
     /// Sends a body-less request with the test Host and reads the response.
     pub fn request(&mut self, method: &str, path: &str) -> Response {
         self.send(request_head(method, path).as_bytes());
+        self.read_response(method)
+    }
+
+    /// Sends a body-less request with the test Host and `headers`, and reads
+    /// the response.
+    pub fn request_with(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send(request_head_with(method, path, headers).as_bytes());
         self.read_response(method)
     }
 

@@ -125,7 +125,19 @@ impl ProxyConfig {
         self
     }
 
-    pub fn route(mut self, host: Option<&str>, path_prefix: &str, upstream: &str) -> Self {
+    pub fn route(self, host: Option<&str>, path_prefix: &str, upstream: &str) -> Self {
+        self.route_with(host, path_prefix, upstream, &[])
+    }
+
+    /// A route with extra raw TOML keys, e.g. `("cache", "false")` or
+    /// `("cache_default_ttl", "\"30s\"")`.
+    pub fn route_with(
+        mut self,
+        host: Option<&str>,
+        path_prefix: &str,
+        upstream: &str,
+        keys: &[(&str, &str)],
+    ) -> Self {
         let mut route = String::from("[[route]]\n");
         if let Some(host) = host {
             writeln!(route, "host = {host:?}").unwrap();
@@ -135,8 +147,21 @@ impl ProxyConfig {
             "path_prefix = {path_prefix:?}\nupstream = {upstream:?}"
         )
         .unwrap();
+        for (key, value) in keys {
+            writeln!(route, "{key} = {value}").unwrap();
+        }
         self.routes.push(route);
         self
+    }
+
+    /// Sets a `[cache]` key to a raw TOML value, e.g. `cache("capacity", "\"1MiB\"")`.
+    pub fn cache(self, key: &str, raw_value: &str) -> Self {
+        self.set("cache", key, raw_value)
+    }
+
+    /// Turns the cache on (`[cache] enabled = true`).
+    pub fn with_cache(self) -> Self {
+        self.cache("enabled", "true")
     }
 
     pub fn render(&self) -> String {
