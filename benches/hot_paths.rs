@@ -77,7 +77,7 @@ fn response_head(c: &mut Criterion) {
         b.iter(|| {
             parse_response(black_box(RESPONSE), &LIMITS, Method::Get, &mut head).unwrap();
             out.clear();
-            write_response_head(&mut out, RESPONSE, &head, true, framing);
+            write_response_head(&mut out, RESPONSE, &head, true, framing, b"");
         })
     });
 }

@@ -11,11 +11,15 @@ use std::{sync::Arc, thread::JoinHandle, time::Duration};
 use crossbeam_channel::{bounded, Sender};
 
 use crate::{
+    cache::ownership::Mesh,
     config::Config,
     listener::bind_shared,
     preflight,
     shard::{self, Control, ShardPlan},
 };
+
+/// Messages queued between two shards before senders shed (go to the origin).
+const MESH_QUEUE: usize = 1024;
 
 /// How long shard startup may take before the process gives up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,6 +45,14 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
 
+    // One mesh for the cache's cross-shard lookups. glommio's builder shares
+    // an Rc between the clones; one clone is kept alive here for the life of
+    // the process so the count never reaches zero from a shard thread.
+    let mesh = (config.cache.enabled && cpus.len() > 1).then(|| Mesh::full(cpus.len(), MESH_QUEUE));
+    if let Some(mesh) = &mesh {
+        std::mem::forget(mesh.clone());
+    }
+
     let signals = block_signals();
     let (ready_tx, ready_rx) = bounded(cpus.len());
     let mut controls: Vec<Sender<Control>> = Vec::new();
@@ -54,6 +66,8 @@ pub fn run(config: Config) -> Result<(), String> {
             config: config.clone(),
             listeners,
             control: control_rx,
+            mesh: mesh.clone(),
+            shards: cpus.len(),
         };
         let thread = shard::spawn(plan, ready_tx.clone())
             .map_err(|e| format!("cannot start shard {id}: {e}"))?;

@@ -13,11 +13,14 @@
 //! - [`stored`]: the head bytes kept for a stored response, and 304 merging.
 //! - [`key`]: the primary key, its hash, the owner shard, and Vary matching.
 //! - [`store`]: one shard's byte-budgeted store with SIEVE eviction.
+//! - [`ownership`]: the owner shard of each key, the cross-shard messages,
+//!   request coalescing and the near cache. The only state that crosses shards.
 
 pub mod age;
 pub mod control;
 pub mod entry;
 pub mod key;
+pub mod ownership;
 pub mod policy;
 pub mod store;
 pub mod stored;

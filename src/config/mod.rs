@@ -31,8 +31,60 @@ pub struct Config {
     pub tuning: Tuning,
     pub http: HttpConfig,
     pub timeouts: Timeouts,
+    pub cache: CacheConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[cache]`: the sharded response cache.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Total bytes over all shards; each shard owns `capacity / shards`.
+    pub capacity: u64,
+    pub max_object_size: u64,
+    /// How long a request waits for another request's fetch of the same key.
+    pub coalesce_wait: Duration,
+    /// Per-shard bytes of near-cache copies of objects owned elsewhere; 0 = off.
+    pub near_cache_size: u64,
+    pub near_cache_ttl: Duration,
+    /// Clients allowed to send PURGE.
+    pub purge_allow: Vec<IpNet>,
+}
+
+/// An address block such as `127.0.0.1/32` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `addr/prefix`; a bare address means a single host.
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr.parse().ok()?, Some(prefix.parse::<u8>().ok()?)),
+            None => (text.parse().ok()?, None),
+        };
+        let max = if matches!(addr, std::net::IpAddr::V4(_)) {
+            32
+        } else {
+            128
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let (net, ip, bits) = match (self.addr, ip) {
+            (V4(n), V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (V6(n), V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (net >> shift) == (ip >> shift)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +156,12 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// Use the cache for this route (when `[cache]` is enabled).
+    pub cache: bool,
+    /// Freshness for responses that carry none.
+    pub cache_default_ttl: Option<Duration>,
+    /// Store responses that set cookies.
+    pub cache_set_cookie: bool,
 }
 
 /// A config that could not be read or is invalid.
@@ -345,18 +403,29 @@ impl Resolver<'_> {
                     ))
                 }
             };
+            let cache_default_ttl = match route.cache_default_ttl {
+                None => None,
+                Some(ttl) => {
+                    Some(self.duration("route.cache_default_ttl", Some(ttl), Duration::ZERO)?)
+                }
+            };
             routes.push(RouteConfig {
                 host,
                 path_prefix,
                 upstream,
+                cache: route.cache.unwrap_or(true),
+                cache_default_ttl,
+                cache_set_cookie: route.cache_set_cookie.unwrap_or(false),
             });
         }
 
+        let cache = self.cache(raw.cache)?;
         Ok(Config {
             server,
             tuning,
             http,
             timeouts,
+            cache,
             upstreams,
             routes,
         })
@@ -476,6 +545,46 @@ impl Resolver<'_> {
         })
     }
 
+    fn cache(&self, raw: raw::RawCache) -> Result<CacheConfig, ConfigError> {
+        let mut purge_allow = Vec::new();
+        match raw.purge_allow {
+            None => purge_allow.extend(
+                ["127.0.0.1/32", "::1/128"]
+                    .iter()
+                    .filter_map(|n| IpNet::parse(n)),
+            ),
+            Some(list) => {
+                for entry in list {
+                    let net = IpNet::parse(entry.get_ref()).ok_or_else(|| {
+                        self.invalid(
+                            "cache.purge_allow",
+                            entry.span(),
+                            format!("`{}` is not an address or address/prefix", entry.get_ref()),
+                        )
+                    })?;
+                    purge_allow.push(net);
+                }
+            }
+        }
+        Ok(CacheConfig {
+            enabled: raw.enabled.unwrap_or(false),
+            capacity: self.size("cache.capacity", raw.capacity, 256 << 20, 64 << 10)?,
+            max_object_size: self.size("cache.max_object_size", raw.max_object_size, 8 << 20, 1)?,
+            coalesce_wait: self.duration(
+                "cache.coalesce_wait",
+                raw.coalesce_wait,
+                Duration::from_secs(5),
+            )?,
+            near_cache_size: self.size("cache.near_cache_size", raw.near_cache_size, 4 << 20, 0)?,
+            near_cache_ttl: self.duration(
+                "cache.near_cache_ttl",
+                raw.near_cache_ttl,
+                Duration::from_secs(1),
+            )?,
+            purge_allow,
+        })
+    }
+
     fn timeouts(&self, raw: raw::RawTimeouts) -> Result<Timeouts, ConfigError> {
         let nonzero =
             |key: &str, value: Option<Text>, default: Duration| -> Result<Duration, ConfigError> {
@@ -553,6 +662,22 @@ mod tests {
         let err = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(err.line, Some(5), "{err}");
         assert!(err.message.contains("`b`"), "{err}");
+    }
+
+    #[test]
+    fn address_blocks() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        assert!(IpNet::parse("::1")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(IpNet::parse("1.2.3.4/33").is_none());
+        assert!(IpNet::parse("nonsense").is_none());
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub timeouts: RawTimeouts,
     #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
     pub upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
@@ -103,4 +105,19 @@ pub struct RawRoute {
     pub host: Option<Text>,
     pub path_prefix: Option<Text>,
     pub upstream: Text,
+    pub cache: Option<bool>,
+    pub cache_default_ttl: Option<Text>,
+    pub cache_set_cookie: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub enabled: Option<bool>,
+    pub capacity: Option<Size>,
+    pub max_object_size: Option<Size>,
+    pub coalesce_wait: Option<Text>,
+    pub near_cache_size: Option<Size>,
+    pub near_cache_ttl: Option<Text>,
+    pub purge_allow: Option<Vec<Text>>,
 }

@@ -49,6 +49,23 @@ fn last_of(fields: &Fields, kind: HeaderKind) -> Option<usize> {
     fields.headers.iter().rposition(|h| h.kind == kind)
 }
 
+/// Changes to a forwarded request beyond the usual rewriting: the cache drops
+/// the client's validators and sends its own when it revalidates or fills.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestEdit<'a> {
+    /// Fields (by name) not to forward.
+    pub drop_field: fn(&[u8]) -> bool,
+    /// Complete field lines (each ending in CRLF) to add.
+    pub extra: &'a [u8],
+}
+
+impl RequestEdit<'_> {
+    pub const NONE: RequestEdit<'static> = RequestEdit {
+        drop_field: |_| false,
+        extra: b"",
+    };
+}
+
 /// Writes the request head to send upstream. Always HTTP/1.1 with a persistent
 /// connection; `Expect` is dropped because the proxy answers 100-continue itself.
 pub fn write_request_head(
@@ -57,6 +74,18 @@ pub fn write_request_head(
     head: &RequestHead,
     client_ip: &[u8],
     opts: ForwardOptions,
+) {
+    write_request_head_edited(out, buf, head, client_ip, opts, RequestEdit::NONE)
+}
+
+/// [`write_request_head`] with fields dropped and added as `edit` says.
+pub fn write_request_head_edited(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client_ip: &[u8],
+    opts: ForwardOptions,
+    edit: RequestEdit<'_>,
 ) {
     let fields = &head.fields;
     out.extend_from_slice(head.method.of(buf));
@@ -68,7 +97,7 @@ pub fn write_request_head(
     let last_via = last_of(fields, HeaderKind::Via);
     for (i, h) in fields.headers.iter().enumerate() {
         let (name, value) = (h.name.of(buf), h.value.of(buf));
-        if is_hop_by_hop(fields, buf, h.kind, name) {
+        if is_hop_by_hop(fields, buf, h.kind, name) || (edit.drop_field)(name) {
             continue;
         }
         match h.kind {
@@ -97,6 +126,7 @@ pub fn write_request_head(
     if opts.via && last_via.is_none() {
         push_field(out, b"Via", VIA);
     }
+    out.extend_from_slice(edit.extra);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -111,13 +141,15 @@ pub struct ClientFraming {
     pub dechunk: bool,
 }
 
-/// Writes the response head to send to the client.
+/// Writes the response head to send to the client; `extra` holds complete
+/// field lines the proxy adds (such as `Cache-Status`).
 pub fn write_response_head(
     out: &mut Vec<u8>,
     buf: &[u8],
     head: &ResponseHead,
     via: bool,
     framing: ClientFraming,
+    extra: &[u8],
 ) {
     let fields = &head.fields;
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -140,6 +172,7 @@ pub fn write_response_head(
     if via && last_via.is_none() {
         push_field(out, b"Via", VIA);
     }
+    out.extend_from_slice(extra);
     if framing.close {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if framing.http10 {
@@ -222,7 +255,7 @@ mod tests {
             http10: true,
             dechunk: true,
         };
-        write_response_head(&mut out, raw, &head, false, framing);
+        write_response_head(&mut out, raw, &head, false, framing, b"");
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n"

@@ -11,10 +11,7 @@ use std::{net::Shutdown, os::fd::AsRawFd, rc::Rc, time::Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::{
-    error::ProxyError,
-    forward::{forward, Next},
-};
+use super::{dispatch::handle, error::ProxyError, forward::Next};
 use crate::{
     buffer::IoBuf,
     http::{
@@ -73,7 +70,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
         registration.set_idle(false);
         let had_body = request.fields.framing != Framing::None;
         let keep_alive = request.fields.wants_keep_alive();
-        match forward(&ctx, &mut client, &request, &mut response).await {
+        match handle(&ctx, &mut client, &request, &mut response).await {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => break,
             Err(e) => {

@@ -29,10 +29,10 @@ use super::{
     response::{read_response_head, send_response, ClientSide, HeadDeadline, ResponseEnd},
 };
 use crate::{
-    config::UpstreamConfig,
+    config::{RouteConfig, UpstreamConfig},
     http::{
         body::BodyState,
-        head::{host_without_port, Framing, Method, RequestHead, ResponseHead},
+        head::{Framing, Method, RequestHead, ResponseHead},
         rewrite::write_request_head,
         status::CONTINUE,
     },
@@ -56,15 +56,12 @@ pub async fn forward(
     client: &mut Client,
     req: &RequestHead,
     resp: &mut ResponseHead,
+    route: &RouteConfig,
+    outcome: Option<&mut Outcome>,
 ) -> Result<Next, ProxyError> {
     let config = &*ctx.config;
     let head_bytes = client.buf.filled();
-    let host = req.host.map(|h| host_without_port(h.of(head_bytes)));
-    let Some(upstream_index) = ctx.router.route(host, req.target.of(head_bytes)) else {
-        // The connection may carry on after a 404: the next request starts after this head.
-        client.buf.consume(req.fields.head_len);
-        return Err(ProxyError::NoRoute);
-    };
+    let upstream_index = route.upstream;
     let framing = req.fields.framing;
     let limit = config.http.max_body_size;
     if let (Framing::Length(n), Some(max)) = (framing, limit) {
@@ -74,13 +71,7 @@ pub async fn forward(
     }
     let upstream = &config.upstreams[upstream_index];
     let method = req.method();
-    let side = ClientSide {
-        keep_alive: req.fields.wants_keep_alive(),
-        http10: req.fields.minor_version == 0,
-        draining: ctx.draining.get(),
-        via: ctx.forward.via,
-        body_idle: config.timeouts.body_idle,
-    };
+    let side = client_side(ctx, req);
     client.out.clear();
     write_request_head(&mut client.out, head_bytes, req, &client.ip, ctx.forward);
     client.buf.consume(req.fields.head_len);
@@ -113,9 +104,12 @@ pub async fn forward(
     }
 
     let exchange = if body.is_done() {
-        whole_request(ctx, client, &mut conn, method, resp, side, server).await
+        whole_request(ctx, client, &mut conn, method, resp, side, server, outcome).await
     } else {
-        streaming_request(ctx, client, &mut conn, body, payload, method, resp, side).await
+        streaming_request(
+            ctx, client, &mut conn, body, payload, method, resp, side, outcome,
+        )
+        .await
     };
     match exchange {
         Ok((end, request_complete)) => Ok(finish(ctx, conn, upstream, end, request_complete)),
@@ -126,8 +120,38 @@ pub async fn forward(
     }
 }
 
+/// What the response to a forwarded request said, for cache invalidation.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub status: u16,
+    /// Values of Location and Content-Location.
+    pub locations: Vec<Vec<u8>>,
+}
+
+impl Outcome {
+    fn record(&mut self, resp: &ResponseHead, buf: &[u8]) {
+        self.status = resp.status;
+        for name in [&b"location"[..], b"content-location"] {
+            if let Some(value) = crate::cache::first_field(&resp.fields, buf, name) {
+                self.locations.push(value.to_vec());
+            }
+        }
+    }
+}
+
+/// How the client wants its response delivered.
+pub(super) fn client_side(ctx: &ShardContext, req: &RequestHead) -> ClientSide {
+    ClientSide {
+        keep_alive: req.fields.wants_keep_alive(),
+        http10: req.fields.minor_version == 0,
+        draining: ctx.draining.get(),
+        via: ctx.forward.via,
+        body_idle: ctx.config.timeouts.body_idle,
+    }
+}
+
 /// Pools or closes the upstream connection and decides the client's fate.
-fn finish(
+pub(super) fn finish(
     ctx: &ShardContext,
     mut conn: UpstreamConn,
     upstream: &UpstreamConfig,
@@ -153,7 +177,7 @@ fn finish(
 /// balancer's pick has one, else a new one. A server that cannot be reached is
 /// skipped for the next pick (as nginx's `proxy_next_upstream error timeout`),
 /// which is safe for any request because nothing has been sent yet.
-async fn acquire(
+pub(super) async fn acquire(
     ctx: &ShardContext,
     upstream_index: usize,
 ) -> Result<(UpstreamConn, SocketAddr), ProxyError> {
@@ -199,8 +223,8 @@ async fn connect(ctx: &ShardContext, addr: SocketAddr) -> Result<UpstreamConn, P
     })
 }
 
-/// The whole request is in `client.out`: one write, then the response. A dead
-/// pooled connection is replaced and the request retried once if that is safe.
+/// The whole request is in `client.out`: one write, then the response.
+#[allow(clippy::too_many_arguments)]
 async fn whole_request(
     ctx: &ShardContext,
     client: &mut Client,
@@ -209,14 +233,44 @@ async fn whole_request(
     resp: &mut ResponseHead,
     side: ClientSide,
     server: SocketAddr,
+    outcome: Option<&mut Outcome>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
+    exchange_head(ctx, &client.out, conn, method, resp, server).await?;
+    if let Some(outcome) = outcome {
+        outcome.record(resp, conn.buf.filled());
+    }
+    let end = send_response(
+        &mut client.stream,
+        &mut client.out,
+        &mut conn.stream,
+        &mut conn.buf,
+        resp,
+        side,
+        b"",
+        None,
+    )
+    .await?;
+    Ok((end, true))
+}
+
+/// Sends `request` (a complete request, body included) and reads the
+/// response head into `resp`. A dead pooled connection is replaced and the
+/// request sent again once, if that is safe.
+pub(super) async fn exchange_head(
+    ctx: &ShardContext,
+    request: &[u8],
+    conn: &mut UpstreamConn,
+    method: Method,
+    resp: &mut ResponseHead,
+    server: SocketAddr,
+) -> Result<(), ProxyError> {
     // Only a request whose bytes we still hold in full can be sent twice.
     let retryable = method.is_idempotent();
     let first_byte = ctx.config.timeouts.upstream_first_byte;
     let mut retried = false;
     loop {
         let sent_at = Cell::new(None);
-        let outcome = match conn.stream.write_all(&client.out).await {
+        let outcome = match conn.stream.write_all(request).await {
             Ok(()) => {
                 sent_at.set(Some(Instant::now()));
                 let deadline = HeadDeadline {
@@ -236,7 +290,7 @@ async fn whole_request(
             Err(e) => Err(ProxyError::UpstreamIo(e)),
         };
         match outcome {
-            Ok(()) => break,
+            Ok(()) => return Ok(()),
             Err(ProxyError::UpstreamClosed | ProxyError::UpstreamIo(_))
                 if retryable && !retried && conn.served > 0 =>
             {
@@ -251,16 +305,6 @@ async fn whole_request(
             Err(e) => return Err(e),
         }
     }
-    let end = send_response(
-        &mut client.stream,
-        &mut client.out,
-        &mut conn.stream,
-        &mut conn.buf,
-        resp,
-        side,
-    )
-    .await?;
-    Ok((end, true))
 }
 
 /// Which side of a full-duplex exchange finished first.
@@ -283,6 +327,7 @@ async fn streaming_request(
     method: Method,
     resp: &mut ResponseHead,
     side: ClientSide,
+    outcome: Option<&mut Outcome>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let config = &*ctx.config;
     conn.stream
@@ -300,7 +345,7 @@ async fn streaming_request(
         let limit = config.http.max_body_size;
         let idle = config.timeouts.body_idle;
         relay_body(
-            &mut from, client_buf, &mut to, &mut body, payload, limit, idle,
+            &mut from, client_buf, &mut to, &mut body, payload, limit, idle, None,
         )
         .await
         .map_err(request_body_error)?;
@@ -339,10 +384,13 @@ async fn streaming_request(
         }
     };
     head?;
+    if let Some(outcome) = outcome {
+        outcome.record(resp, upstream_buf.filled());
+    }
 
     let mut response = pin!(async {
         let (mut to, mut from) = (Shared(&client_stream), Shared(&upstream_stream));
-        send_response(&mut to, out, &mut from, upstream_buf, resp, side).await
+        send_response(&mut to, out, &mut from, upstream_buf, resp, side, b"", None).await
     });
     if request_complete {
         return Ok((response.await?, true));

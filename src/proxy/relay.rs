@@ -51,6 +51,8 @@ pub async fn read_some<S: Peer>(
 
 /// Copies the rest of `body` from `src` to `dst`, verbatim (framing included).
 /// `payload_seen` counts payload bytes already forwarded, against `limit`.
+// Each argument is one side or one limit of the relay; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn relay_body<S: Peer, D: Peer>(
     src: &mut S,
     buf: &mut IoBuf,
@@ -59,6 +61,7 @@ pub async fn relay_body<S: Peer, D: Peer>(
     mut payload_seen: u64,
     limit: Option<u64>,
     idle: Duration,
+    mut tee: Option<&mut Tee>,
 ) -> Result<(), RelayError> {
     while !body.is_done() {
         if buf.is_empty() {
@@ -70,7 +73,13 @@ pub async fn relay_body<S: Peer, D: Peer>(
                 };
             }
         }
-        let accepted = body.accept(buf.filled()).map_err(RelayError::Malformed)?;
+        let accepted = body
+            .accept_with(buf.filled(), |payload| {
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.push(payload);
+                }
+            })
+            .map_err(RelayError::Malformed)?;
         payload_seen += accepted.payload;
         if limit.is_some_and(|max| payload_seen > max) {
             return Err(RelayError::TooLarge);
@@ -83,6 +92,41 @@ pub async fn relay_body<S: Peer, D: Peer>(
     Ok(())
 }
 
+/// A copy of a body's payload taken while it streams, for the cache; gives up
+/// (and frees what it held) once the payload outgrows `limit`.
+pub struct Tee {
+    payload: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Tee {
+    pub fn new(limit: usize) -> Tee {
+        Tee {
+            payload: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        if self.overflowed {
+            return;
+        }
+        if self.payload.len() + data.len() > self.limit {
+            self.overflowed = true;
+            self.payload = Vec::new();
+        } else {
+            self.payload.extend_from_slice(data);
+        }
+    }
+
+    /// The whole payload, unless it overflowed.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        (!self.overflowed).then_some(self.payload)
+    }
+}
+
 /// Copies a chunked body from `src` to `dst` as plain payload bytes, for
 /// clients that cannot read chunked coding (HTTP/1.0); the connection is
 /// closed after, which is how such a client learns the body ended.
@@ -91,6 +135,7 @@ pub async fn relay_dechunked<S: Peer, D: Peer>(
     buf: &mut IoBuf,
     dst: &mut D,
     idle: Duration,
+    mut tee: Option<&mut Tee>,
 ) -> Result<(), RelayError> {
     let mut decoder = ChunkedDecoder::default();
     while !decoder.is_done() {
@@ -101,6 +146,9 @@ pub async fn relay_dechunked<S: Peer, D: Peer>(
             .advance(buf.filled())
             .map_err(RelayError::Malformed)?;
         if let Some((start, end)) = step.data {
+            if let Some(tee) = tee.as_deref_mut() {
+                tee.push(&buf.filled()[start..end]);
+            }
             dst.write_all(&buf.filled()[start..end])
                 .await
                 .map_err(RelayError::DestinationIo)?;

@@ -12,7 +12,7 @@ use futures_lite::AsyncWriteExt;
 use super::{
     error::{upstream_read_error, ProxyError},
     peer::Peer,
-    relay::{read_some, relay_body, relay_dechunked, RelayError},
+    relay::{read_some, relay_body, relay_dechunked, RelayError, Tee},
 };
 use crate::{
     buffer::IoBuf,
@@ -113,6 +113,8 @@ pub struct ResponseEnd {
 /// `buf`) to the client. `Err`: nothing reached the client, which can still be
 /// answered with an error; once the head is out, failures end in
 /// `Ok(ResponseEnd { complete: false, .. })`.
+// Each argument is one side or one limit of the relay; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_response<C: Peer, U: Peer>(
     client: &mut C,
     out: &mut Vec<u8>,
@@ -120,6 +122,8 @@ pub async fn send_response<C: Peer, U: Peer>(
     buf: &mut IoBuf,
     resp: &ResponseHead,
     side: ClientSide,
+    extra_fields: &[u8],
+    mut tee: Option<&mut Tee>,
 ) -> Result<ResponseEnd, ProxyError> {
     let framing = resp.fields.framing;
     let upstream_reusable = resp.fields.wants_keep_alive() && framing != Framing::UntilClose;
@@ -132,14 +136,25 @@ pub async fn send_response<C: Peer, U: Peer>(
         http10: side.http10,
         dechunk,
     };
-    write_response_head(out, buf.filled(), resp, side.via, client_framing);
+    write_response_head(
+        out,
+        buf.filled(),
+        resp,
+        side.via,
+        client_framing,
+        extra_fields,
+    );
     buf.consume(resp.fields.head_len);
 
     // Whatever of the body already arrived goes out with the head in one write.
     let mut body = BodyState::new(framing);
     if !dechunk {
         let accepted = body
-            .accept(buf.filled())
+            .accept_with(buf.filled(), |payload| {
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.push(payload);
+                }
+            })
             .map_err(ProxyError::BadResponseBody)?;
         out.extend_from_slice(&buf.filled()[..accepted.bytes]);
         buf.consume(accepted.bytes);
@@ -150,9 +165,19 @@ pub async fn send_response<C: Peer, U: Peer>(
         .map_err(ProxyError::ClientGone)?;
 
     let relayed = if dechunk {
-        relay_dechunked(upstream, buf, client, side.body_idle).await
+        relay_dechunked(upstream, buf, client, side.body_idle, tee).await
     } else {
-        relay_body(upstream, buf, client, &mut body, 0, None, side.body_idle).await
+        relay_body(
+            upstream,
+            buf,
+            client,
+            &mut body,
+            0,
+            None,
+            side.body_idle,
+            tee,
+        )
+        .await
     };
     if let Err(e) = &relayed {
         log::warn!("response body cut short: {e:?}");

@@ -18,20 +18,17 @@ impl Router {
         Router { routes }
     }
 
-    /// Index of the upstream for this request, or `None` (404).
+    /// The route for this request, or `None` (404).
     /// `host` is the Host value without its port.
-    pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
-        self.routes
-            .iter()
-            .find(|r| {
-                let host_ok = match (&r.host, host) {
-                    (None, _) => true,
-                    (Some(want), Some(have)) => want.as_bytes().eq_ignore_ascii_case(have),
-                    (Some(_), None) => false,
-                };
-                host_ok && path.starts_with(r.path_prefix.as_bytes())
-            })
-            .map(|r| r.upstream)
+    pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| {
+            let host_ok = match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(have)) => want.as_bytes().eq_ignore_ascii_case(have),
+                (Some(_), None) => false,
+            };
+            host_ok && path.starts_with(r.path_prefix.as_bytes())
+        })
     }
 }
 
@@ -44,6 +41,9 @@ mod tests {
             host: host.map(str::to_string),
             path_prefix: prefix.to_string(),
             upstream,
+            cache: true,
+            cache_default_ttl: None,
+            cache_set_cookie: false,
         }
     }
 
@@ -55,11 +55,29 @@ mod tests {
             route(Some("a.example"), "/", 2),
             route(Some("a.example"), "/static/", 3),
         ]);
-        assert_eq!(router.route(Some(b"b.example"), b"/x"), Some(0));
-        assert_eq!(router.route(Some(b"b.example"), b"/api/v1"), Some(1));
-        assert_eq!(router.route(Some(b"A.Example"), b"/api/v1"), Some(2));
-        assert_eq!(router.route(Some(b"a.example"), b"/static/x.css"), Some(3));
+        assert_eq!(
+            router.route(Some(b"b.example"), b"/x").map(|r| r.upstream),
+            Some(0)
+        );
+        assert_eq!(
+            router
+                .route(Some(b"b.example"), b"/api/v1")
+                .map(|r| r.upstream),
+            Some(1)
+        );
+        assert_eq!(
+            router
+                .route(Some(b"A.Example"), b"/api/v1")
+                .map(|r| r.upstream),
+            Some(2)
+        );
+        assert_eq!(
+            router
+                .route(Some(b"a.example"), b"/static/x.css")
+                .map(|r| r.upstream),
+            Some(3)
+        );
         let only_api = Router::new(&[route(None, "/api/", 1)]);
-        assert_eq!(only_api.route(None, b"/other"), None);
+        assert_eq!(only_api.route(None, b"/other").map(|r| r.upstream), None);
     }
 }

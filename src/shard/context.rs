@@ -6,6 +6,7 @@
 use std::{cell::Cell, sync::Arc};
 
 use crate::{
+    cache::ownership::CacheShard,
     config::Config,
     http::{head::Limits, rewrite::ForwardOptions},
     proxy::routing::Router,
@@ -34,10 +35,12 @@ pub struct ShardContext {
     pub draining: Cell<bool>,
     /// Client buffer size: holds a whole request head and streams request bodies.
     pub client_buffer_size: usize,
+    /// This shard's part of the response cache, when `[cache] enabled`.
+    pub cache: Option<CacheShard>,
 }
 
 impl ShardContext {
-    pub fn new(id: usize, config: Arc<Config>) -> ShardContext {
+    pub fn new(id: usize, config: Arc<Config>, cache: Option<CacheShard>) -> ShardContext {
         let http = &config.http;
         let request_limits = Limits {
             max_head_bytes: http.max_header_bytes,
@@ -71,6 +74,7 @@ impl ShardContext {
             connections: Registry::new(config.tuning.max_connections),
             draining: Cell::new(false),
             client_buffer_size: http.buffer_size.max(http.max_header_bytes),
+            cache,
             config,
         }
     }

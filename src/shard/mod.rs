@@ -24,8 +24,13 @@ use glommio::{
     LocalExecutorBuilder, Placement,
 };
 
-use crate::{config::Config, proxy::client::serve};
+use crate::{
+    cache::ownership::{CacheShard, Mesh, Message},
+    config::Config,
+    proxy::client::serve,
+};
 use context::ShardContext;
+use glommio::channels::shared_channel::ConnectedReceiver;
 
 /// Messages from the control thread to a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,9 @@ pub struct ShardPlan {
     pub config: Arc<Config>,
     pub listeners: Vec<std::net::TcpListener>,
     pub control: Receiver<Control>,
+    /// The cache's channel mesh, when the cache is on and there are several shards.
+    pub mesh: Option<Mesh>,
+    pub shards: usize,
 }
 
 /// How often a shard looks at its control channel. Shutdown waits at most this long to begin.
@@ -90,8 +98,28 @@ async fn run(plan: ShardPlan) {
         config,
         listeners,
         control,
+        mesh,
+        shards,
     } = plan;
-    let ctx = Rc::new(ShardContext::new(id, config));
+    let ctx = match join_cache(id, shards, &config, mesh).await {
+        Some((cache, receivers)) => {
+            let ctx = Rc::new(ShardContext::new(id, config, Some(cache)));
+            for (peer, receiver) in receivers {
+                let ctx = ctx.clone();
+                glommio::spawn_local(async move {
+                    while let Some(message) = receiver.recv().await {
+                        if let Some(cache) = &ctx.cache {
+                            cache.handle(message);
+                        }
+                    }
+                    log::debug!("shard {id}: cache channel from shard {peer} closed");
+                })
+                .detach();
+            }
+            ctx
+        }
+        None => Rc::new(ShardContext::new(id, config, None)),
+    };
     let gate = Rc::new(Gate::new());
     let permits = Rc::new(Semaphore::new(ctx.config.tuning.max_connections as u64));
 
@@ -149,6 +177,47 @@ async fn run(plan: ShardPlan) {
     }
     drop(sweeper);
     ctx.pool.clear();
+    if let Some(cache) = &ctx.cache {
+        let c = *cache.counters.borrow();
+        let store = cache.store_stats();
+        let latency = cache.lookup_latency.borrow();
+        log::info!(
+            "shard {id} cache: hits {} misses {} stale {} revalidated {} coalesced {} cross-shard {} (p50 {} us, p99 {} us) near-hits {} shed {} | stored {} entries, {} bytes, {} evictions",
+            c.hits, c.misses, c.stale_served, c.revalidated, c.coalesced_waits, c.cross_shard_lookups,
+            latency.value_at_quantile(0.5), latency.value_at_quantile(0.99), c.near_hits, c.shed,
+            store.entries, store.bytes, store.evictions
+        );
+    }
+}
+
+/// Builds this shard's part of the cache, joining the mesh with the other
+/// shards first (every shard must join before any can send). `None`: the
+/// cache is off.
+async fn join_cache(
+    id: usize,
+    shards: usize,
+    config: &Config,
+    mesh: Option<Mesh>,
+) -> Option<(CacheShard, Vec<(usize, ConnectedReceiver<Message>)>)> {
+    if !config.cache.enabled {
+        return None;
+    }
+    let Some(mesh) = mesh else {
+        return Some((CacheShard::new(id, shards, &config.cache, None), Vec::new()));
+    };
+    match mesh.join().await {
+        Ok((senders, mut receivers)) => {
+            let streams = receivers.streams();
+            Some((
+                CacheShard::new(id, shards, &config.cache, Some(senders)),
+                streams,
+            ))
+        }
+        Err(_) => {
+            log::error!("shard {id}: could not join the cache mesh; cross-shard lookups will go to the origin");
+            Some((CacheShard::new(id, shards, &config.cache, None), Vec::new()))
+        }
+    }
 }
 
 /// Accepts connections while the shard has room for them (`max_connections`):

@@ -1,0 +1,698 @@
+//! A request's path through the cache (RFC 9111 shared cache, RFC 5861, RFC 9211).
+//!
+//! GET and HEAD are looked up under their key on the key's owner shard
+//! (`cache::ownership`): a usable stored response is served from memory (the
+//! body is an `Arc` shared with the store: written to the socket without a
+//! copy); a stale one is revalidated, or served while one background refresh
+//! runs (stale-while-revalidate), or served when the origin fails
+//! (stale-if-error); a miss is fetched by exactly one request while the others
+//! wait for it (coalescing), and the response is copied into the cache while it
+//! streams to the client. Unsafe methods that succeed invalidate what they
+//! touched; PURGE removes a key on its owner.
+
+use std::{io::Write, rc::Rc, sync::Arc};
+
+use futures_lite::AsyncWriteExt;
+
+use super::{
+    client::Client,
+    error::ProxyError,
+    forward::{acquire, client_side, exchange_head, finish, forward, Next, Outcome},
+    relay::{read_some, Tee},
+    response::{send_response, ResponseEnd},
+};
+use crate::{
+    cache::{
+        age::{self, FreshnessOptions},
+        control::RequestDirectives,
+        entry::CachedResponse,
+        key::{hash_key, location_key, request_key, vary_matches, write_key, Scheme},
+        ownership::{Answer, CacheShard},
+        policy::{
+            decide_for, evaluate_conditional, invalidates, is_client_validator, is_error_status,
+            storable, write_validators, Precondition, StoreOptions, Use,
+        },
+        Secs,
+    },
+    config::RouteConfig,
+    http::{
+        body::BodyState,
+        head::{parse_request, Framing, Method, RequestHead, ResponseHead},
+        rewrite::{write_request_head_edited, RequestEdit, VIA},
+        status::write_error,
+    },
+    shard::context::ShardContext,
+};
+
+/// Bodies up to this size go out in the same write as the head (one copy,
+/// one syscall); larger ones are written straight from the stored `Arc`.
+const COALESCE_BODY: usize = 16 * 1024;
+
+/// Serves a request on a route with the cache on.
+pub async fn serve(
+    ctx: &Rc<ShardContext>,
+    client: &mut Client,
+    req: &RequestHead,
+    resp: &mut ResponseHead,
+    route: &RouteConfig,
+) -> Result<Next, ProxyError> {
+    let Some(cache) = &ctx.cache else {
+        return forward(ctx, client, req, resp, route, None).await;
+    };
+    let buf = client.buf.filled();
+    if req.method.of(buf) == b"PURGE" {
+        return purge(ctx, cache, client, req).await;
+    }
+    let method = req.method();
+    let mut key = Vec::with_capacity(128);
+    let keyed = request_key(&mut key, Scheme::Http, req, buf).is_ok();
+    if !keyed || req.fields.framing != Framing::None {
+        return uncached(ctx, cache, client, req, resp, route).await;
+    }
+    let hash = hash_key(&key);
+    let directives = RequestDirectives::parse(&req.fields, buf);
+    // HEAD never fetches for the cache: it has no body to store.
+    let claim = method == Method::Get && !directives.only_if_cached;
+    let (entry, filler) = match cache.lookup(hash, &key, claim).await {
+        Answer::Variants(variants) => {
+            let buf = client.buf.filled();
+            (
+                variants
+                    .into_iter()
+                    .find(|v| vary_matches(v.vary_key(), &req.fields, buf)),
+                false,
+            )
+        }
+        Answer::Fetch => (None, true),
+        _ => (None, false),
+    };
+    // The guard releases the key's waiters on every path that does not fill it.
+    let fill = FillGuard {
+        cache,
+        hash,
+        key: &key,
+        armed: filler,
+    };
+    let now = age::now();
+
+    let Some(entry) = entry else {
+        cache.counters.borrow_mut().misses += 1;
+        if directives.only_if_cached {
+            client.buf.consume(req.fields.head_len);
+            return Err(ProxyError::UpstreamTimeout);
+        }
+        if method == Method::Head {
+            drop(fill);
+            return forward(ctx, client, req, resp, route, None).await;
+        }
+        return fetch(
+            ctx,
+            cache,
+            client,
+            req,
+            resp,
+            route,
+            fill,
+            None,
+            "fwd=uri-miss",
+        )
+        .await;
+    };
+    drop(fill);
+
+    let buf = client.buf.filled();
+    match decide_for(&entry, req, buf, now) {
+        Use::Fresh { .. } | Use::Stale { .. } => {
+            cache.counters.borrow_mut().hits += 1;
+            reply_hit(ctx, client, req, &entry, now, "hit").await
+        }
+        Use::StaleWhileRevalidate { .. } => {
+            {
+                let mut counters = cache.counters.borrow_mut();
+                counters.hits += 1;
+                counters.stale_served += 1;
+            }
+            let head = buf[..req.fields.head_len].to_vec();
+            if cache.claim(hash, &key).await {
+                let task = refresh(
+                    ctx.clone(),
+                    route.clone(),
+                    head,
+                    key.clone(),
+                    hash,
+                    Arc::clone(&entry),
+                    client.ip.clone(),
+                );
+                glommio::spawn_local(task).detach();
+            }
+            reply_hit(
+                ctx,
+                client,
+                req,
+                &entry,
+                now,
+                "hit; detail=stale-while-revalidate",
+            )
+            .await
+        }
+        Use::MustRevalidate { stale_if_error } => {
+            cache.counters.borrow_mut().revalidated += 1;
+            let guard = FillGuard {
+                cache,
+                hash,
+                key: &key,
+                armed: false,
+            };
+            fetch(
+                ctx,
+                cache,
+                client,
+                req,
+                resp,
+                route,
+                guard,
+                Some((entry, stale_if_error)),
+                "fwd=stale",
+            )
+            .await
+        }
+        Use::Forward => {
+            let guard = FillGuard {
+                cache,
+                hash,
+                key: &key,
+                armed: false,
+            };
+            fetch(
+                ctx,
+                cache,
+                client,
+                req,
+                resp,
+                route,
+                guard,
+                None,
+                "fwd=request",
+            )
+            .await
+        }
+        Use::GatewayTimeout => {
+            client.buf.consume(req.fields.head_len);
+            Err(ProxyError::UpstreamTimeout)
+        }
+    }
+}
+
+/// Releases a key's coalesced waiters unless a fill has been delivered.
+struct FillGuard<'a> {
+    cache: &'a CacheShard,
+    hash: u64,
+    key: &'a [u8],
+    /// This request is the key's fetcher: the owner waits for its `fill`.
+    armed: bool,
+}
+
+impl FillGuard<'_> {
+    /// Hands the result of the fetch to the owner (storing it if `Some`).
+    fn complete(mut self, response: Option<Arc<CachedResponse>>) {
+        if self.armed || response.is_some() {
+            self.cache.fill(self.hash, self.key, response);
+        }
+        self.armed = false;
+    }
+}
+
+impl Drop for FillGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cache.fill(self.hash, self.key, None);
+        }
+    }
+}
+
+/// Requests the cache does not answer: forwarded; the unsafe ones invalidate
+/// the target and the same-host Location / Content-Location when they succeed.
+async fn uncached(
+    ctx: &Rc<ShardContext>,
+    cache: &CacheShard,
+    client: &mut Client,
+    req: &RequestHead,
+    resp: &mut ResponseHead,
+    route: &RouteConfig,
+) -> Result<Next, ProxyError> {
+    let method = req.method();
+    if !matches!(
+        method,
+        Method::Post | Method::Put | Method::Delete | Method::Patch
+    ) {
+        return forward(ctx, client, req, resp, route, None).await;
+    }
+    let buf = client.buf.filled();
+    let host = req.host.map(|h| h.of(buf).to_vec()).unwrap_or_default();
+    let mut target_key = Vec::new();
+    write_key(&mut target_key, Scheme::Http, &host, req.target.of(buf));
+    let mut outcome = Outcome::default();
+    let next = forward(ctx, client, req, resp, route, Some(&mut outcome)).await?;
+    if invalidates(method, outcome.status) {
+        cache.invalidate(hash_key(&target_key), &target_key).await;
+        let mut key = Vec::new();
+        for location in &outcome.locations {
+            if location_key(&mut key, Scheme::Http, &host, location) {
+                cache.invalidate(hash_key(&key), &key).await;
+            }
+        }
+    }
+    Ok(next)
+}
+
+fn freshness(route: &RouteConfig) -> FreshnessOptions {
+    FreshnessOptions {
+        default_ttl: route.cache_default_ttl.map(|d| d.as_secs()),
+        ..FreshnessOptions::default()
+    }
+}
+
+/// Goes to the origin for a GET: a miss (fill), a revalidation of `stale`
+/// (with its validators), or a forced fetch. The client's own validators are
+/// not forwarded — the cache wants the full response — and are answered from
+/// the stored copy afterwards.
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    ctx: &Rc<ShardContext>,
+    cache: &CacheShard,
+    client: &mut Client,
+    req: &RequestHead,
+    resp: &mut ResponseHead,
+    route: &RouteConfig,
+    fill: FillGuard<'_>,
+    stale: Option<(Arc<CachedResponse>, bool)>,
+    forwarded: &str,
+) -> Result<Next, ProxyError> {
+    // The request head outlives its bytes in the client buffer: keep a copy for storing.
+    let head_len = req.fields.head_len;
+    let req_bytes = client.buf.filled()[..head_len].to_vec();
+    let side = client_side(ctx, req);
+    let mut validators = Vec::new();
+    if let Some((entry, _)) = &stale {
+        write_validators(&mut validators, entry);
+    }
+    client.out.clear();
+    let edit = RequestEdit {
+        drop_field: is_client_validator,
+        extra: &validators,
+    };
+    write_request_head_edited(
+        &mut client.out,
+        &req_bytes,
+        req,
+        &client.ip,
+        ctx.forward,
+        edit,
+    );
+    client.buf.consume(head_len);
+
+    let serve_stale_on_error = stale.as_ref().is_some_and(|(_, sie)| *sie);
+    let exchanged = async {
+        let (mut conn, server) = acquire(ctx, route.upstream).await?;
+        let request_time = age::now();
+        match exchange_head(ctx, &client.out, &mut conn, Method::Get, resp, server).await {
+            Ok(()) => Ok((conn, request_time)),
+            Err(e) => {
+                ctx.pool.recycle(conn);
+                Err(e)
+            }
+        }
+    }
+    .await;
+    let (mut conn, request_time) = match exchanged {
+        Ok(done) => done,
+        Err(e) => {
+            if let (true, Some((entry, _))) = (serve_stale_on_error, &stale) {
+                cache.counters.borrow_mut().stale_served += 1;
+                let now = age::now();
+                let plan = plan_reply(ctx, req, &req_bytes, entry, now);
+                return reply_stored(client, entry, now, "hit; detail=stale-if-error", plan).await;
+            }
+            return Err(e);
+        }
+    };
+    let response_time = age::now();
+    let upstream = &ctx.config.upstreams[route.upstream];
+
+    if let (Some((entry, _)), 304) = (&stale, resp.status) {
+        let freshened = entry.freshen(
+            resp,
+            conn.buf.filled(),
+            request_time,
+            response_time,
+            &freshness(route),
+        );
+        conn.buf.consume(resp.fields.head_len);
+        let reusable = resp.fields.wants_keep_alive();
+        let end = ResponseEnd {
+            complete: true,
+            close_client: false,
+            upstream_reusable: reusable,
+        };
+        finish(ctx, conn, upstream, end, true);
+        let fresh = Arc::new(freshened.map_err(|_| {
+            ProxyError::BadResponse(crate::http::head::HeadError::Malformed(
+                "304 for another representation",
+            ))
+        })?);
+        fill.complete(Some(Arc::clone(&fresh)));
+        let now = age::now();
+        let plan = plan_reply(ctx, req, &req_bytes, &fresh, now);
+        return reply_stored(client, &fresh, now, "fwd=stale; fwd-status=304", plan).await;
+    }
+    if let (true, Some((entry, _))) = (serve_stale_on_error && is_error_status(resp.status), &stale)
+    {
+        // The error response is never read: the connection cannot be reused.
+        ctx.pool.recycle(conn);
+        cache.counters.borrow_mut().stale_served += 1;
+        let now = age::now();
+        let plan = plan_reply(ctx, req, &req_bytes, entry, now);
+        return reply_stored(client, entry, now, "hit; detail=stale-if-error", plan).await;
+    }
+
+    let opts = StoreOptions {
+        allow_set_cookie: route.cache_set_cookie,
+    };
+    let resp_bytes = conn.buf.filled();
+    let cacheable = resp.fields.framing != Framing::UntilClose
+        && storable(req, &req_bytes, resp, resp_bytes, &opts).is_ok();
+    let stored_head = cacheable.then(|| resp_bytes[..resp.fields.head_len].to_vec());
+    let mut status_field = Vec::with_capacity(64);
+    let _ = write!(
+        status_field,
+        "Cache-Status: shardproxy; {forwarded}; fwd-status={}{}\r\n",
+        resp.status,
+        if cacheable { "; stored" } else { "" }
+    );
+    let mut tee = cacheable.then(|| Tee::new(cache.config().max_object_size as usize));
+    let sent = send_response(
+        &mut client.stream,
+        &mut client.out,
+        &mut conn.stream,
+        &mut conn.buf,
+        resp,
+        side,
+        &status_field,
+        tee.as_mut(),
+    )
+    .await;
+    let end = match sent {
+        Ok(end) => end,
+        Err(e) => {
+            ctx.pool.recycle(conn);
+            return Err(e);
+        }
+    };
+    let stored = match (end.complete, tee.and_then(Tee::finish), stored_head) {
+        (true, Some(payload), Some(head)) => CachedResponse::from_response(
+            resp,
+            &head,
+            Arc::from(payload),
+            req,
+            &req_bytes,
+            request_time,
+            response_time,
+            &freshness(route),
+        )
+        .ok()
+        .map(Arc::new),
+        _ => None,
+    };
+    fill.complete(stored);
+    Ok(finish(ctx, conn, upstream, end, true))
+}
+
+/// How a stored response will answer one request; worked out while the
+/// request head is still at hand, before its bytes are consumed.
+#[derive(Debug, Clone, Copy)]
+struct StoredReply {
+    not_modified: bool,
+    with_body: bool,
+    close: bool,
+    http10: bool,
+    via: bool,
+}
+
+fn plan_reply(
+    ctx: &ShardContext,
+    req: &RequestHead,
+    buf: &[u8],
+    entry: &CachedResponse,
+    now: Secs,
+) -> StoredReply {
+    let not_modified = evaluate_conditional(req, buf, entry, now) == Precondition::NotModified;
+    let side = client_side(ctx, req);
+    StoredReply {
+        not_modified,
+        with_body: req.method() == Method::Get && !not_modified,
+        close: !side.keep_alive || side.draining,
+        http10: side.http10,
+        via: side.via,
+    }
+}
+
+/// Answers from a stored response: 304 if the client's conditional matched,
+/// else the stored head (with Age and Cache-Status) and, for GET, the body.
+async fn reply_stored(
+    client: &mut Client,
+    entry: &CachedResponse,
+    now: Secs,
+    detail: &str,
+    plan: StoredReply,
+) -> Result<Next, ProxyError> {
+    let age = entry.current_age(now);
+    let out = &mut client.out;
+    out.clear();
+    if plan.not_modified {
+        crate::cache::stored::write_not_modified_head(out, entry.parsed(), entry.head(), age);
+    } else {
+        crate::cache::stored::write_hit_head(out, entry.parsed(), entry.head(), age);
+    }
+    let _ = write!(
+        out,
+        "Cache-Status: shardproxy; {detail}; ttl={}\r\n",
+        entry.ttl(now)
+    );
+    if plan.via {
+        out.extend_from_slice(b"Via: ");
+        out.extend_from_slice(VIA);
+        out.extend_from_slice(b"\r\n");
+    }
+    if plan.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if plan.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let body = entry.body();
+    if plan.with_body && body.len() <= COALESCE_BODY {
+        out.extend_from_slice(body);
+    }
+    client
+        .stream
+        .write_all(&client.out)
+        .await
+        .map_err(ProxyError::ClientGone)?;
+    if plan.with_body && body.len() > COALESCE_BODY {
+        client
+            .stream
+            .write_all(body)
+            .await
+            .map_err(ProxyError::ClientGone)?;
+    }
+    Ok(if plan.close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    })
+}
+
+/// Serves a stored response to the request whose head is still at the front of `client.buf`.
+async fn reply_hit(
+    ctx: &ShardContext,
+    client: &mut Client,
+    req: &RequestHead,
+    entry: &CachedResponse,
+    now: Secs,
+    detail: &str,
+) -> Result<Next, ProxyError> {
+    let plan = plan_reply(ctx, req, client.buf.filled(), entry, now);
+    client.buf.consume(req.fields.head_len);
+    reply_stored(client, entry, now, detail, plan).await
+}
+
+/// PURGE: removes the key on its owner (allowed clients only).
+async fn purge(
+    ctx: &ShardContext,
+    cache: &CacheShard,
+    client: &mut Client,
+    req: &RequestHead,
+) -> Result<Next, ProxyError> {
+    let buf = client.buf.filled();
+    let mut key = Vec::new();
+    if let Some(host) = req.host {
+        write_key(&mut key, Scheme::Http, host.of(buf), req.target.of(buf));
+    }
+    let keep_alive = req.fields.wants_keep_alive() && !ctx.draining.get();
+    client.buf.consume(req.fields.head_len);
+    let allowed = std::str::from_utf8(&client.ip)
+        .ok()
+        .and_then(|ip| ip.parse().ok())
+        .is_some_and(|ip| {
+            cache
+                .config()
+                .purge_allow
+                .iter()
+                .any(|net| net.contains(ip))
+        });
+    let status = if !allowed {
+        403
+    } else if cache.invalidate(hash_key(&key), &key).await {
+        200
+    } else {
+        404
+    };
+    client.out.clear();
+    write_error(&mut client.out, status, !keep_alive);
+    client
+        .stream
+        .write_all(&client.out)
+        .await
+        .map_err(ProxyError::ClientGone)?;
+    Ok(if keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    })
+}
+
+/// Refreshes a stale entry in the background (stale-while-revalidate): one
+/// conditional request; a 304 freshens the entry, a cacheable 200 replaces it.
+/// Whatever happens, the claim on the key is released with a `fill`.
+async fn refresh(
+    ctx: Rc<ShardContext>,
+    route: RouteConfig,
+    head_bytes: Vec<u8>,
+    key: Vec<u8>,
+    hash: u64,
+    stale: Arc<CachedResponse>,
+    client_ip: Vec<u8>,
+) {
+    let Some(cache) = &ctx.cache else { return };
+    let fill = FillGuard {
+        cache,
+        hash,
+        key: &key,
+        armed: true,
+    };
+    let mut req = RequestHead::default();
+    if !matches!(
+        parse_request(&head_bytes, &ctx.request_limits, &mut req),
+        Ok(true)
+    ) {
+        return;
+    }
+    let mut validators = Vec::new();
+    write_validators(&mut validators, &stale);
+    let mut out = Vec::new();
+    let edit = RequestEdit {
+        drop_field: is_client_validator,
+        extra: &validators,
+    };
+    write_request_head_edited(&mut out, &head_bytes, &req, &client_ip, ctx.forward, edit);
+    let Ok((mut conn, server)) = acquire(&ctx, route.upstream).await else {
+        return;
+    };
+    let request_time = age::now();
+    let mut resp = ResponseHead::default();
+    if exchange_head(&ctx, &out, &mut conn, Method::Get, &mut resp, server)
+        .await
+        .is_err()
+    {
+        ctx.pool.recycle(conn);
+        return;
+    }
+    let response_time = age::now();
+    let upstream = &ctx.config.upstreams[route.upstream];
+    let head = conn.buf.filled()[..resp.fields.head_len].to_vec();
+    conn.buf.consume(resp.fields.head_len);
+    let fresh = if resp.status == 304 {
+        stale
+            .freshen(
+                &resp,
+                &head,
+                request_time,
+                response_time,
+                &freshness(&route),
+            )
+            .ok()
+    } else {
+        let opts = StoreOptions {
+            allow_set_cookie: route.cache_set_cookie,
+        };
+        let cacheable = storable(&req, &head_bytes, &resp, &head, &opts).is_ok();
+        match read_whole_body(
+            &ctx,
+            &mut conn,
+            resp.fields.framing,
+            cache.config().max_object_size as usize,
+        )
+        .await
+        {
+            Some(body) if cacheable => CachedResponse::from_response(
+                &resp,
+                &head,
+                Arc::from(body),
+                &req,
+                &head_bytes,
+                request_time,
+                response_time,
+                &freshness(&route),
+            )
+            .ok(),
+            Some(_) => None,
+            None => {
+                ctx.pool.recycle(conn);
+                return;
+            }
+        }
+    };
+    fill.complete(fresh.map(Arc::new));
+    let reusable = resp.fields.wants_keep_alive() && resp.fields.framing != Framing::UntilClose;
+    let end = ResponseEnd {
+        complete: true,
+        close_client: false,
+        upstream_reusable: reusable,
+    };
+    finish(&ctx, conn, upstream, end, true);
+}
+
+/// Reads a response body with no client to send it to (background refresh),
+/// up to `limit` payload bytes. `None`: it failed or was too large.
+async fn read_whole_body(
+    ctx: &ShardContext,
+    conn: &mut crate::upstream::pool::UpstreamConn,
+    framing: Framing,
+    limit: usize,
+) -> Option<Vec<u8>> {
+    let mut body = BodyState::new(framing);
+    let mut tee = Tee::new(limit);
+    let idle = ctx.config.timeouts.body_idle;
+    while !body.is_done() {
+        if conn.buf.is_empty() {
+            match read_some(&mut conn.stream, &mut conn.buf, idle).await {
+                Ok(0) if matches!(body, BodyState::UntilClose) => break,
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        let accepted = body.accept_with(conn.buf.filled(), |p| tee.push(p)).ok()?;
+        conn.buf.consume(accepted.bytes);
+    }
+    tee.finish()
+}
