@@ -117,6 +117,7 @@ pub struct Counters {
 /// One shard's part of the cache: the store it owns, the near cache, the
 /// in-flight table for keys it owns, and its end of the mesh.
 pub struct CacheShard {
+    /// This shard's number in the mesh (the owner numbering), not its shard id.
     pub id: usize,
     shards: usize,
     config: CacheConfig,

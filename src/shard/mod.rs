@@ -208,8 +208,11 @@ async fn join_cache(
     match mesh.join().await {
         Ok((senders, mut receivers)) => {
             let streams = receivers.streams();
+            // The mesh numbers its peers in the order they joined, which need
+            // not be shard order: key ownership and replies use mesh numbers.
+            let peer = senders.peer_id();
             Some((
-                CacheShard::new(id, shards, &config.cache, Some(senders)),
+                CacheShard::new(peer, shards, &config.cache, Some(senders)),
                 streams,
             ))
         }
