@@ -69,8 +69,12 @@ pub enum Message {
         key: Box<[u8]>,
         reply: Option<(usize, u64)>,
     },
-    /// Owner → every shard: drop the near-cache copy of a key.
-    Forget { hash: u64, key: Box<[u8]> },
+    /// Drop the near-cache copy of a key; acknowledged if `reply` is set.
+    Forget {
+        hash: u64,
+        key: Box<[u8]>,
+        reply: Option<(usize, u64)>,
+    },
     /// Owner → asker.
     Answer { id: u64, answer: Answer },
 }
@@ -123,6 +127,8 @@ pub struct CacheShard {
     config: CacheConfig,
     store: RefCell<Store>,
     near: Option<RefCell<Store>>,
+    /// Near caches are on (for every shard: they share the config).
+    near_enabled: bool,
     near_born: RefCell<HashMap<u64, Instant>>,
     in_flight: RefCell<HashMap<Box<[u8]>, InFlight>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Answer>>>,
@@ -161,6 +167,7 @@ impl CacheShard {
             shards,
             config: config.clone(),
             store: RefCell::new(store),
+            near_enabled: near.is_some(),
             near,
             near_born: RefCell::new(HashMap::new()),
             in_flight: RefCell::new(HashMap::new()),
@@ -191,7 +198,15 @@ impl CacheShard {
     /// Asks the key's owner what it holds. With `claim`, a miss makes this
     /// request the fetcher (`Answer::Fetch`) unless another fetch of the key
     /// is under way, in which case this waits for it (up to `coalesce_wait`).
-    pub async fn lookup(&self, hash: u64, key: &[u8], claim: bool) -> Answer {
+    /// `selects` tells whether a stored variant fits the request (Vary): a
+    /// near-cache copy answers only if one fits, else the owner is asked.
+    pub async fn lookup(
+        &self,
+        hash: u64,
+        key: &[u8],
+        claim: bool,
+        selects: impl Fn(&CachedResponse) -> bool,
+    ) -> Answer {
         let owner = self.owner(hash);
         if owner == self.id {
             return match self.owner_lookup(hash, key, claim) {
@@ -211,7 +226,7 @@ impl CacheShard {
                 .is_some_and(|born| born.elapsed() < self.config.near_cache_ttl);
             if fresh {
                 let variants: Vec<_> = near.borrow().variants(hash, key).cloned().collect();
-                if !variants.is_empty() {
+                if variants.iter().any(|v| selects(v)) {
                     self.counters.borrow_mut().near_hits += 1;
                     return Answer::Variants(variants);
                 }
@@ -276,21 +291,34 @@ impl CacheShard {
         }
     }
 
-    /// Removes a key everywhere. Returns whether the owner held it.
+    /// Removes a key everywhere: from its owner's store and from every
+    /// shard's near cache, all acknowledged before this returns, so a request
+    /// that follows the invalidating response never sees the old copy.
+    /// Returns whether the owner held it.
     pub async fn invalidate(&self, hash: u64, key: &[u8]) -> bool {
         let owner = self.owner(hash);
-        if owner == self.id {
-            return self.owner_invalidate(hash, key);
-        }
         self.forget(hash, key);
-        let answer = self
-            .ask(owner, |id| Message::Invalidate {
+        let removed = if owner == self.id {
+            self.store.borrow_mut().invalidate(hash, key) > 0
+        } else {
+            let message = |id| Message::Invalidate {
                 hash,
                 key: key.into(),
                 reply: Some((self.id, id)),
-            })
-            .await;
-        matches!(answer, Answer::Removed(true))
+            };
+            matches!(self.ask(owner, message).await, Answer::Removed(true))
+        };
+        if self.near_enabled {
+            for shard in (0..self.shards).filter(|&s| s != self.id && s != owner) {
+                let message = |id| Message::Forget {
+                    hash,
+                    key: key.into(),
+                    reply: Some((self.id, id)),
+                };
+                self.ask(shard, message).await;
+            }
+        }
+        removed
     }
 
     /// Handles one message from another shard.
@@ -316,7 +344,7 @@ impl CacheShard {
                 response,
             } => self.owner_fill(hash, &key, response),
             Message::Invalidate { hash, key, reply } => {
-                let removed = self.owner_invalidate(hash, &key);
+                let removed = self.store.borrow_mut().invalidate(hash, &key) > 0;
                 if let Some((shard, id)) = reply {
                     self.tell(
                         shard,
@@ -327,7 +355,18 @@ impl CacheShard {
                     );
                 }
             }
-            Message::Forget { hash, key } => self.forget(hash, &key),
+            Message::Forget { hash, key, reply } => {
+                self.forget(hash, &key);
+                if let Some((shard, id)) = reply {
+                    self.tell(
+                        shard,
+                        Message::Answer {
+                            id,
+                            answer: Answer::Removed(true),
+                        },
+                    );
+                }
+            }
             Message::Answer { id, answer } => {
                 if let Some(tx) = self.pending.borrow_mut().remove(&id) {
                     tx.send(answer);
@@ -345,12 +384,11 @@ impl CacheShard {
                 store.variants(hash, key).cloned().collect(),
             ));
         }
-        if !claim {
-            return Ok(Answer::Alone);
-        }
         let mut in_flight = self.in_flight.borrow_mut();
         match in_flight.get(key) {
+            // A fetch is under way (or just finished, its fill still queued): wait for it.
             Some(fetch) if fetch.since.elapsed() < self.config.coalesce_wait => Err(()),
+            _ if !claim => Ok(Answer::Alone),
             // No fetch, or one that overran the wait limit (its fetcher may be gone): this one fetches.
             _ => {
                 in_flight.insert(
@@ -418,12 +456,6 @@ impl CacheShard {
         }
     }
 
-    fn owner_invalidate(&self, hash: u64, key: &[u8]) -> bool {
-        let removed = self.store.borrow_mut().invalidate(hash, key) > 0;
-        self.broadcast_forget(hash, key);
-        removed
-    }
-
     fn forget(&self, hash: u64, key: &[u8]) {
         if let Some(near) = &self.near {
             near.borrow_mut().invalidate(hash, key);
@@ -432,7 +464,7 @@ impl CacheShard {
     }
 
     fn broadcast_forget(&self, hash: u64, key: &[u8]) {
-        if self.near.is_none() {
+        if !self.near_enabled {
             return;
         }
         for shard in (0..self.shards).filter(|&s| s != self.id) {
@@ -441,6 +473,7 @@ impl CacheShard {
                 Message::Forget {
                     hash,
                     key: key.into(),
+                    reply: None,
                 },
             );
         }

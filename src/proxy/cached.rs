@@ -17,7 +17,7 @@ use futures_lite::AsyncWriteExt;
 use super::{
     client::Client,
     error::ProxyError,
-    forward::{acquire, client_side, exchange_head, finish, forward, Next, Outcome},
+    forward::{acquire, client_side, exchange_head, finish, forward, Next},
     relay::{read_some, Tee},
     response::{send_response, ResponseEnd},
 };
@@ -57,7 +57,7 @@ pub async fn serve(
     route: &RouteConfig,
 ) -> Result<Next, ProxyError> {
     let Some(cache) = &ctx.cache else {
-        return forward(ctx, client, req, resp, route, None).await;
+        return forward(ctx, client, req, resp, route, None, b"").await;
     };
     let buf = client.buf.filled();
     if req.method.of(buf) == b"PURGE" {
@@ -73,7 +73,8 @@ pub async fn serve(
     let directives = RequestDirectives::parse(&req.fields, buf);
     // HEAD never fetches for the cache: it has no body to store.
     let claim = method == Method::Get && !directives.only_if_cached;
-    let (entry, filler) = match cache.lookup(hash, &key, claim).await {
+    let fits = |v: &CachedResponse| vary_matches(v.vary_key(), &req.fields, client.buf.filled());
+    let (entry, filler) = match cache.lookup(hash, &key, claim, fits).await {
         Answer::Variants(variants) => {
             let buf = client.buf.filled();
             (
@@ -103,7 +104,7 @@ pub async fn serve(
         }
         if method == Method::Head {
             drop(fill);
-            return forward(ctx, client, req, resp, route, None).await;
+            return forward(ctx, client, req, resp, route, None, b"").await;
         }
         return fetch(
             ctx,
@@ -121,7 +122,16 @@ pub async fn serve(
     drop(fill);
 
     let buf = client.buf.filled();
-    match decide_for(&entry, req, buf, now) {
+    // A request `max-age=0` is how clients ask for an end-to-end check (a
+    // reload): revalidate even when the stored response is zero seconds old,
+    // which RFC 9111 allows a cache to do at any time.
+    let decision = match decide_for(&entry, req, buf, now) {
+        Use::Fresh { .. } if directives.max_age == Some(0) => Use::MustRevalidate {
+            stale_if_error: false,
+        },
+        decision => decision,
+    };
+    match decision {
         Use::Fresh { .. } | Use::Stale { .. } => {
             cache.counters.borrow_mut().hits += 1;
             reply_hit(ctx, client, req, &entry, now, "hit").await
@@ -245,24 +255,51 @@ async fn uncached(
         method,
         Method::Post | Method::Put | Method::Delete | Method::Patch
     ) {
-        return forward(ctx, client, req, resp, route, None).await;
+        return forward(ctx, client, req, resp, route, None, b"").await;
     }
     let buf = client.buf.filled();
     let host = req.host.map(|h| h.of(buf).to_vec()).unwrap_or_default();
     let mut target_key = Vec::new();
     write_key(&mut target_key, Scheme::Http, &host, req.target.of(buf));
-    let mut outcome = Outcome::default();
-    let next = forward(ctx, client, req, resp, route, Some(&mut outcome)).await?;
-    if invalidates(method, outcome.status) {
-        cache.invalidate(hash_key(&target_key), &target_key).await;
+    let invalidation = Invalidation {
+        cache,
+        method,
+        host,
+        target_key,
+    };
+    forward(ctx, client, req, resp, route, Some(&invalidation), b"").await
+}
+
+/// What a successful unsafe request invalidates (RFC 9111 §4.4): its target
+/// and the same-host URLs in Location and Content-Location. Applied once the
+/// response head is known and before the client sees it, so the client's next
+/// request cannot meet the old copy.
+pub struct Invalidation<'a> {
+    cache: &'a CacheShard,
+    method: Method,
+    host: Vec<u8>,
+    target_key: Vec<u8>,
+}
+
+impl Invalidation<'_> {
+    pub(super) async fn apply(&self, resp: &ResponseHead, buf: &[u8]) {
+        if !invalidates(self.method, resp.status) {
+            return;
+        }
+        let cache = self.cache;
+        cache
+            .invalidate(hash_key(&self.target_key), &self.target_key)
+            .await;
         let mut key = Vec::new();
-        for location in &outcome.locations {
-            if location_key(&mut key, Scheme::Http, &host, location) {
+        for name in [&b"location"[..], b"content-location"] {
+            let Some(value) = crate::cache::first_field(&resp.fields, buf, name) else {
+                continue;
+            };
+            if location_key(&mut key, Scheme::Http, &self.host, value) {
                 cache.invalidate(hash_key(&key), &key).await;
             }
         }
     }
-    Ok(next)
 }
 
 fn freshness(route: &RouteConfig) -> FreshnessOptions {

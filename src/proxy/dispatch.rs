@@ -15,6 +15,9 @@ use crate::{
     shard::context::ShardContext,
 };
 
+/// Marks responses on routes that opt out of an enabled cache (RFC 9211).
+const BYPASS: &[u8] = b"Cache-Status: shardproxy; fwd=bypass\r\n";
+
 /// Handles the request whose head `req` was parsed from the front of `client.buf`.
 pub async fn handle(
     ctx: &Rc<ShardContext>,
@@ -31,6 +34,7 @@ pub async fn handle(
     };
     match &ctx.cache {
         Some(_) if route.cache => cached::serve(ctx, client, req, resp, route).await,
-        _ => forward(ctx, client, req, resp, route, None).await,
+        Some(_) => forward(ctx, client, req, resp, route, None, BYPASS).await,
+        None => forward(ctx, client, req, resp, route, None, b"").await,
     }
 }

@@ -22,6 +22,7 @@ use futures_lite::{future::or, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::{
+    cached::Invalidation,
     client::Client,
     error::ProxyError,
     peer::Shared,
@@ -57,7 +58,8 @@ pub async fn forward(
     req: &RequestHead,
     resp: &mut ResponseHead,
     route: &RouteConfig,
-    outcome: Option<&mut Outcome>,
+    invalidation: Option<&Invalidation<'_>>,
+    extra_fields: &[u8],
 ) -> Result<Next, ProxyError> {
     let config = &*ctx.config;
     let head_bytes = client.buf.filled();
@@ -104,10 +106,28 @@ pub async fn forward(
     }
 
     let exchange = if body.is_done() {
-        whole_request(ctx, client, &mut conn, method, resp, side, server, outcome).await
+        whole_request(
+            ctx,
+            client,
+            &mut conn,
+            method,
+            resp,
+            (side, extra_fields),
+            server,
+            invalidation,
+        )
+        .await
     } else {
         streaming_request(
-            ctx, client, &mut conn, body, payload, method, resp, side, outcome,
+            ctx,
+            client,
+            &mut conn,
+            body,
+            payload,
+            method,
+            resp,
+            (side, extra_fields),
+            invalidation,
         )
         .await
     };
@@ -116,25 +136,6 @@ pub async fn forward(
         Err(e) => {
             ctx.pool.recycle(conn);
             Err(e)
-        }
-    }
-}
-
-/// What the response to a forwarded request said, for cache invalidation.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub status: u16,
-    /// Values of Location and Content-Location.
-    pub locations: Vec<Vec<u8>>,
-}
-
-impl Outcome {
-    fn record(&mut self, resp: &ResponseHead, buf: &[u8]) {
-        self.status = resp.status;
-        for name in [&b"location"[..], b"content-location"] {
-            if let Some(value) = crate::cache::first_field(&resp.fields, buf, name) {
-                self.locations.push(value.to_vec());
-            }
         }
     }
 }
@@ -231,13 +232,13 @@ async fn whole_request(
     conn: &mut UpstreamConn,
     method: Method,
     resp: &mut ResponseHead,
-    side: ClientSide,
+    (side, extra_fields): (ClientSide, &[u8]),
     server: SocketAddr,
-    outcome: Option<&mut Outcome>,
+    invalidation: Option<&Invalidation<'_>>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     exchange_head(ctx, &client.out, conn, method, resp, server).await?;
-    if let Some(outcome) = outcome {
-        outcome.record(resp, conn.buf.filled());
+    if let Some(invalidation) = invalidation {
+        invalidation.apply(resp, conn.buf.filled()).await;
     }
     let end = send_response(
         &mut client.stream,
@@ -246,7 +247,7 @@ async fn whole_request(
         &mut conn.buf,
         resp,
         side,
-        b"",
+        extra_fields,
         None,
     )
     .await?;
@@ -326,8 +327,8 @@ async fn streaming_request(
     payload: u64,
     method: Method,
     resp: &mut ResponseHead,
-    side: ClientSide,
-    outcome: Option<&mut Outcome>,
+    (side, extra_fields): (ClientSide, &[u8]),
+    invalidation: Option<&Invalidation<'_>>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let config = &*ctx.config;
     conn.stream
@@ -384,13 +385,23 @@ async fn streaming_request(
         }
     };
     head?;
-    if let Some(outcome) = outcome {
-        outcome.record(resp, upstream_buf.filled());
+    if let Some(invalidation) = invalidation {
+        invalidation.apply(resp, upstream_buf.filled()).await;
     }
 
     let mut response = pin!(async {
         let (mut to, mut from) = (Shared(&client_stream), Shared(&upstream_stream));
-        send_response(&mut to, out, &mut from, upstream_buf, resp, side, b"", None).await
+        send_response(
+            &mut to,
+            out,
+            &mut from,
+            upstream_buf,
+            resp,
+            side,
+            extra_fields,
+            None,
+        )
+        .await
     });
     if request_complete {
         return Ok((response.await?, true));
