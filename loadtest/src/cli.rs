@@ -201,4 +201,9 @@ pub struct CompareArgs {
     /// charts under loadtest/benchmarks/.
     #[arg(long)]
     pub publish: bool,
+
+    /// Don't run anything: redraw the report and charts from the
+    /// results.json a previous run left in --out.
+    #[arg(long)]
+    pub render_only: bool,
 }

@@ -43,6 +43,7 @@ fn draw_inner(
             s.curve
                 .iter()
                 .filter(|(p, _)| *p < 100.0)
+                .filter(|(_, ms)| *ms > 0.0)
                 .map(|&(p, ms)| ((1.0 / (1.0 - p / 100.0)).clamp(1.0, X_MAX), ms))
                 .collect()
         })
@@ -53,17 +54,25 @@ fn draw_inner(
         .map(|p| p.0)
         .fold(100.0f64, f64::max)
         .min(X_MAX);
-    let y_hi = points.iter().flatten().map(|p| p.1).fold(0.01f64, f64::max) * 1.1;
+    // Log latency axis too: tails of different systems span decades.
+    let y_hi = points.iter().flatten().map(|p| p.1).fold(0.01f64, f64::max) * 1.5;
+    let y_lo = points
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .min(y_hi / 10.0)
+        / 1.5;
     let mut chart = ChartBuilder::on(&left)
         .margin(12)
         .caption("latency by percentile", ("sans-serif", 16))
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((1f64..x_hi).log_scale(), 0f64..y_hi)?;
+        .build_cartesian_2d((1f64..x_hi).log_scale(), (y_lo..y_hi).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .y_desc("latency (ms)")
+        .y_desc("latency (ms, log)")
         .x_label_formatter(&|x| pct_label(*x))
         .draw()?;
     for (i, (s, pts)) in series.iter().zip(points).enumerate() {

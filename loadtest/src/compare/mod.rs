@@ -91,6 +91,9 @@ struct Settings {
 }
 
 pub fn main(a: &CompareArgs) -> Result<(), String> {
+    if a.render_only {
+        return render_only(a);
+    }
     let st = if a.quick {
         Settings {
             repeat: 1,
@@ -224,6 +227,7 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let ctx = report::Context {
         args: a,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
         repeat: st.repeat,
         duration: st.duration,
         warmup: st.warmup,
@@ -236,6 +240,30 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
     report::write_all(&ctx, &a.out)?;
     eprintln!("compare: results in {}", a.out.display());
     Ok(())
+}
+
+/// Redraws report and charts from a previous results.json.
+fn render_only(a: &CompareArgs) -> Result<(), String> {
+    let saved = report::load(&a.out)?;
+    let all = scenarios(a);
+    let scens: Vec<Scenario> = all
+        .into_iter()
+        .filter(|s| saved.scenarios.iter().any(|k| k == s.key))
+        .collect();
+    let names: Vec<&str> = saved.systems.iter().map(String::as_str).collect();
+    let ctx = report::Context {
+        args: a,
+        command: saved.command.clone(),
+        repeat: saved.repeat,
+        duration: Duration::from_millis(saved.duration_ms),
+        warmup: Duration::from_millis(saved.warmup_ms),
+        systems: &names,
+        scenarios: &scens,
+        runs: &saved.runs,
+        overhead: saved.self_overhead.as_ref(),
+        notes: &saved.notes,
+    };
+    report::write_all(&ctx, &a.out)
 }
 
 /// One warmup run (not recorded) and one measured run against `s`, with the

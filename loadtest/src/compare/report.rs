@@ -7,12 +7,35 @@
 use super::chart::{self, Series};
 use super::{median, Overhead, Run, Scenario};
 use crate::cli::CompareArgs;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+/// Everything `results.json` keeps, enough to redraw the report later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub command: String,
+    pub repeat: usize,
+    pub duration_ms: u64,
+    pub warmup_ms: u64,
+    pub systems: Vec<String>,
+    pub scenarios: Vec<String>,
+    pub notes: Vec<String>,
+    pub runs: Vec<Run>,
+    pub self_overhead: Option<Overhead>,
+}
+
+pub fn load(out: &Path) -> Result<Saved, String> {
+    let p = out.join("results.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
 pub struct Context<'a> {
     pub args: &'a CompareArgs,
+    /// The command line that produced the runs.
+    pub command: String,
     pub repeat: usize,
     pub duration: Duration,
     pub warmup: Duration,
@@ -30,7 +53,7 @@ struct Summary {
     p99: f64,
     cpu: f64,
     errors: u64,
-    /// Curve of the run with the median throughput.
+    /// Curve of the run with the median p99 (the typical tail).
     curve: Vec<(f64, f64)>,
 }
 
@@ -40,13 +63,10 @@ fn summarize(runs: &[&Run]) -> Option<Summary> {
     }
     let rps: Vec<f64> = runs.iter().map(|r| r.result.requests_per_sec).collect();
     let m = median(&rps);
-    let mid = runs
-        .iter()
-        .min_by(|a, b| {
-            (a.result.requests_per_sec - m)
-                .abs()
-                .total_cmp(&(b.result.requests_per_sec - m).abs())
-        })
+    let mut by_p99: Vec<&&Run> = runs.iter().collect();
+    by_p99.sort_by(|a, b| a.result.latency_ms.p99.total_cmp(&b.result.latency_ms.p99));
+    let mid = by_p99
+        .get(by_p99.len() / 2)
         .map(|r| r.result.latency_curve.clone())
         .unwrap_or_default();
     Some(Summary {
@@ -118,8 +138,12 @@ fn version(cmd: &str, arg: &str) -> String {
             } else {
                 o.stdout
             };
+            // First line, without HAProxy's trailing " - <website>".
             String::from_utf8_lossy(&t)
                 .lines()
+                .next()
+                .unwrap_or("")
+                .split(" - ")
                 .next()
                 .unwrap_or("")
                 .trim()
@@ -132,14 +156,13 @@ fn version(cmd: &str, arg: &str) -> String {
 fn markdown(c: &Context, chart_prefix: &str) -> String {
     let a = c.args;
     let mut md = String::new();
-    let cmd: Vec<String> = std::env::args().collect();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
         "Produced by `loadtest compare` (see `loadtest/README.md`).\n"
     );
     let _ = writeln!(md, "- Machine: {}", machine());
-    let _ = writeln!(md, "- Command: `{}`", cmd.join(" "));
+    let _ = writeln!(md, "- Command: `{}`", c.command);
     let _ = writeln!(
         md,
         "- Versions: {}; {}",
@@ -304,10 +327,18 @@ fn charts(c: &Context, dir: &Path) -> Result<(), String> {
 
 pub fn write_all(c: &Context, out: &Path) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let raw = serde_json::json!({
-        "runs": c.runs,
-        "self_overhead": c.overhead,
-    });
+    let keys: Vec<&str> = c.scenarios.iter().map(|s| s.key).collect();
+    let raw = Saved {
+        command: c.command.clone(),
+        repeat: c.repeat,
+        duration_ms: c.duration.as_millis() as u64,
+        warmup_ms: c.warmup.as_millis() as u64,
+        systems: c.systems.iter().map(|s| s.to_string()).collect(),
+        scenarios: keys.iter().map(|s| s.to_string()).collect(),
+        notes: c.notes.to_vec(),
+        runs: c.runs.to_vec(),
+        self_overhead: c.overhead.cloned(),
+    };
     let p = out.join("results.json");
     std::fs::write(&p, serde_json::to_string_pretty(&raw).unwrap_or_default())
         .map_err(|e| format!("{}: {e}", p.display()))?;
