@@ -962,6 +962,12 @@ fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_background() {
         loop {
             let response = get(&proxy, "/swr");
             if response.body != b"swr v0" {
+                assert_eq!(
+                    origin.request_count(),
+                    2,
+                    "more than one background revalidation; the response now:\n{}",
+                    show(&response)
+                );
                 assert_body(&response, b"swr v1");
                 assert_hit(&response);
                 break;
