@@ -41,21 +41,23 @@ pub type Mesh = MeshBuilder<Message, Full>;
 /// pointer + length plus the URL bytes); answers carry `Arc`s only.
 #[derive(Debug)]
 pub enum Message {
-    /// Asks the owner for the variants of a key. `claim`: if there are none and
-    /// nobody is fetching, the asker becomes the fetcher.
+    /// Asks the owner for the variants of a key.
     Lookup {
         from: usize,
         id: u64,
         hash: u64,
         key: Box<[u8]>,
-        claim: bool,
+        want: Want,
     },
-    /// Asks the owner for the right to refresh a stale entry in the background (once per key).
+    /// Asks the owner for the right to refresh a stale entry in the background
+    /// (once per key). `stale` identifies the stored response the asker saw
+    /// (its `Arc` address): a key already refreshed is not refreshed again.
     Claim {
         from: usize,
         id: u64,
         hash: u64,
         key: Box<[u8]>,
+        stale: usize,
     },
     /// A fetch finished: store `response` (if any) and wake the key's waiters.
     Fill {
@@ -77,6 +79,18 @@ pub enum Message {
     },
     /// Owner → asker.
     Answer { id: u64, answer: Answer },
+}
+
+/// What a lookup is after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Only what is stored (HEAD, only-if-cached): never becomes the fetcher.
+    Peek,
+    /// A GET: if nothing is stored and nobody is fetching, the asker fetches.
+    Fill,
+    /// A GET whose Vary variant is not among the stored ones: ignore them, wait
+    /// for a fetch of the key already under way, or fetch.
+    FillVariant,
 }
 
 /// The owner's answer.
@@ -204,12 +218,12 @@ impl CacheShard {
         &self,
         hash: u64,
         key: &[u8],
-        claim: bool,
+        want: Want,
         selects: impl Fn(&CachedResponse) -> bool,
     ) -> Answer {
         let owner = self.owner(hash);
         if owner == self.id {
-            return match self.owner_lookup(hash, key, claim) {
+            return match self.owner_lookup(hash, key, want) {
                 Ok(answer) => answer,
                 Err(()) => {
                     let (tx, rx) = oneshot::channel();
@@ -218,7 +232,7 @@ impl CacheShard {
                 }
             };
         }
-        if let Some(near) = &self.near {
+        if let (Some(near), false) = (&self.near, want == Want::FillVariant) {
             let fresh = self
                 .near_born
                 .borrow()
@@ -238,7 +252,7 @@ impl CacheShard {
             id,
             hash,
             key: key.into(),
-            claim,
+            want,
         };
         let answer = self.ask(owner, message).await;
         self.counters.borrow_mut().cross_shard_lookups += 1;
@@ -256,17 +270,20 @@ impl CacheShard {
         answer
     }
 
-    /// Asks for the right to refresh a stale key in the background; granted once per key.
-    pub async fn claim(&self, hash: u64, key: &[u8]) -> bool {
+    /// Asks for the right to refresh `stale` in the background; granted once
+    /// per key, and not at all if the key has been refreshed since.
+    pub async fn claim(&self, hash: u64, key: &[u8], stale: &Arc<CachedResponse>) -> bool {
         let owner = self.owner(hash);
+        let stale = Arc::as_ptr(stale) as usize;
         let answer = if owner == self.id {
-            self.owner_claim(key)
+            self.owner_claim(hash, key, stale)
         } else {
             self.ask(owner, |id| Message::Claim {
                 from: self.id,
                 id,
                 hash,
                 key: key.into(),
+                stale,
             })
             .await
         };
@@ -329,13 +346,19 @@ impl CacheShard {
                 id,
                 hash,
                 key,
-                claim,
-            } => match self.owner_lookup(hash, &key, claim) {
+                want,
+            } => match self.owner_lookup(hash, &key, want) {
                 Ok(answer) => self.tell(from, Message::Answer { id, answer }),
                 Err(()) => self.wait_in_line(&key, Waiter::Remote { shard: from, id }),
             },
-            Message::Claim { from, id, key, .. } => {
-                let answer = self.owner_claim(&key);
+            Message::Claim {
+                from,
+                id,
+                hash,
+                key,
+                stale,
+            } => {
+                let answer = self.owner_claim(hash, &key, stale);
                 self.tell(from, Message::Answer { id, answer });
             }
             Message::Fill {
@@ -376,10 +399,10 @@ impl CacheShard {
     }
 
     /// The owner's side of a lookup. `Err(())`: a fetch is under way, wait for it.
-    fn owner_lookup(&self, hash: u64, key: &[u8], claim: bool) -> Result<Answer, ()> {
+    fn owner_lookup(&self, hash: u64, key: &[u8], want: Want) -> Result<Answer, ()> {
         let mut store = self.store.borrow_mut();
         // Marks the newest variant visited (for SIEVE) and counts the hit or miss.
-        if store.lookup(hash, key, |_| true).is_some() {
+        if want != Want::FillVariant && store.lookup(hash, key, |_| true).is_some() {
             return Ok(Answer::Variants(
                 store.variants(hash, key).cloned().collect(),
             ));
@@ -388,7 +411,7 @@ impl CacheShard {
         match in_flight.get(key) {
             // A fetch is under way (or just finished, its fill still queued): wait for it.
             Some(fetch) if fetch.since.elapsed() < self.config.coalesce_wait => Err(()),
-            _ if !claim => Ok(Answer::Alone),
+            _ if want == Want::Peek => Ok(Answer::Alone),
             // No fetch, or one that overran the wait limit (its fetcher may be gone): this one fetches.
             _ => {
                 in_flight.insert(
@@ -403,10 +426,17 @@ impl CacheShard {
         }
     }
 
-    fn owner_claim(&self, key: &[u8]) -> Answer {
+    fn owner_claim(&self, hash: u64, key: &[u8], stale: usize) -> Answer {
+        let still_stored = self
+            .store
+            .borrow()
+            .variants(hash, key)
+            .any(|v| Arc::as_ptr(v) as usize == stale);
         let mut in_flight = self.in_flight.borrow_mut();
         match in_flight.get(key) {
             Some(fetch) if fetch.since.elapsed() < self.config.coalesce_wait => Answer::Denied,
+            // Refreshed (or dropped) since the asker saw it: nothing to do.
+            _ if !still_stored => Answer::Denied,
             _ => {
                 in_flight.insert(
                     key.into(),

@@ -27,7 +27,7 @@ use crate::{
         control::RequestDirectives,
         entry::CachedResponse,
         key::{hash_key, location_key, request_key, vary_matches, write_key, Scheme},
-        ownership::{Answer, CacheShard},
+        ownership::{Answer, CacheShard, Want},
         policy::{
             decide_for, evaluate_conditional, invalidates, is_client_validator, is_error_status,
             storable, write_validators, Precondition, StoreOptions, Use,
@@ -72,18 +72,21 @@ pub async fn serve(
     let hash = hash_key(&key);
     let directives = RequestDirectives::parse(&req.fields, buf);
     // HEAD never fetches for the cache: it has no body to store.
-    let claim = method == Method::Get && !directives.only_if_cached;
+    let want = if method == Method::Get && !directives.only_if_cached {
+        Want::Fill
+    } else {
+        Want::Peek
+    };
     let fits = |v: &CachedResponse| vary_matches(v.vary_key(), &req.fields, client.buf.filled());
-    let (entry, filler) = match cache.lookup(hash, &key, claim, fits).await {
-        Answer::Variants(variants) => {
-            let buf = client.buf.filled();
-            (
-                variants
-                    .into_iter()
-                    .find(|v| vary_matches(v.vary_key(), &req.fields, buf)),
-                false,
-            )
+    let mut answer = cache.lookup(hash, &key, want, fits).await;
+    if let (Answer::Variants(variants), Want::Fill) = (&answer, want) {
+        if !variants.iter().any(|v| fits(v)) {
+            // Stored, but not this request's Vary variant: coalesce on the key like a miss.
+            answer = cache.lookup(hash, &key, Want::FillVariant, fits).await;
         }
+    }
+    let (entry, filler) = match answer {
+        Answer::Variants(variants) => (variants.into_iter().find(|v| fits(v)), false),
         Answer::Fetch => (None, true),
         _ => (None, false),
     };
@@ -143,7 +146,7 @@ pub async fn serve(
                 counters.stale_served += 1;
             }
             let head = buf[..req.fields.head_len].to_vec();
-            if cache.claim(hash, &key).await {
+            if cache.claim(hash, &key, &entry).await {
                 let task = refresh(
                     ctx.clone(),
                     route.clone(),

@@ -96,7 +96,7 @@ fn summarize(runs: &[&Run]) -> Option<Summary> {
 
 fn label(system: &str, scenario: &str) -> String {
     match (system, scenario) {
-        ("shardproxy", "zipf") => "shardproxy (no cache yet)".into(),
+        ("shardproxy", "zipf") => "shardproxy (cache)".into(),
         ("haproxy", "zipf") => "haproxy (no cache)".into(),
         ("nginx", "zipf") => "nginx (proxy_cache, tmpfs)".into(),
         ("origin", _) => "origin (direct)".into(),

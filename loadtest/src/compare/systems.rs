@@ -263,7 +263,11 @@ fn shardproxy_config(port: u16, upstream: u16, shards: usize, cpus: &CpuList) ->
         "# Written by loadtest compare.\n\
          [server]\nlisten = [\"127.0.0.1:{port}\"]\nshards = {shards}\n{pin}\n\
          [[upstream]]\nname = \"default\"\nservers = [\"127.0.0.1:{upstream}\"]\nkeepalive = 64\n\n\
-         [[route]]\npath_prefix = \"/\"\nupstream = \"default\"\n"
+         # The cache is on for /cache/ only, as nginx's proxy_cache: nginx does not\n\
+         # cache on Last-Modified heuristics, so the other scenarios stay uncached.\n\
+         [cache]\nenabled = true\n\n\
+         [[route]]\npath_prefix = \"/cache/\"\nupstream = \"default\"\n\n\
+         [[route]]\npath_prefix = \"/\"\nupstream = \"default\"\ncache = false\n"
     )
 }
 
