@@ -10,15 +10,24 @@
 //! streams to the client. Unsafe methods that succeed invalidate what they
 //! touched; PURGE removes a key on its owner.
 
-use std::{io::Write, rc::Rc, sync::Arc};
+//!
+//! Files: this one (lookup, fill, the decision per RFC 9111), `reply` (answering
+//! from a stored response), `invalidate` (unsafe methods, PURGE), `refresh`
+//! (stale-while-revalidate in the background).
 
-use futures_lite::AsyncWriteExt;
+mod invalidate;
+mod refresh;
+mod reply;
+
+pub use invalidate::Invalidation;
+
+use std::{io::Write, rc::Rc, sync::Arc};
 
 use super::{
     client::Client,
     error::ProxyError,
     forward::{acquire, client_side, exchange_head, finish, forward, Next},
-    relay::{read_some, Tee},
+    relay::Tee,
     response::{send_response, ResponseEnd},
 };
 use crate::{
@@ -26,27 +35,23 @@ use crate::{
         age::{self, FreshnessOptions},
         control::RequestDirectives,
         entry::CachedResponse,
-        key::{hash_key, location_key, request_key, vary_matches, write_key, Scheme},
+        key::{hash_key, request_key, vary_matches, Scheme},
         ownership::{Answer, CacheShard, Want},
         policy::{
-            decide_for, evaluate_conditional, invalidates, is_client_validator, is_error_status,
-            storable, write_validators, Precondition, StoreOptions, Use,
+            decide_for, is_client_validator, is_error_status, storable, write_validators,
+            StoreOptions, Use,
         },
-        Secs,
     },
     config::RouteConfig,
     http::{
-        body::BodyState,
-        head::{parse_request, Framing, Method, RequestHead, ResponseHead},
-        rewrite::{write_request_head_edited, RequestEdit, VIA},
-        status::write_error,
+        head::{Framing, Method, RequestHead, ResponseHead},
+        rewrite::{write_request_head_edited, RequestEdit},
     },
     shard::context::ShardContext,
 };
-
-/// Bodies up to this size go out in the same write as the head (one copy,
-/// one syscall); larger ones are written straight from the stored `Arc`.
-const COALESCE_BODY: usize = 16 * 1024;
+use invalidate::{purge, uncached};
+use refresh::refresh;
+use reply::{plan_reply, reply_hit, reply_stored};
 
 /// Serves a request on a route with the cache on.
 pub async fn serve(
@@ -243,68 +248,6 @@ impl Drop for FillGuard<'_> {
     }
 }
 
-/// Requests the cache does not answer: forwarded; the unsafe ones invalidate
-/// the target and the same-host Location / Content-Location when they succeed.
-async fn uncached(
-    ctx: &Rc<ShardContext>,
-    cache: &CacheShard,
-    client: &mut Client,
-    req: &RequestHead,
-    resp: &mut ResponseHead,
-    route: &RouteConfig,
-) -> Result<Next, ProxyError> {
-    let method = req.method();
-    if !matches!(
-        method,
-        Method::Post | Method::Put | Method::Delete | Method::Patch
-    ) {
-        return forward(ctx, client, req, resp, route, None, b"").await;
-    }
-    let buf = client.buf.filled();
-    let host = req.host.map(|h| h.of(buf).to_vec()).unwrap_or_default();
-    let mut target_key = Vec::new();
-    write_key(&mut target_key, Scheme::Http, &host, req.target.of(buf));
-    let invalidation = Invalidation {
-        cache,
-        method,
-        host,
-        target_key,
-    };
-    forward(ctx, client, req, resp, route, Some(&invalidation), b"").await
-}
-
-/// What a successful unsafe request invalidates (RFC 9111 §4.4): its target
-/// and the same-host URLs in Location and Content-Location. Applied once the
-/// response head is known and before the client sees it, so the client's next
-/// request cannot meet the old copy.
-pub struct Invalidation<'a> {
-    cache: &'a CacheShard,
-    method: Method,
-    host: Vec<u8>,
-    target_key: Vec<u8>,
-}
-
-impl Invalidation<'_> {
-    pub(super) async fn apply(&self, resp: &ResponseHead, buf: &[u8]) {
-        if !invalidates(self.method, resp.status) {
-            return;
-        }
-        let cache = self.cache;
-        cache
-            .invalidate(hash_key(&self.target_key), &self.target_key)
-            .await;
-        let mut key = Vec::new();
-        for name in [&b"location"[..], b"content-location"] {
-            let Some(value) = crate::cache::first_field(&resp.fields, buf, name) else {
-                continue;
-            };
-            if location_key(&mut key, Scheme::Http, &self.host, value) {
-                cache.invalidate(hash_key(&key), &key).await;
-            }
-        }
-    }
-}
-
 fn freshness(route: &RouteConfig) -> FreshnessOptions {
     FreshnessOptions {
         default_ttl: route.cache_default_ttl.map(|d| d.as_secs()),
@@ -465,274 +408,4 @@ async fn fetch(
     };
     fill.complete(stored);
     Ok(finish(ctx, conn, upstream, end, true))
-}
-
-/// How a stored response will answer one request; worked out while the
-/// request head is still at hand, before its bytes are consumed.
-#[derive(Debug, Clone, Copy)]
-struct StoredReply {
-    not_modified: bool,
-    with_body: bool,
-    close: bool,
-    http10: bool,
-    via: bool,
-}
-
-fn plan_reply(
-    ctx: &ShardContext,
-    req: &RequestHead,
-    buf: &[u8],
-    entry: &CachedResponse,
-    now: Secs,
-) -> StoredReply {
-    let not_modified = evaluate_conditional(req, buf, entry, now) == Precondition::NotModified;
-    let side = client_side(ctx, req);
-    StoredReply {
-        not_modified,
-        with_body: req.method() == Method::Get && !not_modified,
-        close: !side.keep_alive || side.draining,
-        http10: side.http10,
-        via: side.via,
-    }
-}
-
-/// Answers from a stored response: 304 if the client's conditional matched,
-/// else the stored head (with Age and Cache-Status) and, for GET, the body.
-async fn reply_stored(
-    client: &mut Client,
-    entry: &CachedResponse,
-    now: Secs,
-    detail: &str,
-    plan: StoredReply,
-) -> Result<Next, ProxyError> {
-    let age = entry.current_age(now);
-    let out = &mut client.out;
-    out.clear();
-    if plan.not_modified {
-        crate::cache::stored::write_not_modified_head(out, entry.parsed(), entry.head(), age);
-    } else {
-        crate::cache::stored::write_hit_head(out, entry.parsed(), entry.head(), age);
-    }
-    let _ = write!(
-        out,
-        "Cache-Status: shardproxy; {detail}; ttl={}\r\n",
-        entry.ttl(now)
-    );
-    if plan.via {
-        out.extend_from_slice(b"Via: ");
-        out.extend_from_slice(VIA);
-        out.extend_from_slice(b"\r\n");
-    }
-    if plan.close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if plan.http10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    let body = entry.body();
-    if plan.with_body && body.len() <= COALESCE_BODY {
-        out.extend_from_slice(body);
-    }
-    client
-        .stream
-        .write_all(&client.out)
-        .await
-        .map_err(ProxyError::ClientGone)?;
-    if plan.with_body && body.len() > COALESCE_BODY {
-        client
-            .stream
-            .write_all(body)
-            .await
-            .map_err(ProxyError::ClientGone)?;
-    }
-    Ok(if plan.close {
-        Next::Close
-    } else {
-        Next::KeepAlive
-    })
-}
-
-/// Serves a stored response to the request whose head is still at the front of `client.buf`.
-async fn reply_hit(
-    ctx: &ShardContext,
-    client: &mut Client,
-    req: &RequestHead,
-    entry: &CachedResponse,
-    now: Secs,
-    detail: &str,
-) -> Result<Next, ProxyError> {
-    let plan = plan_reply(ctx, req, client.buf.filled(), entry, now);
-    client.buf.consume(req.fields.head_len);
-    reply_stored(client, entry, now, detail, plan).await
-}
-
-/// PURGE: removes the key on its owner (allowed clients only).
-async fn purge(
-    ctx: &ShardContext,
-    cache: &CacheShard,
-    client: &mut Client,
-    req: &RequestHead,
-) -> Result<Next, ProxyError> {
-    let buf = client.buf.filled();
-    let mut key = Vec::new();
-    if let Some(host) = req.host {
-        write_key(&mut key, Scheme::Http, host.of(buf), req.target.of(buf));
-    }
-    let keep_alive = req.fields.wants_keep_alive() && !ctx.draining.get();
-    client.buf.consume(req.fields.head_len);
-    let allowed = std::str::from_utf8(&client.ip)
-        .ok()
-        .and_then(|ip| ip.parse().ok())
-        .is_some_and(|ip| {
-            cache
-                .config()
-                .purge_allow
-                .iter()
-                .any(|net| net.contains(ip))
-        });
-    let status = if !allowed {
-        403
-    } else if cache.invalidate(hash_key(&key), &key).await {
-        200
-    } else {
-        404
-    };
-    client.out.clear();
-    write_error(&mut client.out, status, !keep_alive);
-    client
-        .stream
-        .write_all(&client.out)
-        .await
-        .map_err(ProxyError::ClientGone)?;
-    Ok(if keep_alive {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    })
-}
-
-/// Refreshes a stale entry in the background (stale-while-revalidate): one
-/// conditional request; a 304 freshens the entry, a cacheable 200 replaces it.
-/// Whatever happens, the claim on the key is released with a `fill`.
-async fn refresh(
-    ctx: Rc<ShardContext>,
-    route: RouteConfig,
-    head_bytes: Vec<u8>,
-    key: Vec<u8>,
-    hash: u64,
-    stale: Arc<CachedResponse>,
-    client_ip: Vec<u8>,
-) {
-    let Some(cache) = &ctx.cache else { return };
-    let fill = FillGuard {
-        cache,
-        hash,
-        key: &key,
-        armed: true,
-    };
-    let mut req = RequestHead::default();
-    if !matches!(
-        parse_request(&head_bytes, &ctx.request_limits, &mut req),
-        Ok(true)
-    ) {
-        return;
-    }
-    let mut validators = Vec::new();
-    write_validators(&mut validators, &stale);
-    let mut out = Vec::new();
-    let edit = RequestEdit {
-        drop_field: is_client_validator,
-        extra: &validators,
-    };
-    write_request_head_edited(&mut out, &head_bytes, &req, &client_ip, ctx.forward, edit);
-    let Ok((mut conn, server)) = acquire(&ctx, route.upstream).await else {
-        return;
-    };
-    let request_time = age::now();
-    let mut resp = ResponseHead::default();
-    if exchange_head(&ctx, &out, &mut conn, Method::Get, &mut resp, server)
-        .await
-        .is_err()
-    {
-        ctx.pool.recycle(conn);
-        return;
-    }
-    let response_time = age::now();
-    let upstream = &ctx.config.upstreams[route.upstream];
-    let head = conn.buf.filled()[..resp.fields.head_len].to_vec();
-    conn.buf.consume(resp.fields.head_len);
-    let fresh = if resp.status == 304 {
-        stale
-            .freshen(
-                &resp,
-                &head,
-                request_time,
-                response_time,
-                &freshness(&route),
-            )
-            .ok()
-    } else {
-        let opts = StoreOptions {
-            allow_set_cookie: route.cache_set_cookie,
-        };
-        let cacheable = storable(&req, &head_bytes, &resp, &head, &opts).is_ok();
-        match read_whole_body(
-            &ctx,
-            &mut conn,
-            resp.fields.framing,
-            cache.config().max_object_size as usize,
-        )
-        .await
-        {
-            Some(body) if cacheable => CachedResponse::from_response(
-                &resp,
-                &head,
-                Arc::from(body),
-                &req,
-                &head_bytes,
-                request_time,
-                response_time,
-                &freshness(&route),
-            )
-            .ok(),
-            Some(_) => None,
-            None => {
-                ctx.pool.recycle(conn);
-                return;
-            }
-        }
-    };
-    fill.complete(fresh.map(Arc::new));
-    let reusable = resp.fields.wants_keep_alive() && resp.fields.framing != Framing::UntilClose;
-    let end = ResponseEnd {
-        complete: true,
-        close_client: false,
-        upstream_reusable: reusable,
-    };
-    finish(&ctx, conn, upstream, end, true);
-}
-
-/// Reads a response body with no client to send it to (background refresh),
-/// up to `limit` payload bytes. `None`: it failed or was too large.
-async fn read_whole_body(
-    ctx: &ShardContext,
-    conn: &mut crate::upstream::pool::UpstreamConn,
-    framing: Framing,
-    limit: usize,
-) -> Option<Vec<u8>> {
-    let mut body = BodyState::new(framing);
-    let mut tee = Tee::new(limit);
-    let idle = ctx.config.timeouts.body_idle;
-    while !body.is_done() {
-        if conn.buf.is_empty() {
-            match read_some(&mut conn.stream, &mut conn.buf, idle).await {
-                Ok(0) if matches!(body, BodyState::UntilClose) => break,
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-        let accepted = body.accept_with(conn.buf.filled(), |p| tee.push(p)).ok()?;
-        conn.buf.consume(accepted.bytes);
-    }
-    tee.finish()
 }
