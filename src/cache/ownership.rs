@@ -58,6 +58,7 @@ pub enum Message {
         hash: u64,
         key: Box<[u8]>,
         stale: usize,
+        background: bool,
     },
     /// A fetch finished: store `response` (if any) and wake the key's waiters.
     Fill {
@@ -117,6 +118,19 @@ enum Waiter {
 struct InFlight {
     since: Instant,
     waiters: Vec<Waiter>,
+    /// A stale-while-revalidate refresh: lookups keep getting the stale copy
+    /// instead of waiting for it.
+    background: bool,
+}
+
+impl InFlight {
+    fn new(background: bool) -> InFlight {
+        InFlight {
+            since: Instant::now(),
+            waiters: Vec::new(),
+            background,
+        }
+    }
 }
 
 /// Per-shard counters, reported at shutdown.
@@ -272,11 +286,20 @@ impl CacheShard {
 
     /// Asks for the right to refresh `stale` in the background; granted once
     /// per key, and not at all if the key has been refreshed since.
-    pub async fn claim(&self, hash: u64, key: &[u8], stale: &Arc<CachedResponse>) -> bool {
+    /// `background`: a stale-while-revalidate refresh, during which lookups
+    /// keep getting the stale copy; otherwise (a revalidation the client waits
+    /// for) other requests for the key wait for its result.
+    pub async fn claim(
+        &self,
+        hash: u64,
+        key: &[u8],
+        stale: &Arc<CachedResponse>,
+        background: bool,
+    ) -> bool {
         let owner = self.owner(hash);
         let stale = Arc::as_ptr(stale) as usize;
         let answer = if owner == self.id {
-            self.owner_claim(hash, key, stale)
+            self.owner_claim(hash, key, stale, background)
         } else {
             self.ask(owner, |id| Message::Claim {
                 from: self.id,
@@ -284,6 +307,7 @@ impl CacheShard {
                 hash,
                 key: key.into(),
                 stale,
+                background,
             })
             .await
         };
@@ -357,8 +381,9 @@ impl CacheShard {
                 hash,
                 key,
                 stale,
+                background,
             } => {
-                let answer = self.owner_claim(hash, &key, stale);
+                let answer = self.owner_claim(hash, &key, stale, background);
                 self.tell(from, Message::Answer { id, answer });
             }
             Message::Fill {
@@ -400,6 +425,15 @@ impl CacheShard {
 
     /// The owner's side of a lookup. `Err(())`: a fetch is under way, wait for it.
     fn owner_lookup(&self, hash: u64, key: &[u8], want: Want) -> Result<Answer, ()> {
+        let mut in_flight = self.in_flight.borrow_mut();
+        let pending = in_flight
+            .get(key)
+            .filter(|fetch| fetch.since.elapsed() < self.config.coalesce_wait);
+        // A fetch or revalidation under way (or just finished, its fill still
+        // queued) will have the answer: wait for it rather than serve what it replaces.
+        if pending.is_some_and(|fetch| !fetch.background) {
+            return Err(());
+        }
         let mut store = self.store.borrow_mut();
         // Marks the newest variant visited (for SIEVE) and counts the hit or miss.
         if want != Want::FillVariant && store.lookup(hash, key, |_| true).is_some() {
@@ -407,26 +441,18 @@ impl CacheShard {
                 store.variants(hash, key).cloned().collect(),
             ));
         }
-        let mut in_flight = self.in_flight.borrow_mut();
-        match in_flight.get(key) {
-            // A fetch is under way (or just finished, its fill still queued): wait for it.
-            Some(fetch) if fetch.since.elapsed() < self.config.coalesce_wait => Err(()),
-            _ if want == Want::Peek => Ok(Answer::Alone),
+        match pending {
+            Some(_) => Err(()),
+            None if want == Want::Peek => Ok(Answer::Alone),
             // No fetch, or one that overran the wait limit (its fetcher may be gone): this one fetches.
-            _ => {
-                in_flight.insert(
-                    key.into(),
-                    InFlight {
-                        since: Instant::now(),
-                        waiters: Vec::new(),
-                    },
-                );
+            None => {
+                in_flight.insert(key.into(), InFlight::new(false));
                 Ok(Answer::Fetch)
             }
         }
     }
 
-    fn owner_claim(&self, hash: u64, key: &[u8], stale: usize) -> Answer {
+    fn owner_claim(&self, hash: u64, key: &[u8], stale: usize, background: bool) -> Answer {
         let still_stored = self
             .store
             .borrow()
@@ -438,13 +464,7 @@ impl CacheShard {
             // Refreshed (or dropped) since the asker saw it: nothing to do.
             _ if !still_stored => Answer::Denied,
             _ => {
-                in_flight.insert(
-                    key.into(),
-                    InFlight {
-                        since: Instant::now(),
-                        waiters: Vec::new(),
-                    },
-                );
+                in_flight.insert(key.into(), InFlight::new(background));
                 Answer::Granted
             }
         }

@@ -151,7 +151,7 @@ pub async fn serve(
                 counters.stale_served += 1;
             }
             let head = buf[..req.fields.head_len].to_vec();
-            if cache.claim(hash, &key, &entry).await {
+            if cache.claim(hash, &key, &entry, true).await {
                 let task = refresh(
                     ctx.clone(),
                     route.clone(),
@@ -175,11 +175,14 @@ pub async fn serve(
         }
         Use::MustRevalidate { stale_if_error } => {
             cache.counters.borrow_mut().revalidated += 1;
+            // Claimed, the revalidation makes other requests for the key wait
+            // for its result (coalesced) instead of revalidating again.
+            let armed = cache.claim(hash, &key, &entry, false).await;
             let guard = FillGuard {
                 cache,
                 hash,
                 key: &key,
-                armed: false,
+                armed,
             };
             fetch(
                 ctx,
