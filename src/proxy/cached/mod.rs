@@ -184,6 +184,7 @@ pub async fn serve(
                 key: &key,
                 armed,
             };
+            let stale = Some((entry, stale_if_error));
             fetch(
                 ctx,
                 cache,
@@ -192,7 +193,7 @@ pub async fn serve(
                 resp,
                 route,
                 guard,
-                Some((entry, stale_if_error)),
+                stale,
                 "fwd=stale",
             )
             .await
