@@ -9,7 +9,6 @@
 //! wait for it (coalescing), and the response is copied into the cache while it
 //! streams to the client. Unsafe methods that succeed invalidate what they
 //! touched; PURGE removes a key on its owner.
-
 //!
 //! Files: this one (lookup, fill, the decision per RFC 9111), `reply` (answering
 //! from a stored response), `invalidate` (unsafe methods, PURGE), `refresh`
