@@ -57,21 +57,7 @@ pub fn write_stored_head(
 ) {
     out.clear();
     push_status_line(out, resp.status, resp.reason.of(buf));
-    let fields = &resp.fields;
-    let mut dated = false;
-    for h in &fields.headers {
-        let name = h.name.of(buf);
-        if excluded(fields, buf, h.kind, name) {
-            continue;
-        }
-        dated |= is(name, b"date");
-        push_field(out, name, h.value.of(buf));
-    }
-    if !dated {
-        out.extend_from_slice(b"Date: ");
-        write_http_date(out, response_time);
-        out.extend_from_slice(b"\r\n");
-    }
+    push_end_to_end_fields(out, &resp.fields, buf, response_time);
     // 204 and 1xx never carry Content-Length (RFC 9110 §8.6).
     if resp.status != 204 {
         out.extend_from_slice(b"Content-Length: ");
@@ -112,21 +98,27 @@ pub fn write_freshened_head(
             push_field(out, name, h.value.of(stored_buf));
         }
     }
+    push_end_to_end_fields(out, nm, nm_buf, response_time);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Copies the fields a cache keeps (hop-by-hop and framing excluded), then a
+/// `Date` of `response_time` if none was among them.
+fn push_end_to_end_fields(out: &mut Vec<u8>, fields: &Fields, buf: &[u8], response_time: Secs) {
     let mut dated = false;
-    for h in &nm.headers {
-        let name = h.name.of(nm_buf);
-        if excluded(nm, nm_buf, h.kind, name) {
+    for h in &fields.headers {
+        let name = h.name.of(buf);
+        if excluded(fields, buf, h.kind, name) {
             continue;
         }
         dated |= is(name, b"date");
-        push_field(out, name, h.value.of(nm_buf));
+        push_field(out, name, h.value.of(buf));
     }
     if !dated {
         out.extend_from_slice(b"Date: ");
         write_http_date(out, response_time);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the head of a response served from the cache: the status line and
