@@ -1,5 +1,6 @@
 //! Small shared helpers: parsing human-friendly durations and sizes from the
-//! command line, counting CPUs, raising resource limits and pinning threads.
+//! command line, counting CPUs, raising resource limits, pinning threads,
+//! making room in a read buffer.
 //! Kept dependency-free so both the client and the origin can use them.
 
 use std::time::Duration;
@@ -190,6 +191,21 @@ pub fn push_hex(out: &mut Vec<u8>, v: u64) {
         }
     }
     out.extend_from_slice(&tmp[i..]);
+}
+
+/// Makes room at the end of a read buffer whose unread bytes are
+/// `buf[*start..*end]`: rewinds when everything was read, slides the unread
+/// bytes to the front only when the tail is full (so a steady stream of small
+/// messages never copies).
+pub fn make_read_room(buf: &mut [u8], start: &mut usize, end: &mut usize) {
+    if *start == *end {
+        *start = 0;
+        *end = 0;
+    } else if *end == buf.len() {
+        buf.copy_within(*start..*end, 0);
+        *end -= *start;
+        *start = 0;
+    }
 }
 
 #[cfg(test)]

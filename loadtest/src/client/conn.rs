@@ -128,14 +128,7 @@ impl Conn {
 
     /// Space to read into, compacting the buffer first if needed.
     pub fn read_space(&mut self) -> &mut [u8] {
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-        } else if self.rend == self.rbuf.len() {
-            self.rbuf.copy_within(self.rstart..self.rend, 0);
-            self.rend -= self.rstart;
-            self.rstart = 0;
-        }
+        crate::util::make_read_room(&mut self.rbuf, &mut self.rstart, &mut self.rend);
         &mut self.rbuf[self.rend..]
     }
 

@@ -111,14 +111,7 @@ impl OriginConn {
     }
 
     async fn fill(&mut self) -> io::Result<bool> {
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-        } else if self.rend == self.rbuf.len() {
-            self.rbuf.copy_within(self.rstart..self.rend, 0);
-            self.rend -= self.rstart;
-            self.rstart = 0;
-        }
+        crate::util::make_read_room(&mut self.rbuf, &mut self.rstart, &mut self.rend);
         let n = self.stream.read(&mut self.rbuf[self.rend..]).await?;
         self.rend += n;
         Ok(n > 0)
