@@ -1,20 +1,61 @@
-//! A fixed-size byte buffer with a read window, reused for the whole life of a
-//! connection: bytes arrive at `end`, are consumed from `start`, and the window
-//! slides back to the front only when the tail runs out of room.
+//! Streaming buffers, and the per-shard pool they are leased from.
+//!
+//! An [`IoBuf`] is a fixed-size byte buffer with a read window: bytes arrive
+//! at `end`, are consumed from `start`, and the window slides back to the
+//! front only when the tail runs out of room. A connection holds one only
+//! while bytes move: it is leased from the shard's [`BufferPool`] when a
+//! request (or response) starts arriving and goes back when the exchange is
+//! done, so an idle keep-alive connection holds no buffer at all.
+//!
+//! compio's I/O takes buffers by value (the kernel owns a buffer until its
+//! completion arrives, even if the future that asked is dropped). A buffer
+//! lent to a receive or send travels inside [`ReadTail`] or [`WriteWindow`]
+//! and comes back with the result; a buffer whose operation was abandoned
+//! (a timeout) is dropped by the runtime when the kernel lets go of it, and
+//! its drop gives the memory and the lease back to the pool. Everything here
+//! is shard-local (`Rc`): buffers never cross shards.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    future::poll_fn,
+    mem::MaybeUninit,
+    rc::Rc,
+    task::{Poll, Waker},
+};
+
+use compio::buf::{IoBuf as CompioBuf, IoBufMut, SetLen};
 
 /// Bytes read from a socket and not yet consumed.
 pub struct IoBuf {
     data: Box<[u8]>,
     start: usize,
     end: usize,
+    /// The pool this buffer was leased from; dropping the buffer returns it.
+    home: Option<Rc<BufferPool>>,
+}
+
+/// An empty, unallocated buffer: what is left behind while the real one is
+/// lent to an operation, or after that operation was abandoned.
+impl Default for IoBuf {
+    fn default() -> IoBuf {
+        IoBuf {
+            data: Box::default(),
+            start: 0,
+            end: 0,
+            home: None,
+        }
+    }
 }
 
 impl IoBuf {
+    /// A buffer outside any pool (tests, benches, one-off uses).
     pub fn with_capacity(capacity: usize) -> IoBuf {
         IoBuf {
             data: vec![0; capacity].into_boxed_slice(),
             start: 0,
             end: 0,
+            home: None,
         }
     }
 
@@ -53,12 +94,19 @@ impl IoBuf {
     /// the tail is full. Empty only when the buffer holds `capacity` unconsumed bytes.
     #[inline]
     pub fn spare(&mut self) -> &mut [u8] {
+        self.make_room();
+        &mut self.data[self.end..]
+    }
+
+    /// Slides unconsumed bytes to the front when the tail is full; returns the free space.
+    #[inline]
+    pub fn make_room(&mut self) -> usize {
         if self.end == self.data.len() && self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        &mut self.data[self.end..]
+        self.data.len() - self.end
     }
 
     /// Records that `n` bytes were written into [`IoBuf::spare`].
@@ -68,9 +116,137 @@ impl IoBuf {
         self.end += n;
     }
 
+    /// Appends `bytes`, which must fit in the free space.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.spare()[..bytes.len()].copy_from_slice(bytes);
+        self.commit(bytes.len());
+    }
+
     pub fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
+    }
+}
+
+impl Drop for IoBuf {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.take() {
+            home.give_back(std::mem::take(&mut self.data));
+        }
+    }
+}
+
+/// An [`IoBuf`] lent to a receive: the kernel writes into the free tail, and
+/// the received length extends the window.
+pub struct ReadTail(pub IoBuf);
+
+impl CompioBuf for ReadTail {
+    fn as_init(&self) -> &[u8] {
+        // Nothing of the tail is initialised by this operation yet.
+        &self.0.data[self.0.end..self.0.end]
+    }
+}
+
+impl SetLen for ReadTail {
+    unsafe fn set_len(&mut self, len: usize) {
+        // compio calls this once with the received length (from an empty start).
+        self.0.end += len;
+    }
+}
+
+impl IoBufMut for ReadTail {
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<u8>] {
+        let tail = &mut self.0.data[self.0.end..];
+        // SAFETY: initialised bytes are valid `MaybeUninit<u8>`; same layout and length.
+        unsafe { &mut *(tail as *mut [u8] as *mut [MaybeUninit<u8>]) }
+    }
+}
+
+/// The first `len` unconsumed bytes of an [`IoBuf`], lent to a send.
+pub struct WriteWindow(pub IoBuf, pub usize);
+
+impl CompioBuf for WriteWindow {
+    fn as_init(&self) -> &[u8] {
+        &self.0.filled()[..self.1]
+    }
+}
+
+/// A shard's streaming buffers: at most `max` leased at once, each `size`
+/// bytes. When all are leased, [`BufferPool::lease`] waits for one to come
+/// back rather than allocate without bound; returned buffers are kept (up to
+/// `keep`) for the next lease, so a busy shard allocates nothing per request
+/// and a quiet one gives its memory back.
+pub struct BufferPool {
+    size: usize,
+    max: usize,
+    keep: usize,
+    leased: Cell<usize>,
+    free: RefCell<Vec<Box<[u8]>>>,
+    waiting: RefCell<VecDeque<Waker>>,
+}
+
+impl BufferPool {
+    pub fn new(size: usize, max: usize) -> Rc<BufferPool> {
+        Rc::new(BufferPool {
+            size,
+            max: max.max(1),
+            // Enough for a burst of a few dozen concurrent exchanges; the rest is freed.
+            keep: max.clamp(1, 64),
+            leased: Cell::new(0),
+            free: RefCell::new(Vec::new()),
+            waiting: RefCell::new(VecDeque::new()),
+        })
+    }
+
+    /// Buffers leased now.
+    pub fn leased(&self) -> usize {
+        self.leased.get()
+    }
+
+    /// A buffer, once one is free. The lease ends when the buffer is dropped.
+    pub async fn lease(self: &Rc<Self>) -> IoBuf {
+        if let Some(buf) = self.try_lease() {
+            return buf;
+        }
+        poll_fn(|cx| match self.try_lease() {
+            Some(buf) => Poll::Ready(buf),
+            None => {
+                self.waiting.borrow_mut().push_back(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// A buffer if one is free now.
+    pub fn try_lease(self: &Rc<Self>) -> Option<IoBuf> {
+        if self.leased.get() >= self.max {
+            return None;
+        }
+        self.leased.set(self.leased.get() + 1);
+        let data = self
+            .free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice());
+        Some(IoBuf {
+            data,
+            start: 0,
+            end: 0,
+            home: Some(self.clone()),
+        })
+    }
+
+    fn give_back(&self, data: Box<[u8]>) {
+        self.leased.set(self.leased.get().saturating_sub(1));
+        let mut free = self.free.borrow_mut();
+        if free.len() < self.keep && data.len() == self.size {
+            free.push(data);
+        }
+        drop(free);
+        if let Some(waker) = self.waiting.borrow_mut().pop_front() {
+            waker.wake();
+        }
     }
 }
 
@@ -93,5 +269,34 @@ mod tests {
         buf.consume(4);
         assert!(buf.is_empty());
         assert_eq!(buf.spare().len(), 8);
+    }
+
+    #[test]
+    fn leases_are_bounded_and_come_back_on_drop() {
+        let pool = BufferPool::new(16, 2);
+        let a = pool.try_lease().expect("first lease");
+        let b = pool.try_lease().expect("second lease");
+        assert!(pool.try_lease().is_none(), "the pool holds at most 2");
+        assert_eq!(pool.leased(), 2);
+        drop(a);
+        assert_eq!(pool.leased(), 1);
+        let c = pool.try_lease().expect("a returned buffer is leased again");
+        assert_eq!(c.capacity(), 16);
+        drop((b, c));
+        assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn a_waiting_lease_is_woken_by_a_return() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let pool = BufferPool::new(16, 1);
+            let held = pool.lease().await;
+            let waiter = compio::runtime::spawn({
+                let pool = pool.clone();
+                async move { pool.lease().await.capacity() }
+            });
+            compio::runtime::spawn(async move { drop(held) }).detach();
+            assert_eq!(waiter.await.unwrap(), 16);
+        });
     }
 }

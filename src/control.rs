@@ -11,11 +11,10 @@ use std::{sync::Arc, thread::JoinHandle, time::Duration};
 use crossbeam_channel::{bounded, Sender};
 
 use crate::{
-    cache::ownership::Mesh,
-    config::Config,
+    config::{Config, IoBackend},
     listener::bind_shared,
     preflight,
-    shard::{self, Control, ShardPlan},
+    shard::{self, mesh, Control, ShardPlan},
 };
 
 /// Messages queued between two shards before senders shed (go to the origin).
@@ -27,7 +26,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs the proxy until a shutdown signal has been handled. `Err`: a startup
 /// failure, with a message naming the cause and the fix.
 pub fn run(config: Config) -> Result<(), String> {
-    preflight::check_io_uring()?;
+    let io = choose_backend(config.server.io)?;
     let online: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_else(|| vec![0]);
@@ -45,13 +44,15 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
 
-    // One mesh for the cache's cross-shard lookups. glommio's builder shares
-    // an Rc between the clones; one clone is kept alive here for the life of
-    // the process so the count never reaches zero from a shard thread.
-    let mesh = (config.cache.enabled && cpus.len() > 1).then(|| Mesh::full(cpus.len(), MESH_QUEUE));
-    if let Some(mesh) = &mesh {
-        std::mem::forget(mesh.clone());
-    }
+    // One mesh for the cache's cross-shard lookups; each shard gets its end.
+    let mut mesh_ends: Vec<Option<_>> = if config.cache.enabled && cpus.len() > 1 {
+        mesh::full(cpus.len(), MESH_QUEUE)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        (0..cpus.len()).map(|_| None).collect()
+    };
 
     let signals = block_signals();
     let (ready_tx, ready_rx) = bounded(cpus.len());
@@ -66,17 +67,18 @@ pub fn run(config: Config) -> Result<(), String> {
             config: config.clone(),
             listeners,
             control: control_rx,
-            mesh: mesh.clone(),
+            mesh: mesh_ends[id].take(),
             shards: cpus.len(),
+            io,
         };
-        let thread = shard::spawn(plan, ready_tx.clone())
+        let thread = shard::spawn_shard(plan, ready_tx.clone())
             .map_err(|e| format!("cannot start shard {id}: {e}"))?;
         threads.push(thread);
     }
     for _ in 0..threads.len() {
         let failure = match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
             Ok(Ok(_)) => continue,
-            Ok(Err(e)) => explain_executor_error(e),
+            Ok(Err(e)) => e,
             Err(_) => "a shard did not start in time".to_string(),
         };
         broadcast(&controls, Control::Shutdown);
@@ -119,17 +121,18 @@ fn broadcast(controls: &[Sender<Control>], message: Control) {
     }
 }
 
-/// glommio reports ring setup failures as plain I/O errors; point at the fix.
-fn explain_executor_error(error: String) -> String {
-    if error.contains("Cannot allocate memory") || error.contains("ENOMEM") {
-        format!("{error}: {}", preflight::memlock_advice())
-    } else if error.contains("Operation not permitted") {
-        format!(
-            "{error}: {}",
-            preflight::explain(std::io::Error::from_raw_os_error(libc::EPERM))
-        )
-    } else {
-        error
+/// Resolves `server.io` for every shard at once, so an unusable io_uring is
+/// reported once: `auto` falls back to epoll with one warning naming the
+/// cause; `io_uring` fails with that cause and its fix.
+fn choose_backend(wanted: IoBackend) -> Result<IoBackend, String> {
+    match (wanted, preflight::check_io_uring()) {
+        (IoBackend::Poll, _) => Ok(IoBackend::Poll),
+        (_, Ok(())) => Ok(IoBackend::IoUring),
+        (IoBackend::IoUring, Err(why)) => Err(why),
+        (IoBackend::Auto, Err(why)) => {
+            log::warn!("{why}; using epoll instead (server.io = \"auto\")");
+            Ok(IoBackend::Poll)
+        }
     }
 }
 

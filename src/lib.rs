@@ -3,13 +3,14 @@
 //! # Layout
 //! - [`config`]: the TOML file, parsed raw and validated into typed values.
 //! - [`control`]: process lifecycle — starts shards, relays signals to them.
-//! - [`shard`]: one pinned glommio executor per core and everything it owns.
+//! - [`shard`]: one pinned compio runtime (own io_uring ring) per core and everything it owns.
 //! - [`listener`]: SO_REUSEPORT listening sockets, one per shard per address.
 //! - [`proxy`]: a client connection's life and one request's trip upstream.
 //! - [`upstream`]: server selection and the per-shard keep-alive pool.
 //! - [`http`]: message syntax — head parsing, body framing, header rewriting.
 //! - [`cache`]: RFC 9111 cache building blocks — policy, keys, per-shard store.
-//! - [`buffer`]: the fixed per-connection read buffer.
+//! - [`buffer`]: streaming buffers and the per-shard pool they are leased from.
+//! - [`net`]: socket I/O with owned buffers and deadlines.
 //! - [`preflight`]: turns a missing io_uring into a message with a fix.
 //!
 //! See `docs/ARCHITECTURE.md` for the shard model and the path of one request.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod listener;
+pub mod net;
 pub mod preflight;
 pub mod proxy;
 pub mod shard;

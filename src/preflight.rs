@@ -1,6 +1,8 @@
 //! Startup checks that turn an environment without usable io_uring into a
-//! clear message instead of a panic deep inside the runtime: kernel too old,
-//! io_uring disabled by sysctl, blocked by seccomp, or memlock too low.
+//! clear message naming the cause and the fix: kernel too old, io_uring
+//! disabled by sysctl, blocked by seccomp (Docker's default profile), or
+//! memlock too low. With `server.io = "auto"` the message becomes a warning
+//! and the shards run on epoll instead.
 
 use std::io;
 
@@ -59,7 +61,7 @@ pub fn memlock_advice() -> String {
     format!(
         "not enough locked memory for the io_uring rings and buffers (RLIMIT_MEMLOCK is {current}): \
          raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity in a systemd unit, --ulimit memlock=-1 in a \
-         container) or lower [server.tuning] io_memory and ring_depth"
+         container) or lower [server.tuning] ring_depth"
     )
 }
 

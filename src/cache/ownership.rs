@@ -1,14 +1,14 @@
 //! Who holds a key, and the only messages that cross shards.
 //!
 //! Every cache key has one owner shard (`key::owner_shard`). The owner's
-//! [`Store`] is the only copy of record; other shards ask the owner over a
-//! glommio channel mesh and get back the stored variants (shared `Arc`s — no
+//! [`Store`] is the only copy of record; other shards ask the owner over the
+//! shard mesh ([`crate::shard::mesh`]) and get back the stored variants (shared `Arc`s — no
 //! bytes are copied across cores), permission to fetch and fill, or, while
 //! another request is already fetching that key, a place in its waiting list
 //! (request coalescing). Nothing else a shard owns is ever touched by
 //! another shard.
 //!
-//! Messages are bounded (the mesh's channels have a fixed size) and sent with
+//! Messages are bounded (the mesh's queues have a fixed size) and sent with
 //! `try_send`: a full queue means the owner is overloaded, and the asking
 //! request sheds the cache and goes to the origin rather than piling up.
 //!
@@ -24,7 +24,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use hdrhistogram::Histogram;
 
 use super::{
@@ -32,10 +31,13 @@ use super::{
     key::owner_shard,
     store::{Store, StoreConfig},
 };
-use crate::{config::CacheConfig, shard::oneshot};
+use crate::{
+    config::CacheConfig,
+    shard::{mesh::MeshEnd, oneshot},
+};
 
-/// The channel mesh type shards join at startup.
-pub type Mesh = MeshBuilder<Message, Full>;
+/// A shard's ends of the cache's mesh.
+pub type Mesh = MeshEnd<Message>;
 
 /// Messages between shards. Sizes: a key travels as a boxed slice (one
 /// pointer + length plus the URL bytes); answers carry `Arc`s only.
@@ -149,7 +151,7 @@ pub struct Counters {
 /// One shard's part of the cache: the store it owns, the near cache, the
 /// in-flight table for keys it owns, and its end of the mesh.
 pub struct CacheShard {
-    /// This shard's number in the mesh (the owner numbering), not its shard id.
+    /// This shard's id: the owner numbering of keys.
     pub id: usize,
     shards: usize,
     config: CacheConfig,
@@ -161,7 +163,7 @@ pub struct CacheShard {
     in_flight: RefCell<HashMap<Box<[u8]>, InFlight>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: Cell<u64>,
-    senders: Option<Senders<Message>>,
+    mesh: Option<Mesh>,
     pub counters: RefCell<Counters>,
     /// Cross-shard lookup round trips, microseconds.
     pub lookup_latency: RefCell<Histogram<u64>>,
@@ -171,12 +173,7 @@ pub struct CacheShard {
 const MAX_VARIANTS: usize = 8;
 
 impl CacheShard {
-    pub fn new(
-        id: usize,
-        shards: usize,
-        config: &CacheConfig,
-        senders: Option<Senders<Message>>,
-    ) -> CacheShard {
+    pub fn new(id: usize, shards: usize, config: &CacheConfig, mesh: Option<Mesh>) -> CacheShard {
         let budget = (config.capacity / shards.max(1) as u64) as usize;
         let store = Store::new(StoreConfig {
             budget,
@@ -201,12 +198,20 @@ impl CacheShard {
             in_flight: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
-            senders,
+            mesh,
             counters: RefCell::new(Counters::default()),
             // 1 µs .. 60 s at 2 significant digits: a few KiB.
             lookup_latency: RefCell::new(
                 Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds"),
             ),
+        }
+    }
+
+    /// Handles the messages other shards send this one, until they all stop.
+    /// Runs as one task on the shard; returns at once without a mesh (one shard).
+    pub async fn serve_mesh(&self) {
+        if let Some(mesh) = &self.mesh {
+            mesh.receive(|message| self.handle(message)).await;
         }
     }
 
@@ -538,8 +543,8 @@ impl CacheShard {
 
     /// Sends without waiting; a full queue drops the message (the other side times out and sheds).
     fn tell(&self, shard: usize, message: Message) {
-        if let Some(senders) = &self.senders {
-            if senders.try_send_to(shard, message).is_err() {
+        if let Some(mesh) = &self.mesh {
+            if mesh.try_send(shard, message).is_err() {
                 self.counters.borrow_mut().shed += 1;
             }
         }
@@ -552,8 +557,8 @@ impl CacheShard {
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        let sent = match &self.senders {
-            Some(senders) => senders.try_send_to(shard, message(id)).is_ok(),
+        let sent = match &self.mesh {
+            Some(mesh) => mesh.try_send(shard, message(id)).is_ok(),
             None => false,
         };
         if !sent {
@@ -568,12 +573,9 @@ impl CacheShard {
 
     async fn wait(&self, rx: oneshot::Receiver<Answer>) -> Answer {
         let limit = self.config.coalesce_wait + Duration::from_millis(100);
-        let timer = async {
-            glommio::timer::sleep(limit).await;
-            None
-        };
-        futures_lite::future::or(rx, timer)
-            .await
-            .unwrap_or(Answer::Alone)
+        match compio::time::timeout(limit, rx).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) | Err(_) => Answer::Alone,
+        }
     }
 }

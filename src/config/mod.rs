@@ -58,6 +58,8 @@ pub struct CacheConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
+    /// Which kernel interface the shards do I/O through.
+    pub io: IoBackend,
     /// 0: one shard per online CPU. Ignored when `cpus` is set.
     pub shards: usize,
     /// Explicit cores, one shard each.
@@ -68,15 +70,99 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
-/// Per-shard knobs, mapped onto glommio's executor builder and socket options.
+/// Per-shard knobs, mapped onto each shard's compio runtime (its driver
+/// builder) and socket options.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    pub io_memory: usize,
+    /// io_uring submission queue entries per shard (the driver's capacity).
     pub ring_depth: usize,
-    pub spin_before_park: Duration,
-    pub preempt_timer: Duration,
+    /// How the io_uring ring delivers completions; ignored by the poll driver.
+    pub ring_mode: RingMode,
+    /// Most streaming buffers (each `http.buffer_size` bytes) one shard has in
+    /// use at once per direction (client side, upstream side). Past it a
+    /// connection waits for a buffer rather than allocating: this bounds a
+    /// shard's streaming memory at `2 × buffers × buffer_size`.
+    pub buffers: usize,
     pub max_connections: usize,
     pub backlog: i32,
+}
+
+/// `[server] io`: the I/O driver each shard runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring when the kernel lets this process use it, else `Poll` with a
+    /// warning: the proxy still starts on hosts that block io_uring.
+    Auto,
+    /// io_uring only; startup fails if it is unavailable.
+    IoUring,
+    /// The readiness (epoll) driver, even where io_uring works.
+    Poll,
+}
+
+/// `[server.tuning] ring_mode`: the io_uring setup flags that decide how
+/// completions are delivered to a shard's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingMode {
+    /// `Defer` where the kernel accepts it, else `Coop`, else `Plain`.
+    Auto,
+    /// IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN: completion
+    /// work runs only when the shard enters the ring, so no interrupts of the
+    /// shard's thread (Linux 6.1+).
+    Defer,
+    /// IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG: no forced
+    /// reschedule for completion work (Linux 5.19+).
+    Coop,
+    /// No setup flags: the kernel interrupts the thread to run completion work.
+    Plain,
+}
+
+/// A setting chosen by name from a fixed set; lets one resolver method parse
+/// every such key and list the allowed names in its error.
+trait Keyword: Copy + 'static {
+    const ALL: &'static [Self];
+    fn name(self) -> &'static str;
+}
+
+impl Keyword for IoBackend {
+    const ALL: &'static [Self] = &[IoBackend::Auto, IoBackend::IoUring, IoBackend::Poll];
+    fn name(self) -> &'static str {
+        match self {
+            IoBackend::Auto => "auto",
+            IoBackend::IoUring => "io_uring",
+            IoBackend::Poll => "poll",
+        }
+    }
+}
+
+impl Keyword for RingMode {
+    const ALL: &'static [Self] = &[
+        RingMode::Auto,
+        RingMode::Defer,
+        RingMode::Coop,
+        RingMode::Plain,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            RingMode::Auto => "auto",
+            RingMode::Defer => "defer",
+            RingMode::Coop => "coop",
+            RingMode::Plain => "plain",
+        }
+    }
+}
+
+/// Shows the value as the config file spells it (`io_uring`, `defer`), for logs.
+impl fmt::Display for IoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Shows the value as the config file spells it, for logs.
+impl fmt::Display for RingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,8 +262,21 @@ impl Config {
     /// Validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let resolver = Resolver { text, origin };
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| resolver.error(e.span(), e.message().trim_end().to_string()))?;
+        // serde_path_to_error records the key path as serde walks the document,
+        // so a type error names the key (`upstream[1].keepalive`) as well as
+        // the line toml's span gives.
+        let de = toml::de::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = key_path(e.path());
+            let inner = e.into_inner();
+            let message = inner.message().trim_end();
+            let message = if key.is_empty() {
+                message.to_string()
+            } else {
+                format!("{key}: {message}")
+            };
+            resolver.error(inner.span(), message)
+        })?;
         resolver.resolve(raw)
     }
 
@@ -195,6 +294,32 @@ impl Config {
             .map(|i| online.get(i % online.len().max(1)).copied().unwrap_or(0))
             .collect()
     }
+}
+
+/// The dotted key of a serde path, with array indices: `upstream[0].servers`.
+/// Empty for errors outside any key (TOML syntax errors).
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    // `toml::Spanned` deserializes as a struct with private field names; they
+    // are plumbing, not keys the user wrote.
+    const SPANNED_FIELD: &str = "$__serde_spanned_private_";
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key.starts_with(SPANNED_FIELD) {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
 }
 
 /// Turns raw values into typed ones, remembering the text to compute line numbers.
@@ -247,6 +372,21 @@ impl Resolver<'_> {
             return Err(self.invalid(key, v.span(), format!("must be at least {min} bytes")));
         }
         Ok(size)
+    }
+
+    fn keyword<K: Keyword>(
+        &self,
+        key: &str,
+        value: Option<Text>,
+        default: K,
+    ) -> Result<K, ConfigError> {
+        let Some(v) = value else { return Ok(default) };
+        if let Some(k) = K::ALL.iter().find(|k| k.name() == v.get_ref()) {
+            return Ok(*k);
+        }
+        let allowed: Vec<String> = K::ALL.iter().map(|k| format!("\"{}\"", k.name())).collect();
+        let why = format!("`{}` is not one of {}", v.get_ref(), allowed.join(", "));
+        Err(self.invalid(key, v.span(), why))
     }
 
     fn count(
@@ -451,20 +591,37 @@ impl Resolver<'_> {
             }
         }
         let t = raw.tuning;
+        // Glommio-only keys: an old config fails with what replaced each one
+        // rather than a bare "unknown field", so the fix is in the error.
+        let removed = [
+            (
+                "io_memory",
+                t.io_memory.as_ref().map(Spanned::span),
+                "compio registers no buffer memory: remove it (streaming memory is \
+                 `buffers` × `http.buffer_size`, the ring size is `ring_depth`)",
+            ),
+            (
+                "spin_before_park",
+                t.spin_before_park.as_ref().map(Spanned::span),
+                "compio does not busy-poll: remove it; \
+                 `ring_mode` selects how the ring delivers completions",
+            ),
+            (
+                "preempt_timer",
+                t.preempt_timer.as_ref().map(Spanned::span),
+                "compio has no preemption timer (tasks run until they wait): remove it",
+            ),
+        ];
+        for (name, span, why) in removed {
+            if let Some(span) = span {
+                let message = format!("`server.tuning.{name}` was a glommio setting; {why}");
+                return Err(self.error(Some(span), message));
+            }
+        }
         let tuning = Tuning {
-            io_memory: self.size("server.tuning.io_memory", t.io_memory, 2 << 20, 64 << 10)?
-                as usize,
             ring_depth: self.count("server.tuning.ring_depth", t.ring_depth, 128, 1..32_769)?,
-            spin_before_park: self.duration(
-                "server.tuning.spin_before_park",
-                t.spin_before_park,
-                Duration::ZERO,
-            )?,
-            preempt_timer: self.duration(
-                "server.tuning.preempt_timer",
-                t.preempt_timer,
-                Duration::from_millis(100),
-            )?,
+            ring_mode: self.keyword("server.tuning.ring_mode", t.ring_mode, RingMode::Auto)?,
+            buffers: self.count("server.tuning.buffers", t.buffers, 1024, 1..1_000_001)?,
             max_connections: self.count(
                 "server.tuning.max_connections",
                 t.max_connections,
@@ -475,6 +632,7 @@ impl Resolver<'_> {
         };
         let server = ServerConfig {
             listen,
+            io: self.keyword("server.io", raw.io, IoBackend::Auto)?,
             shards,
             cpus,
             pin: raw.pin.unwrap_or(true),

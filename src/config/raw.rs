@@ -2,7 +2,7 @@
 //! spans kept on every value that later validation may reject, so an error can
 //! name its line. Nothing here leaves the `config` module.
 
-use serde::Deserialize;
+use serde::{de::IgnoredAny, Deserialize};
 use toml::Spanned;
 
 use super::units::RawSize;
@@ -31,6 +31,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<Spanned<Vec<Text>>>,
+    pub io: Option<Text>,
     pub shards: Option<Spanned<i64>>,
     pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
     pub shutdown_timeout: Option<Text>,
@@ -42,12 +43,16 @@ pub struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTuning {
-    pub io_memory: Option<Size>,
     pub ring_depth: Option<Spanned<i64>>,
-    pub spin_before_park: Option<Text>,
-    pub preempt_timer: Option<Text>,
+    pub ring_mode: Option<Text>,
+    pub buffers: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
     pub backlog: Option<Spanned<i64>>,
+    /// Glommio-only keys, kept here (any value, never read) only so that an old
+    /// config gets an error saying what replaced them rather than "unknown field".
+    pub io_memory: Option<Spanned<IgnoredAny>>,
+    pub spin_before_park: Option<Spanned<IgnoredAny>>,
+    pub preempt_timer: Option<Spanned<IgnoredAny>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -42,6 +42,141 @@ fn errors_name_key_and_line() {
     assert!(err.message.contains("`b`"), "{err}");
 }
 
+/// A minimal valid config with `extra` prepended; `extra` starts at line 1.
+fn with(extra: &str) -> String {
+    format!("{extra}\n{DEFAULT_CONFIG}")
+}
+
+#[test]
+fn io_engine_defaults() {
+    let config = Config::parse(DEFAULT_CONFIG, "built-in").expect("default config");
+    assert_eq!(config.server.io, IoBackend::Auto);
+    assert_eq!(config.tuning.ring_mode, RingMode::Auto);
+    assert_eq!(config.tuning.buffers, 1024);
+    assert_eq!(config.tuning.ring_depth, 128);
+}
+
+#[test]
+fn io_engine_keys_parse() {
+    for (text, io) in [
+        ("auto", IoBackend::Auto),
+        ("io_uring", IoBackend::IoUring),
+        ("poll", IoBackend::Poll),
+    ] {
+        let config = Config::parse(&with(&format!("[server]\nio = \"{text}\"")), "x").unwrap();
+        assert_eq!(config.server.io, io);
+        assert_eq!(io.to_string(), text);
+    }
+    for (text, mode) in [
+        ("auto", RingMode::Auto),
+        ("defer", RingMode::Defer),
+        ("coop", RingMode::Coop),
+        ("plain", RingMode::Plain),
+    ] {
+        let toml = with(&format!("[server.tuning]\nring_mode = \"{text}\""));
+        let config = Config::parse(&toml, "x").unwrap();
+        assert_eq!(config.tuning.ring_mode, mode);
+        assert_eq!(mode.to_string(), text);
+    }
+    let config = Config::parse(&with("[server.tuning]\nbuffers = 1"), "x").unwrap();
+    assert_eq!(config.tuning.buffers, 1);
+    let config = Config::parse(&with("[server.tuning]\nbuffers = 1000000"), "x").unwrap();
+    assert_eq!(config.tuning.buffers, 1_000_000);
+}
+
+#[test]
+fn io_engine_bad_values_name_key_and_line() {
+    let err = Config::parse(&with("[server]\npin = true\nio = \"uring\""), "x").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.message.contains("server.io"), "{err}");
+    assert!(err.message.contains("`uring`"), "{err}");
+    assert!(
+        err.message.contains(r#""auto", "io_uring", "poll""#),
+        "{err}"
+    );
+
+    let err = Config::parse(&with("[server.tuning]\nring_mode = \"fast\""), "x").unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(err.message.contains("server.tuning.ring_mode"), "{err}");
+    assert!(
+        err.message.contains(r#""auto", "defer", "coop", "plain""#),
+        "{err}"
+    );
+
+    for bad in ["0", "-1", "1000001"] {
+        let toml = with(&format!("[server.tuning]\nbuffers = {bad}"));
+        let err = Config::parse(&toml, "x").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("server.tuning.buffers"), "{err}");
+    }
+
+    // A wrong type is a serde error: it names the key too (item 10).
+    let err = Config::parse(&with("[server.tuning]\nring_mode = 1"), "x").unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(
+        err.message.starts_with("server.tuning.ring_mode: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn glommio_keys_are_rejected_with_their_replacement() {
+    for (key, value, hint) in [
+        ("io_memory", "\"2MiB\"", "`buffers` × `http.buffer_size`"),
+        ("spin_before_park", "\"0ms\"", "`ring_mode`"),
+        ("preempt_timer", "\"100ms\"", "no preemption timer"),
+        // Any value, even one of the wrong type, gets the same message.
+        ("io_memory", "true", "remove it"),
+    ] {
+        let toml = with(&format!(
+            "[server.tuning]\nring_depth = 64\n{key} = {value}"
+        ));
+        let err = Config::parse(&toml, "x.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(
+            err.message
+                .contains(&format!("`server.tuning.{key}` was a glommio setting")),
+            "{err}"
+        );
+        assert!(err.message.contains(hint), "{err}");
+    }
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let err = Config::parse("[server]\nshards = \"many\"\n", "x.toml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"x.toml line 2: server.shards: invalid type: string "many", expected i64"#
+    );
+
+    // Inside an array of tables the key carries the table's index.
+    let text = "[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n\
+                [[upstream]]\nname = \"b\"\nservers = \"127.0.0.1:2\"\n";
+    let err = Config::parse(text, "x.toml").unwrap_err();
+    assert_eq!(err.line, Some(6), "{err}");
+    assert!(err.message.starts_with("upstream[1].servers: "), "{err}");
+
+    let text = "[[upstream]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\nkeepalive = \"k\"\n";
+    let err = Config::parse(text, "x.toml").unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+    assert!(err.message.starts_with("upstream[0].keepalive: "), "{err}");
+
+    // Elements of an array are indexed too; inline tables name the same keys.
+    let err = Config::parse("[server]\nlisten = [\"127.0.0.1:1\", 2]\n", "x").unwrap_err();
+    assert!(err.message.starts_with("server.listen[1]: "), "{err}");
+    let err = Config::parse("server = { shards = \"m\" }\n", "x").unwrap_err();
+    assert_eq!(err.line, Some(1), "{err}");
+    assert!(err.message.starts_with("server.shards: "), "{err}");
+    let err = Config::parse("[http]\nvia = 1\n", "x").unwrap_err();
+    assert!(err.message.starts_with("http.via: "), "{err}");
+
+    // A syntax error belongs to no key: no prefix.
+    let err = Config::parse("[server\n", "x").unwrap_err();
+    assert_eq!(err.line, Some(1), "{err}");
+    assert!(!err.message.starts_with(':'), "{err}");
+}
+
 #[test]
 fn address_blocks() {
     let net = IpNet::parse("10.0.0.0/8").unwrap();

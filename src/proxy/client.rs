@@ -1,15 +1,14 @@
-//! One client connection's life: read a request head (within the header
-//! timeout, or the keep-alive timeout between requests), forward it, and loop
-//! while both sides keep the connection alive. Pipelined requests wait in the
-//! buffer and are answered strictly in order.
+//! One client connection's life: wait for a request (holding no buffer while
+//! idle), read its head within the header timeout, hand it to
+//! [`super::exchange`], and loop while both sides keep the connection alive.
+//! Pipelined requests wait in the buffer and are answered strictly in order.
 //!
 //! Errors the client can still be told about become one short response; after
 //! an error the connection closes, since an unread body would desynchronise it.
 
-use std::{net::Shutdown, os::fd::AsRawFd, rc::Rc, time::Instant};
+use std::{rc::Rc, time::Duration, time::Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use compio::{io::AsyncRead, net::TcpStream, time::timeout, BufResult};
 
 use super::{dispatch::handle, error::ProxyError, forward::Next};
 use crate::{
@@ -18,36 +17,46 @@ use crate::{
         head::{parse_request, Framing, RequestHead, ResponseHead},
         status::write_error,
     },
+    net::{self, IoError},
     shard::{context::ShardContext, registry::Registration},
 };
 
 /// The client side of a connection.
 pub struct Client {
     pub stream: TcpStream,
-    /// Request heads and bodies are read into this buffer.
+    /// Request heads and bodies are read into this buffer; it is leased from
+    /// the shard when bytes arrive and given back when the connection idles.
     pub buf: IoBuf,
     /// The client's address as text, for X-Forwarded-For; formatted once per connection.
     pub ip: Vec<u8>,
     /// Heads on their way out (to the upstream, then back to the client).
     pub out: Vec<u8>,
+    /// Longest silence while writing to the client (`timeouts.body_idle`).
+    pub write_timeout: Duration,
+}
+
+impl Client {
+    /// Sends `client.out` to the client.
+    pub async fn send_out(&mut self) -> Result<(), IoError> {
+        net::send_vec(&self.stream, &mut self.out, self.write_timeout).await
+    }
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
+pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, registration: Registration) {
     let ip = stream
         .peer_addr()
         .map(|a| a.ip().to_string().into_bytes())
         .unwrap_or_default();
-    // Failing to set these only costs latency or a slower error; the connection still works.
+    // Failing to set this only costs latency; the connection still works.
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(ctx.config.timeouts.body_idle));
     let mut client = Client {
         stream,
-        buf: IoBuf::with_capacity(ctx.client_buffer_size),
+        buf: IoBuf::default(),
         ip,
-        out: Vec::with_capacity(2048),
+        out: Vec::new(),
+        write_timeout: ctx.config.timeouts.body_idle,
     };
-    let registration = ctx.connections.register(client.stream.as_raw_fd());
     let mut request = RequestHead::default();
     let mut response = ResponseHead::default();
     let mut first = true;
@@ -55,8 +64,11 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
         if ctx.draining.get() && client.buf.is_empty() {
             break;
         }
-        registration.set_idle(client.buf.is_empty());
-        match read_request_head(&ctx, &mut client, &mut request, first, &registration).await {
+        if client.buf.is_empty() && !wait_for_request(&ctx, &mut client, first, &registration).await
+        {
+            break;
+        }
+        match read_request_head(&ctx, &mut client, &mut request).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -70,7 +82,10 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
         registration.set_idle(false);
         let had_body = request.fields.framing != Framing::None;
         let keep_alive = request.fields.wants_keep_alive();
-        match handle(&ctx, &mut client, &request, &mut response).await {
+        // Boxed: the request's state lives on the heap only while a request
+        // is in hand, so an idle connection's task stays small.
+        let outcome = Box::pin(handle(&ctx, &mut client, &request, &mut response)).await;
+        match outcome {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => break,
             Err(e) => {
@@ -92,48 +107,61 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
             }
         }
     }
-    let _ = client.stream.shutdown(Shutdown::Both).await;
+}
+
+/// Waits, holding no buffer, until the client sends something; then leases
+/// a buffer for it. `false`: the client closed, or idled out (keep-alive
+/// timeout between requests; the header timeout before the first request).
+async fn wait_for_request(
+    ctx: &ShardContext,
+    client: &mut Client,
+    first: bool,
+    registration: &Registration,
+) -> bool {
+    client.buf = IoBuf::default();
+    let spare = std::mem::take(&mut client.out);
+    ctx.give_out_vec(spare);
+    registration.set_idle(true);
+    let timeouts = &ctx.config.timeouts;
+    let limit = if first {
+        timeouts.client_header
+    } else {
+        timeouts.client_keepalive
+    };
+    if !matches!(net::readable(&client.stream, limit).await, Ok(true)) || ctx.draining.get() {
+        return false;
+    }
+    registration.set_idle(false);
+    client.buf = ctx.client_buffers.lease().await;
+    client.out = ctx.take_out_vec();
+    true
 }
 
 /// Reads until `request` holds a complete head. `Ok(false)`: the connection
-/// closed or idled out between requests, which needs no answer.
+/// closed before a head began, which needs no answer.
 async fn read_request_head(
     ctx: &ShardContext,
     client: &mut Client,
     request: &mut RequestHead,
-    first: bool,
-    registration: &Registration<'_>,
 ) -> Result<bool, ProxyError> {
-    let timeouts = &ctx.config.timeouts;
-    let mut deadline: Option<Instant> = None;
+    // The whole head must arrive by one deadline, so a client trickling
+    // bytes cannot hold the connection (slowloris).
+    let deadline = Instant::now() + ctx.config.timeouts.client_header;
+    let mut received = !client.buf.is_empty();
     loop {
-        if !client.buf.is_empty() {
-            if parse_request(client.buf.filled(), &ctx.request_limits, request)? {
-                return Ok(true);
-            }
-            registration.set_idle(false);
+        if !client.buf.is_empty()
+            && parse_request(client.buf.filled(), &ctx.request_limits, request)?
+        {
+            return Ok(true);
         }
-        let now = Instant::now();
-        // Between requests the keep-alive timeout applies; once a head has begun
-        // (or on a new connection) the whole head must arrive by one deadline,
-        // so a client trickling bytes cannot hold the connection (slowloris).
-        let timeout = if client.buf.is_empty() && !first {
-            timeouts.client_keepalive
-        } else {
-            deadline
-                .get_or_insert(now + timeouts.client_header)
-                .saturating_duration_since(now)
-        };
-        if timeout.is_zero() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(ProxyError::ClientHeaderTimeout);
         }
-        let _ = client.stream.set_read_timeout(Some(timeout));
-        match client.stream.read(client.buf.spare()).await {
+        match net::recv(&client.stream, &mut client.buf, left).await {
             Ok(0) => return Ok(false),
-            Ok(n) => client.buf.commit(n),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !client.buf.is_empty() => {
-                return Err(ProxyError::ClientHeaderTimeout)
-            }
+            Ok(_) => received = true,
+            Err(IoError::TimedOut) if received => return Err(ProxyError::ClientHeaderTimeout),
             Err(_) => return Ok(false),
         }
     }
@@ -144,7 +172,7 @@ async fn answer(client: &mut Client, error: &ProxyError, close: bool) {
     if let Some(status) = error.status() {
         client.out.clear();
         write_error(&mut client.out, status, close);
-        let _ = client.stream.write_all(&client.out).await;
+        let _ = client.send_out().await;
     }
 }
 
@@ -152,16 +180,15 @@ async fn answer(client: &mut Client, error: &ProxyError, close: bool) {
 /// socket with unread input makes the kernel send RST, which can discard our
 /// response before the client reads it. So half-close, then drain briefly.
 async fn linger_close(client: &mut Client) {
-    let _ = client.stream.shutdown(Shutdown::Write).await;
-    let _ = client
-        .stream
-        .set_read_timeout(Some(std::time::Duration::from_millis(500)));
-    client.buf.clear();
+    net::shutdown_write(&client.stream).await;
     // Bounded: at most 64 reads or 500 ms of silence, whichever comes first.
+    let mut scratch = Vec::with_capacity(4096);
+    let mut reader = &client.stream;
     for _ in 0..64 {
-        match client.stream.read(client.buf.spare()).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => client.buf.clear(),
+        scratch.clear();
+        match timeout(Duration::from_millis(500), reader.read(scratch)).await {
+            Ok(BufResult(Ok(n), back)) if n > 0 => scratch = back,
+            _ => break,
         }
     }
 }

@@ -11,21 +11,15 @@
 //! body streams up while the response is read, so an upstream that answers
 //! early (or echoes) never deadlocks against the proxy.
 
-use std::{
-    cell::{Cell, RefCell},
-    net::SocketAddr,
-    pin::pin,
-    time::Instant,
-};
+use std::{cell::Cell, net::SocketAddr, pin::pin, time::Instant};
 
-use futures_lite::{future::or, AsyncWriteExt};
-use glommio::net::TcpStream;
+use compio::{net::TcpStream, time::timeout};
+use futures_lite::future::or;
 
 use super::{
     cached::Invalidation,
     client::Client,
     error::ProxyError,
-    peer::Shared,
     relay::{relay_body, RelayError},
     response::{read_response_head, send_response, ClientSide, HeadDeadline, ResponseEnd},
 };
@@ -37,6 +31,7 @@ use crate::{
         rewrite::write_request_head,
         status::CONTINUE,
     },
+    net,
     shard::context::ShardContext,
     upstream::pool::UpstreamConn,
 };
@@ -81,11 +76,9 @@ pub async fn forward(
 
     let (mut conn, server) = acquire(ctx, upstream_index).await?;
     if req.expect_continue && framing != Framing::None && client.buf.is_empty() {
-        client
-            .stream
-            .write_all(CONTINUE)
+        net::send_static(&client.stream, CONTINUE, client.write_timeout)
             .await
-            .map_err(ProxyError::ClientGone)?;
+            .map_err(|e| ProxyError::ClientGone(e.into()))?;
     }
 
     // Body bytes already buffered go out with the head, in the same write.
@@ -174,8 +167,8 @@ pub(super) fn finish(
     }
 }
 
-/// A connection to one of the upstream's servers: a pooled one if the
-/// balancer's pick has one, else a new one. A server that cannot be reached is
+/// A connection to one of the upstream's servers, with a read buffer leased
+/// for the exchange: a pooled one if the balancer's pick has one, else a new one. A server that cannot be reached is
 /// skipped for the next pick (as nginx's `proxy_next_upstream error timeout`),
 /// which is safe for any request because nothing has been sent yet.
 pub(super) async fn acquire(
@@ -186,7 +179,8 @@ pub(super) async fn acquire(
     let mut last_error = None;
     for _ in 0..servers.len() {
         let server = servers[ctx.balancers[upstream_index].pick()].addr;
-        if let Some(conn) = ctx.pool.take(server) {
+        if let Some(mut conn) = ctx.pool.take(server) {
+            conn.buf = ctx.upstream_buffers.lease().await;
             return Ok((conn, server));
         }
         match connect(ctx, server).await {
@@ -201,24 +195,22 @@ pub(super) async fn acquire(
     Err(last_error.unwrap_or(ProxyError::UpstreamClosed))
 }
 
-/// Opens a new connection to `addr` within `upstream_connect`.
+/// Opens a new connection to `addr` within `upstream_connect`, with a read buffer.
 async fn connect(ctx: &ShardContext, addr: SocketAddr) -> Result<UpstreamConn, ProxyError> {
-    let timeouts = &ctx.config.timeouts;
-    let stream = TcpStream::connect_timeout(addr, timeouts.upstream_connect)
-        .await
-        .map_err(|e| {
-            let e = std::io::Error::from(e);
-            match e.kind() {
-                std::io::ErrorKind::TimedOut => ProxyError::UpstreamConnectTimeout,
-                _ => ProxyError::UpstreamConnect(e),
-            }
-        })?;
-    // Failing to set these only costs latency or a slower error; the connection still works.
+    let limit = ctx.config.timeouts.upstream_connect;
+    let stream = match timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(ProxyError::UpstreamConnectTimeout)
+        }
+        Ok(Err(e)) => return Err(ProxyError::UpstreamConnect(e)),
+        Err(_) => return Err(ProxyError::UpstreamConnectTimeout),
+    };
+    // Failing to set this only costs latency; the connection still works.
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(timeouts.body_idle));
     Ok(UpstreamConn {
         stream,
-        buf: ctx.pool.buffer(),
+        buf: ctx.upstream_buffers.lease().await,
         addr,
         served: 0,
     })
@@ -236,14 +228,14 @@ async fn whole_request(
     server: SocketAddr,
     invalidation: Option<&Invalidation<'_>>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
-    exchange_head(ctx, &client.out, conn, method, resp, server).await?;
+    exchange_head(ctx, &mut client.out, conn, method, resp, server).await?;
     if let Some(invalidation) = invalidation {
         invalidation.apply(resp, conn.buf.filled()).await;
     }
     let end = send_response(
-        &mut client.stream,
+        &client.stream,
         &mut client.out,
-        &mut conn.stream,
+        &conn.stream,
         &mut conn.buf,
         resp,
         side,
@@ -259,7 +251,7 @@ async fn whole_request(
 /// request sent again once, if that is safe.
 pub(super) async fn exchange_head(
     ctx: &ShardContext,
-    request: &[u8],
+    request: &mut Vec<u8>,
     conn: &mut UpstreamConn,
     method: Method,
     resp: &mut ResponseHead,
@@ -271,7 +263,8 @@ pub(super) async fn exchange_head(
     let mut retried = false;
     loop {
         let sent_at = Cell::new(None);
-        let outcome = match conn.stream.write_all(request).await {
+        let write_limit = ctx.config.timeouts.body_idle;
+        let outcome = match net::send_vec(&conn.stream, request, write_limit).await {
             Ok(()) => {
                 sent_at.set(Some(Instant::now()));
                 let deadline = HeadDeadline {
@@ -279,7 +272,7 @@ pub(super) async fn exchange_head(
                     sent_at: &sent_at,
                 };
                 read_response_head(
-                    &mut conn.stream,
+                    &conn.stream,
                     &mut conn.buf,
                     &ctx.response_limits,
                     method,
@@ -288,7 +281,7 @@ pub(super) async fn exchange_head(
                 )
                 .await
             }
-            Err(e) => Err(ProxyError::UpstreamIo(e)),
+            Err(e) => Err(ProxyError::UpstreamIo(e.into())),
         };
         match outcome {
             Ok(()) => return Ok(()),
@@ -331,22 +324,28 @@ async fn streaming_request(
     invalidation: Option<&Invalidation<'_>>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let config = &*ctx.config;
-    conn.stream
-        .write_all(&client.out)
+    net::send_vec(&conn.stream, &mut client.out, config.timeouts.body_idle)
         .await
-        .map_err(ProxyError::UpstreamIo)?;
+        .map_err(|e| ProxyError::UpstreamIo(e.into()))?;
 
     let sent_at = Cell::new(None);
-    let client_stream = RefCell::new(&mut client.stream);
-    let upstream_stream = RefCell::new(&mut conn.stream);
+    // Both directions borrow each socket shared: compio runs a receive and a
+    // send on one socket at once.
+    let (client_stream, upstream_stream) = (&client.stream, &conn.stream);
     let (client_buf, upstream_buf, out) = (&mut client.buf, &mut conn.buf, &mut client.out);
 
     let mut request = pin!(async {
-        let (mut from, mut to) = (Shared(&client_stream), Shared(&upstream_stream));
         let limit = config.http.max_body_size;
         let idle = config.timeouts.body_idle;
         relay_body(
-            &mut from, client_buf, &mut to, &mut body, payload, limit, idle, None,
+            client_stream,
+            client_buf,
+            upstream_stream,
+            &mut body,
+            payload,
+            limit,
+            idle,
+            None,
         )
         .await
         .map_err(request_body_error)?;
@@ -362,7 +361,7 @@ async fn streaming_request(
                 sent_at: &sent_at,
             };
             read_response_head(
-                &mut Shared(&upstream_stream),
+                upstream_stream,
                 upstream_buf,
                 &ctx.response_limits,
                 method,
@@ -379,7 +378,10 @@ async fn streaming_request(
             First::Request(Err(e)) => Err(e),
             First::Request(Ok(())) => {
                 request_complete = true;
-                head.await
+                // The read in flight was started without a deadline.
+                timeout(config.timeouts.upstream_first_byte, head)
+                    .await
+                    .unwrap_or(Err(ProxyError::UpstreamTimeout))
             }
             First::Response(result) => result,
         }
@@ -390,11 +392,10 @@ async fn streaming_request(
     }
 
     let mut response = pin!(async {
-        let (mut to, mut from) = (Shared(&client_stream), Shared(&upstream_stream));
         send_response(
-            &mut to,
+            client_stream,
             out,
-            &mut from,
+            upstream_stream,
             upstream_buf,
             resp,
             side,

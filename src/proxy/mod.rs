@@ -1,8 +1,7 @@
 //! The reverse proxy: one client connection's life (`client`), the choice of
 //! route and path (`dispatch`), one request's trip to the upstream and back
 //! (`forward`) or through the cache (`cached`), body streaming (`relay`),
-//! the response's way back (`response`), sockets shared by both directions of
-//! a full-duplex exchange (`peer`), route selection (`routing`) and the
+//! the response's way back (`response`), route selection (`routing`) and the
 //! error-to-status map (`error`).
 
 pub mod cached;
@@ -10,7 +9,6 @@ pub mod client;
 pub mod dispatch;
 pub mod error;
 pub mod forward;
-pub mod peer;
 pub mod relay;
 pub mod response;
 pub mod routing;

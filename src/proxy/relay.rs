@@ -6,15 +6,15 @@
 
 use std::{io, time::Duration};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
 
-use super::peer::Peer;
 use crate::{
     buffer::IoBuf,
     http::{
         body::BodyState,
         chunked::{ChunkError, ChunkedDecoder},
     },
+    net::{self, IoError},
 };
 
 /// Why a relay stopped early, by side, so callers can blame the right peer.
@@ -32,31 +32,37 @@ pub enum RelayError {
 }
 
 /// Reads once from `src` into `buf`. `Ok(0)` means EOF.
-pub async fn read_some<S: Peer>(
-    src: &mut S,
+pub async fn read_some(
+    src: &TcpStream,
     buf: &mut IoBuf,
     timeout: Duration,
 ) -> Result<usize, RelayError> {
-    // glommio arms the timeout with the read itself: no extra timer task.
-    src.set_read_timeout(timeout);
-    match src.read(buf.spare()).await {
-        Ok(n) => {
-            buf.commit(n);
-            Ok(n)
-        }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(RelayError::SourceTimeout),
-        Err(e) => Err(RelayError::SourceIo(e)),
-    }
+    net::recv(src, buf, timeout).await.map_err(|e| match e {
+        IoError::TimedOut => RelayError::SourceTimeout,
+        IoError::Io(e) => RelayError::SourceIo(e),
+    })
+}
+
+/// Writes the first `len` bytes of `buf` to `dst` and consumes them.
+async fn write_some(
+    dst: &TcpStream,
+    buf: &mut IoBuf,
+    len: usize,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    net::send_buffered(dst, buf, len, timeout)
+        .await
+        .map_err(|e| RelayError::DestinationIo(e.into()))
 }
 
 /// Copies the rest of `body` from `src` to `dst`, verbatim (framing included).
 /// `payload_seen` counts payload bytes already forwarded, against `limit`.
 // Each argument is one side or one limit of the relay; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
-pub async fn relay_body<S: Peer, D: Peer>(
-    src: &mut S,
+pub async fn relay_body(
+    src: &TcpStream,
     buf: &mut IoBuf,
-    dst: &mut D,
+    dst: &TcpStream,
     body: &mut BodyState,
     mut payload_seen: u64,
     limit: Option<u64>,
@@ -84,10 +90,7 @@ pub async fn relay_body<S: Peer, D: Peer>(
         if limit.is_some_and(|max| payload_seen > max) {
             return Err(RelayError::TooLarge);
         }
-        dst.write_all(&buf.filled()[..accepted.bytes])
-            .await
-            .map_err(RelayError::DestinationIo)?;
-        buf.consume(accepted.bytes);
+        write_some(dst, buf, accepted.bytes, idle).await?;
     }
     Ok(())
 }
@@ -130,10 +133,10 @@ impl Tee {
 /// Copies a chunked body from `src` to `dst` as plain payload bytes, for
 /// clients that cannot read chunked coding (HTTP/1.0); the connection is
 /// closed after, which is how such a client learns the body ended.
-pub async fn relay_dechunked<S: Peer, D: Peer>(
-    src: &mut S,
+pub async fn relay_dechunked(
+    src: &TcpStream,
     buf: &mut IoBuf,
-    dst: &mut D,
+    dst: &TcpStream,
     idle: Duration,
     mut tee: Option<&mut Tee>,
 ) -> Result<(), RelayError> {
@@ -145,15 +148,19 @@ pub async fn relay_dechunked<S: Peer, D: Peer>(
         let step = decoder
             .advance(buf.filled())
             .map_err(RelayError::Malformed)?;
-        if let Some((start, end)) = step.data {
-            if let Some(tee) = tee.as_deref_mut() {
-                tee.push(&buf.filled()[start..end]);
+        match step.data {
+            Some((start, end)) => {
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.push(&buf.filled()[start..end]);
+                }
+                // Chunk framing before the data is skipped, the data sent, the
+                // framing after it skipped.
+                buf.consume(start);
+                write_some(dst, buf, end - start, idle).await?;
+                buf.consume(step.consumed - end);
             }
-            dst.write_all(&buf.filled()[start..end])
-                .await
-                .map_err(RelayError::DestinationIo)?;
+            None => buf.consume(step.consumed),
         }
-        buf.consume(step.consumed);
     }
     Ok(())
 }

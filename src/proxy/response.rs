@@ -1,17 +1,17 @@
 //! The response's way back: read the upstream's head (dropping interim 1xx),
-//! rewrite it for the client, and stream the body. Generic over [`Peer`] so the
-//! same code serves the owned-socket fast path and the full-duplex path.
+//! rewrite it for the client, and stream the body. Sockets are borrowed
+//! shared (`&TcpStream`): compio lets the two directions of one socket run at
+//! once, which the full-duplex path needs.
 
 use std::{
     cell::Cell,
     time::{Duration, Instant},
 };
 
-use futures_lite::AsyncWriteExt;
+use compio::net::TcpStream;
 
 use super::{
     error::{upstream_read_error, ProxyError},
-    peer::Peer,
     relay::{read_some, relay_body, relay_dechunked, RelayError, Tee},
 };
 use crate::{
@@ -21,21 +21,26 @@ use crate::{
         head::{parse_response, Framing, HeadError, Limits, Method, ResponseHead},
         rewrite::{write_response_head, ClientFraming},
     },
+    net,
 };
 
 /// When the response head is due: `first_byte` after the request was fully
 /// sent. While the request body is still streaming (`sent_at` unset) the
-/// upstream may legitimately stay silent, and the request side's own idle
-/// timeout guards progress.
+/// upstream may legitimately stay silent: the read waits without a deadline,
+/// the request side's own idle timeout guards progress, and the caller puts
+/// the head's deadline on the rest of the wait once the request is sent.
 pub struct HeadDeadline<'a> {
     pub first_byte: Duration,
     pub sent_at: &'a Cell<Option<Instant>>,
 }
 
+/// A wait long enough to stand for "no deadline" (a timer must have one).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Reads the final response head into `resp`. Interim 1xx responses are
 /// dropped: the proxy already answered 100-continue itself.
-pub async fn read_response_head<U: Peer>(
-    upstream: &mut U,
+pub async fn read_response_head(
+    upstream: &TcpStream,
     buf: &mut IoBuf,
     limits: &Limits,
     method: Method,
@@ -63,7 +68,7 @@ pub async fn read_response_head<U: Peer>(
         }
         let wait = match deadline.sent_at.get() {
             Some(sent) => deadline.first_byte.saturating_sub(sent.elapsed()),
-            None => deadline.first_byte,
+            None => NO_DEADLINE,
         };
         if wait.is_zero() {
             return Err(ProxyError::UpstreamTimeout);
@@ -76,8 +81,7 @@ pub async fn read_response_head<U: Peer>(
                 )))
             }
             Ok(_) => received = true,
-            // Loop: either the request is still being sent, or the deadline check above ends it.
-            Err(RelayError::SourceTimeout) => {}
+            Err(RelayError::SourceTimeout) => return Err(ProxyError::UpstreamTimeout),
             Err(RelayError::SourceIo(e)) => return Err(upstream_read_error(e)),
             Err(e) => {
                 return Err(ProxyError::UpstreamIo(std::io::Error::other(format!(
@@ -115,10 +119,10 @@ pub struct ResponseEnd {
 /// `Ok(ResponseEnd { complete: false, .. })`.
 // Each argument is one side or one limit of the relay; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
-pub async fn send_response<C: Peer, U: Peer>(
-    client: &mut C,
+pub async fn send_response(
+    client: &TcpStream,
     out: &mut Vec<u8>,
-    upstream: &mut U,
+    upstream: &TcpStream,
     buf: &mut IoBuf,
     resp: &ResponseHead,
     side: ClientSide,
@@ -159,10 +163,9 @@ pub async fn send_response<C: Peer, U: Peer>(
         out.extend_from_slice(&buf.filled()[..accepted.bytes]);
         buf.consume(accepted.bytes);
     }
-    client
-        .write_all(out)
+    net::send_vec(client, out, side.body_idle)
         .await
-        .map_err(ProxyError::ClientGone)?;
+        .map_err(|e| ProxyError::ClientGone(e.into()))?;
 
     let relayed = if dechunk {
         relay_dechunked(upstream, buf, client, side.body_idle, tee).await

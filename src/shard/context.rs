@@ -1,11 +1,16 @@
 //! Everything one shard owns: its view of the config, router, balancers,
-//! upstream pool and connection registry. Created on the shard's own thread and
+//! buffer pools, upstream pool and connection registry. Created on the shard's own thread and
 //! reached through an `Rc`; nothing in it is shared with another shard except
 //! the read-only `Arc<Config>`.
 
-use std::{cell::Cell, sync::Arc};
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    sync::Arc,
+};
 
 use crate::{
+    buffer::BufferPool,
     cache::ownership::CacheShard,
     config::Config,
     http::{head::Limits, rewrite::ForwardOptions},
@@ -30,11 +35,16 @@ pub struct ShardContext {
     /// One per upstream, same order as `config.upstreams`.
     pub balancers: Vec<Box<dyn Balancer>>,
     pub pool: Pool,
-    pub connections: Registry,
+    pub connections: Rc<Registry>,
     /// Set once on shutdown: finish the request in hand, then close.
     pub draining: Cell<bool>,
-    /// Client buffer size: holds a whole request head and streams request bodies.
-    pub client_buffer_size: usize,
+    /// Buffers for reading from clients (request heads and bodies), leased
+    /// while a request arrives; each holds a whole request head.
+    pub client_buffers: Rc<BufferPool>,
+    /// Buffers for reading from upstream servers, leased for one exchange.
+    pub upstream_buffers: Rc<BufferPool>,
+    /// Head-writing vectors of idle connections, kept for the next request.
+    out_vecs: RefCell<Vec<Vec<u8>>>,
     /// This shard's part of the response cache, when `[cache] enabled`.
     pub cache: Option<CacheShard>,
 }
@@ -70,12 +80,39 @@ impl ShardContext {
             forward,
             router: Router::new(&config.routes),
             balancers,
-            pool: Pool::new(http.buffer_size),
+            pool: Pool::new(),
             connections: Registry::new(config.tuning.max_connections),
             draining: Cell::new(false),
-            client_buffer_size: http.buffer_size.max(http.max_header_bytes),
+            client_buffers: BufferPool::new(
+                http.buffer_size.max(http.max_header_bytes),
+                config.tuning.buffers,
+            ),
+            upstream_buffers: BufferPool::new(http.buffer_size, config.tuning.buffers),
+            out_vecs: RefCell::new(Vec::new()),
             cache,
             config,
+        }
+    }
+}
+
+/// Vectors kept for reuse; past this, an idle connection's vector is freed.
+const SPARE_OUT_VECS: usize = 256;
+
+impl ShardContext {
+    /// A vector for writing heads, for a connection that has a request in hand.
+    pub fn take_out_vec(&self) -> Vec<u8> {
+        self.out_vecs
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(2048))
+    }
+
+    /// Takes back an idle connection's vector.
+    pub fn give_out_vec(&self, mut out: Vec<u8>) {
+        let mut spare = self.out_vecs.borrow_mut();
+        if out.capacity() > 0 && out.capacity() <= 64 * 1024 && spare.len() < SPARE_OUT_VECS {
+            out.clear();
+            spare.push(out);
         }
     }
 }

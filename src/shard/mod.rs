@@ -1,36 +1,35 @@
-//! Shards: one glommio executor per core, each with its own io_uring rings,
-//! listening sockets, upstream pool and connection registry.
+//! Shards: one compio runtime per core, each with its own io_uring ring (or
+//! epoll driver), listening sockets, buffer pools, upstream pool and
+//! connection registry.
 //!
-//! The main thread builds each shard's thread and hands it its sockets and a
-//! crossbeam control channel; after that the only thing a shard hears from
-//! outside is [`Control`] messages, which it polls without ever blocking.
+//! The main thread builds each shard's thread and hands it its sockets, its
+//! end of the cache mesh and a crossbeam control channel; after that the only
+//! things a shard hears from outside are [`Control`] messages, which it polls
+//! without ever blocking, and cache messages from other shards.
 
 pub mod context;
+pub mod mesh;
 pub mod oneshot;
 pub mod registry;
+pub mod ring;
 
-use std::{
-    os::fd::{FromRawFd, IntoRawFd},
-    rc::Rc,
-    sync::Arc,
-    time::Duration,
-};
+use std::{os::fd::AsRawFd, rc::Rc, sync::Arc, time::Duration};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use glommio::{
+use compio::{
     net::TcpListener,
-    sync::{Gate, Semaphore},
-    timer::{sleep, timeout},
-    LocalExecutorBuilder, Placement,
+    runtime::spawn,
+    time::{sleep, timeout},
 };
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use futures_lite::StreamExt;
 
 use crate::{
-    cache::ownership::{CacheShard, Mesh, Message},
-    config::Config,
+    cache::ownership::{CacheShard, Mesh},
+    config::{Config, IoBackend},
     proxy::client::serve,
 };
 use context::ShardContext;
-use glommio::channels::shared_channel::ConnectedReceiver;
+use ring::Engine;
 
 /// Messages from the control thread to a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +45,11 @@ pub struct ShardPlan {
     pub config: Arc<Config>,
     pub listeners: Vec<std::net::TcpListener>,
     pub control: Receiver<Control>,
-    /// The cache's channel mesh, when the cache is on and there are several shards.
+    /// This shard's end of the cache mesh, when the cache is on and there are several shards.
     pub mesh: Option<Mesh>,
     pub shards: usize,
+    /// The backend after the process-wide io_uring check (`Auto` resolved).
+    pub io: IoBackend,
 }
 
 /// How often a shard looks at its control channel. Shutdown waits at most this long to begin.
@@ -57,41 +58,37 @@ const CONTROL_POLL: Duration = Duration::from_millis(50);
 const POOL_SWEEP: Duration = Duration::from_secs(1);
 
 /// Starts a shard on its own thread. `ready` receives `Ok(id)` once the
-/// executor (and its rings) exist, or the reason it could not be built.
-pub fn spawn(
+/// runtime (and its ring) exist, or the reason it could not be built.
+pub fn spawn_shard(
     plan: ShardPlan,
     ready: Sender<Result<usize, String>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("shard-{}", plan.id))
         .spawn(move || {
-            let tuning = &plan.config.tuning;
-            let mut builder = LocalExecutorBuilder::new(if plan.config.server.pin {
-                Placement::Fixed(plan.cpu)
-            } else {
-                Placement::Unbound
-            })
-            .name(&format!("shard-{}", plan.id))
-            .io_memory(tuning.io_memory)
-            .ring_depth(tuning.ring_depth)
-            .preempt_timer(tuning.preempt_timer);
-            if !tuning.spin_before_park.is_zero() {
-                builder = builder.spin_before_park(tuning.spin_before_park);
+            // Pin before the ring exists, so its memory is allocated on this core's node.
+            if plan.config.server.pin
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: plan.cpu })
+            {
+                log::warn!("shard {}: could not pin to core {}", plan.id, plan.cpu);
             }
-            let executor = match builder.make() {
-                Ok(executor) => executor,
-                Err(e) => {
-                    let _ = ready.send(Err(format!("shard {} on core {}: {e}", plan.id, plan.cpu)));
-                    return;
-                }
-            };
+            let tuning = &plan.config.tuning;
+            let (runtime, engine) =
+                match ring::build(plan.io, tuning.ring_mode, tuning.ring_depth as u32) {
+                    Ok(built) => built,
+                    Err(e) => {
+                        let _ =
+                            ready.send(Err(format!("shard {} on core {}: {e}", plan.id, plan.cpu)));
+                        return;
+                    }
+                };
             let _ = ready.send(Ok(plan.id));
-            executor.run(run(plan));
+            runtime.block_on(run(plan, engine));
         })
 }
 
-/// The shard's main task: accept loops, pool sweeper, and the control poll.
-async fn run(plan: ShardPlan) {
+/// The shard's main task: accept loops, pool sweeper, cache mesh, and the control poll.
+async fn run(plan: ShardPlan, engine: Engine) {
     let ShardPlan {
         id,
         cpu,
@@ -100,28 +97,21 @@ async fn run(plan: ShardPlan) {
         control,
         mesh,
         shards,
+        io: _,
     } = plan;
-    let ctx = match join_cache(id, shards, &config, mesh).await {
-        Some((cache, receivers)) => {
-            let ctx = Rc::new(ShardContext::new(id, config, Some(cache)));
-            for (peer, receiver) in receivers {
-                let ctx = ctx.clone();
-                glommio::spawn_local(async move {
-                    while let Some(message) = receiver.recv().await {
-                        if let Some(cache) = &ctx.cache {
-                            cache.handle(message);
-                        }
-                    }
-                    log::debug!("shard {id}: cache channel from shard {peer} closed");
-                })
-                .detach();
+    let cache = config
+        .cache
+        .enabled
+        .then(|| CacheShard::new(id, shards, &config.cache, mesh));
+    let ctx = Rc::new(ShardContext::new(id, config, cache));
+    let mesh_task = spawn({
+        let ctx = ctx.clone();
+        async move {
+            if let Some(cache) = &ctx.cache {
+                cache.serve_mesh().await;
             }
-            ctx
         }
-        None => Rc::new(ShardContext::new(id, config, None)),
-    };
-    let gate = Rc::new(Gate::new());
-    let permits = Rc::new(Semaphore::new(ctx.config.tuning.max_connections as u64));
+    });
 
     let mut addresses = Vec::new();
     let mut accept_tasks = Vec::new();
@@ -129,21 +119,17 @@ async fn run(plan: ShardPlan) {
         if let Ok(addr) = std_listener.local_addr() {
             addresses.push(addr.to_string());
         }
-        // SAFETY: the fd comes from a listening socket we own and give up here.
-        let listener = unsafe { TcpListener::from_raw_fd(std_listener.into_raw_fd()) };
-        accept_tasks.push(glommio::spawn_local(accept_loop(
-            ctx.clone(),
-            gate.clone(),
-            permits.clone(),
-            listener,
-        )));
+        match TcpListener::from_std(std_listener) {
+            Ok(listener) => accept_tasks.push(spawn(accept_loop(ctx.clone(), listener))),
+            Err(e) => log::error!("shard {id}: cannot use a listening socket: {e}"),
+        }
     }
     log::info!(
-        "shard {id} on core {cpu} listening on {}",
+        "shard {id} on core {cpu} ({engine}) listening on {}",
         addresses.join(", ")
     );
 
-    let sweeper = glommio::spawn_local({
+    let sweeper = spawn({
         let ctx = ctx.clone();
         async move {
             loop {
@@ -168,7 +154,7 @@ async fn run(plan: ShardPlan) {
     let busy = ctx.connections.active().saturating_sub(idle);
     log::info!("shard {id}: shutting down; {busy} connection(s) busy, {idle} idle closed");
     let grace = ctx.config.server.shutdown_timeout;
-    match timeout(grace, gate.close()).await {
+    match timeout(grace, ctx.connections.drained()).await {
         Ok(()) => log::info!("shard {id}: drained"),
         Err(_) => log::warn!(
             "shard {id}: {} connection(s) cut off after {grace:?}",
@@ -176,7 +162,13 @@ async fn run(plan: ShardPlan) {
         ),
     }
     drop(sweeper);
+    drop(mesh_task);
     ctx.pool.clear();
+    log_cache_counters(&ctx);
+}
+
+fn log_cache_counters(ctx: &ShardContext) {
+    let id = ctx.id;
     if let Some(cache) = &ctx.cache {
         let c = *cache.counters.borrow();
         let store = cache.store_stats();
@@ -190,70 +182,30 @@ async fn run(plan: ShardPlan) {
     }
 }
 
-/// Builds this shard's part of the cache, joining the mesh with the other
-/// shards first (every shard must join before any can send). `None`: the
-/// cache is off.
-async fn join_cache(
-    id: usize,
-    shards: usize,
-    config: &Config,
-    mesh: Option<Mesh>,
-) -> Option<(CacheShard, Vec<(usize, ConnectedReceiver<Message>)>)> {
-    if !config.cache.enabled {
-        return None;
-    }
-    let Some(mesh) = mesh else {
-        return Some((CacheShard::new(id, shards, &config.cache, None), Vec::new()));
-    };
-    match mesh.join().await {
-        Ok((senders, mut receivers)) => {
-            let streams = receivers.streams();
-            // The mesh numbers its peers in the order they joined, which need
-            // not be shard order: key ownership and replies use mesh numbers.
-            let peer = senders.peer_id();
-            Some((
-                CacheShard::new(peer, shards, &config.cache, Some(senders)),
-                streams,
-            ))
-        }
-        Err(_) => {
-            log::error!("shard {id}: could not join the cache mesh; cross-shard lookups will go to the origin");
-            Some((CacheShard::new(id, shards, &config.cache, None), Vec::new()))
-        }
-    }
-}
-
 /// Accepts connections while the shard has room for them (`max_connections`):
 /// at the limit the shard stops accepting and new connections wait in the
-/// kernel's backlog (or go to another shard) instead of being refused.
-async fn accept_loop(
-    ctx: Rc<ShardContext>,
-    gate: Rc<Gate>,
-    permits: Rc<Semaphore>,
-    listener: TcpListener,
-) {
+/// kernel's backlog (or go to another shard) instead of being refused. Uses
+/// one multishot accept while there is room (one submission for many
+/// connections); at the limit the multishot is cancelled and re-armed later.
+async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
     loop {
-        let Ok(permit) = permits.acquire_static_permit(1).await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok(stream) => {
-                let ctx = ctx.clone();
-                let task = gate.spawn(async move {
-                    serve(ctx, stream).await;
-                    drop(permit);
-                });
-                match task {
-                    Ok(task) => {
-                        task.detach();
+        ctx.connections.room().await;
+        let mut incoming = listener.incoming();
+        while let Some(accepted) = incoming.next().await {
+            match accepted {
+                Ok(stream) => {
+                    let registration = ctx.connections.register(stream.as_raw_fd());
+                    spawn(serve(ctx.clone(), stream, registration)).detach();
+                    if !ctx.connections.has_room() {
+                        break;
                     }
-                    Err(_) => return, // the gate closed: shutting down
                 }
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning on the error.
-                log::warn!("shard {}: accept failed: {e}", ctx.id);
-                sleep(Duration::from_millis(50)).await;
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    log::warn!("shard {}: accept failed: {e}", ctx.id);
+                    sleep(Duration::from_millis(50)).await;
+                    break;
+                }
             }
         }
     }

@@ -74,12 +74,12 @@ mod tests {
 
     #[test]
     fn delivers_or_reports_abandonment() {
-        glommio::LocalExecutor::default().run(async {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
             let (tx, rx) = channel();
-            glommio::spawn_local(async move { tx.send(7) }).detach();
+            compio::runtime::spawn(async move { tx.send(7) }).detach();
             assert_eq!(rx.await, Some(7));
             let (tx, rx) = channel::<u8>();
-            glommio::spawn_local(async move { drop(tx) }).detach();
+            compio::runtime::spawn(async move { drop(tx) }).detach();
             assert_eq!(rx.await, None);
         });
     }

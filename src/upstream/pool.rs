@@ -6,6 +6,10 @@
 //! unread. Checkout is LIFO: the most recently used connection is the one least
 //! likely to have been closed by the server. Expired connections are dropped on
 //! checkout and by a periodic sweep.
+//!
+//! An idle pooled connection holds no read buffer: its buffer goes back to
+//! the shard's pool when the connection is pooled, and a buffer is leased
+//! again when the connection is checked out for an exchange.
 
 use std::{
     cell::RefCell,
@@ -14,13 +18,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use glommio::net::TcpStream;
+use compio::net::TcpStream;
 
 use crate::buffer::IoBuf;
 
 /// A connection to an upstream server and the buffer its responses are read into.
 pub struct UpstreamConn {
     pub stream: TcpStream,
+    /// Responses are read into this; empty (no buffer leased) while pooled.
     pub buf: IoBuf,
     pub addr: SocketAddr,
     /// Requests completed on this connection so far; >0 means it came from the pool.
@@ -35,20 +40,12 @@ struct Idle {
 /// Per-shard pool. Owned by the shard context; `RefCell` borrows never span an `.await`.
 pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
-    /// Buffers of closed connections, reused by new ones so that reconnecting allocates nothing.
-    spare_buffers: RefCell<Vec<IoBuf>>,
-    buffer_size: usize,
 }
 
-/// Buffers kept for reuse; beyond this they are freed.
-const MAX_SPARE_BUFFERS: usize = 64;
-
 impl Pool {
-    pub fn new(buffer_size: usize) -> Pool {
+    pub fn new() -> Pool {
         Pool {
             idle: RefCell::new(HashMap::new()),
-            spare_buffers: RefCell::new(Vec::new()),
-            buffer_size,
         }
     }
 
@@ -73,7 +70,8 @@ impl Pool {
             self.recycle(conn);
             return;
         }
-        conn.buf.clear();
+        // The buffer's lease ends here: an idle connection holds none.
+        conn.buf = IoBuf::default();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.addr).or_default();
         if list.len() >= max_idle {
@@ -87,22 +85,9 @@ impl Pool {
         });
     }
 
-    /// A buffer for a new upstream connection.
-    pub fn buffer(&self) -> IoBuf {
-        self.spare_buffers
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| IoBuf::with_capacity(self.buffer_size))
-    }
-
-    /// Closes a connection, keeping its buffer for the next one.
+    /// Closes a connection (its buffer, if any, goes back to the shard's pool).
     pub fn recycle(&self, conn: UpstreamConn) {
-        let UpstreamConn { mut buf, .. } = conn;
-        let mut spare = self.spare_buffers.borrow_mut();
-        if spare.len() < MAX_SPARE_BUFFERS {
-            buf.clear();
-            spare.push(buf);
-        }
+        drop(conn);
     }
 
     /// Drops expired idle connections; called periodically by the shard.

@@ -2,8 +2,6 @@
 
 use std::rc::Rc;
 
-use futures_lite::AsyncWriteExt;
-
 use crate::proxy::{
     client::Client,
     error::ProxyError,
@@ -119,10 +117,9 @@ pub(super) async fn purge(
     client.out.clear();
     write_error(&mut client.out, status, !keep_alive);
     client
-        .stream
-        .write_all(&client.out)
+        .send_out()
         .await
-        .map_err(ProxyError::ClientGone)?;
+        .map_err(|e| ProxyError::ClientGone(e.into()))?;
     Ok(if keep_alive {
         Next::KeepAlive
     } else {

@@ -160,7 +160,7 @@ pub async fn serve(
                     Arc::clone(&entry),
                     client.ip.clone(),
                 );
-                glommio::spawn_local(task).detach();
+                compio::runtime::spawn(task).detach();
             }
             reply_hit(
                 ctx,
@@ -301,7 +301,7 @@ async fn fetch(
     let exchanged = async {
         let (mut conn, server) = acquire(ctx, route.upstream).await?;
         let request_time = age::now();
-        match exchange_head(ctx, &client.out, &mut conn, Method::Get, resp, server).await {
+        match exchange_head(ctx, &mut client.out, &mut conn, Method::Get, resp, server).await {
             Ok(()) => Ok((conn, request_time)),
             Err(e) => {
                 ctx.pool.recycle(conn);
@@ -377,9 +377,9 @@ async fn fetch(
     );
     let mut tee = cacheable.then(|| Tee::new(cache.config().max_object_size as usize));
     let sent = send_response(
-        &mut client.stream,
+        &client.stream,
         &mut client.out,
-        &mut conn.stream,
+        &conn.stream,
         &mut conn.buf,
         resp,
         side,

@@ -63,7 +63,7 @@ pub(super) async fn refresh(
     };
     let request_time = age::now();
     let mut resp = ResponseHead::default();
-    if exchange_head(&ctx, &out, &mut conn, Method::Get, &mut resp, server)
+    if exchange_head(&ctx, &mut out, &mut conn, Method::Get, &mut resp, server)
         .await
         .is_err()
     {
@@ -138,7 +138,7 @@ async fn read_whole_body(
     let idle = ctx.config.timeouts.body_idle;
     while !body.is_done() {
         if conn.buf.is_empty() {
-            match read_some(&mut conn.stream, &mut conn.buf, idle).await {
+            match read_some(&conn.stream, &mut conn.buf, idle).await {
                 Ok(0) if matches!(body, BodyState::UntilClose) => break,
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}

@@ -4,8 +4,6 @@
 
 use std::io::Write;
 
-use futures_lite::AsyncWriteExt;
-
 use crate::proxy::{
     client::Client,
     error::ProxyError,
@@ -95,16 +93,13 @@ pub(super) async fn reply_stored(
         out.extend_from_slice(body);
     }
     client
-        .stream
-        .write_all(&client.out)
+        .send_out()
         .await
-        .map_err(ProxyError::ClientGone)?;
+        .map_err(|e| ProxyError::ClientGone(e.into()))?;
     if plan.with_body && body.len() > COALESCE_BODY {
-        client
-            .stream
-            .write_all(body)
+        crate::net::send_shared(&client.stream, body, client.write_timeout)
             .await
-            .map_err(ProxyError::ClientGone)?;
+            .map_err(|e| ProxyError::ClientGone(e.into()))?;
     }
     Ok(if plan.close {
         Next::Close
