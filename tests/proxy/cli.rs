@@ -176,3 +176,47 @@ fn occupied_listen_address_fails_startup() {
         outcome.stderr
     );
 }
+
+#[test]
+fn check_names_the_key_of_a_mistyped_value() {
+    // The line alone left the reader to guess which key `"many"` belonged to.
+    assert_rejected_naming(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\nshards = \"many\"\n",
+        "server.shards",
+        4,
+    );
+}
+
+#[test]
+fn check_rejects_glommio_tuning_keys_naming_their_replacement() {
+    let outcome = check_config("[server.tuning]\nio_memory = \"2MiB\"\n");
+    assert!(!outcome.success, "io_memory was accepted");
+    assert!(
+        outcome.stderr.contains("server.tuning.io_memory") && outcome.stderr.contains("buffers"),
+        "the error does not say what replaced io_memory:\n{}",
+        outcome.stderr
+    );
+}
+
+/// Each shard says which engine it runs on, and `server.io` picks it.
+#[test]
+fn each_shard_names_its_io_engine() {
+    use crate::support::{origin, Origin, Proxy, ProxyConfig};
+    let origin = Origin::start(origin::echo_target());
+    for (io, engine) in [
+        ("io_uring", "(io_uring, SINGLE_ISSUER|DEFER_TASKRUN)"),
+        ("poll", "(epoll)"),
+    ] {
+        let config =
+            ProxyConfig::for_origin(2, origin.addr()).set("server", "io", &format!("{io:?}"));
+        let proxy = Proxy::start(&config);
+        let response = proxy.client().get("/");
+        crate::support::assert_status(&response, 200);
+        let output = proxy.output();
+        assert_eq!(
+            output.matches(engine).count(),
+            2,
+            "with io = {io:?} both shards should log {engine}:\n{output}"
+        );
+    }
+}

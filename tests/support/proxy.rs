@@ -31,9 +31,11 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// The brief's minimal config, without upstreams or routes.
+    /// The brief's minimal config, without upstreams or routes. The I/O
+    /// backend is `server.io` from `SHARDPROXY_TEST_IO` when set (CI runs
+    /// the suite once with io_uring and once with `poll`), else the default.
     pub fn new(shards: usize) -> Self {
-        ProxyConfig {
+        let config = ProxyConfig {
             shards,
             sections: Vec::new(),
             upstreams: Vec::new(),
@@ -43,7 +45,11 @@ impl ProxyConfig {
         .set("server", "shards", &shards.to_string())
         .set("server", "shutdown_timeout", r#""5s""#)
         .set("http", "max_body_size", r#""1GiB""#)
-        .set("timeouts", "client_header", r#""2s""#)
+        .set("timeouts", "client_header", r#""2s""#);
+        match std::env::var("SHARDPROXY_TEST_IO") {
+            Ok(io) if !io.is_empty() => config.set("server", "io", &format!("{io:?}")),
+            _ => config,
+        }
     }
 
     /// Everything (`/`) goes to one upstream `o` made of `origin`.
