@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""CPU time per proxied request, side by side: shardproxy vs nginx vs HAProxy.
+
+The method of docs/PERFORMANCE.md: nginx serves static files as the origin;
+each proxy runs with the same number of shards / workers / threads; wrk drives
+each in turn (A B C A B C ...), and for every run we record the proxy's CPU
+time (first field of /proc/PID/task/*/schedstat, summed over all its
+processes and threads, before and after), the requests wrk completed, its
+p99, and the reschedule IPIs (the RES line of /proc/interrupts) per request.
+Medians over the rounds, and ratios against the better of nginx and HAProxy.
+
+    scripts/bench/perf.py                       # 1 KiB keep-alive, 2 workers, 3 rounds of 5 s
+    scripts/bench/perf.py --size 65536
+    scripts/bench/perf.py --new-connections     # wrk with Connection: close
+    scripts/bench/perf.py --shardproxy-config ring_mode=coop --only shardproxy
+
+Needs nginx, haproxy and wrk (apt-get install nginx-light haproxy wrk) and a
+release build (cargo build --release). Everything listens on 127.0.0.1 on
+ports the kernel picks; the work directory is removed at the end.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, limit=10.0):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit(f"nothing listens on port {port} after {limit}s")
+
+
+def pids_of(root_pid):
+    """The process and all its descendants."""
+    pids = [root_pid]
+    out = subprocess.run(["pgrep", "-P", str(root_pid)], capture_output=True, text=True).stdout
+    for line in out.split():
+        pids += pids_of(int(line))
+    return pids
+
+
+def cpu_ns(root_pid):
+    total = 0
+    for pid in pids_of(root_pid):
+        task_dir = f"/proc/{pid}/task"
+        try:
+            tasks = os.listdir(task_dir)
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"{task_dir}/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return total
+
+
+def reschedule_ipis():
+    with open("/proc/interrupts") as f:
+        for line in f:
+            if line.strip().startswith("RES:"):
+                return sum(int(x) for x in line.split()[1:] if x.isdigit())
+    return 0
+
+
+def wrk(url, duration, connections, new_connections):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    if new_connections:
+        cmd[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests": requests,
+        "p99_ms": float(p99.group(1)) * scale,
+        "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+class Server:
+    def __init__(self, name, cmd, port, cwd=None, env=None):
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tempfile.gettempdir(), f"perf-{name}.log"), "w"),
+            start_new_session=True,
+        )
+        wait_port(port)
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def start_origin(work):
+    port = free_port()
+    root = os.path.join(work, "www", "bytes")
+    os.makedirs(root)
+    for size in (1024, 65536):
+        with open(os.path.join(root, str(size)), "wb") as f:
+            f.write(b"x" * size)
+    conf = os.path.join(work, "origin.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off; master_process off;
+pid {work}/origin.pid; error_log {work}/origin-error.log warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000; default_type application/octet-stream;
+  server {{ listen 127.0.0.1:{port} reuseport; root {work}/www; }} }}
+""")
+    return Server("origin", ["nginx", "-p", work, "-c", conf], port)
+
+
+def start_shardproxy(work, origin, workers, extra, variant=""):
+    port = free_port()
+    conf = os.path.join(work, f"shardproxy{port}.toml")
+    tuning = "".join(f"{k} = {v}\n" for k, v in extra if k != "io" and k != "pin")
+    server = "".join(f"{k} = {v}\n" for k, v in extra if k in ("io", "pin"))
+    with open(conf, "w") as f:
+        f.write(f"""[server]
+listen = ["127.0.0.1:{port}"]
+shards = {workers}
+{server}
+[server.tuning]
+{tuning}
+[http]
+via = false
+
+[[upstream]]
+name = "o"
+servers = ["127.0.0.1:{origin}"]
+
+[[route]]
+upstream = "o"
+""")
+    binary = os.path.join(ROOT, "target", "release", "shardproxy")
+    env = dict(os.environ)
+    for kv in filter(None, variant.split("+")):
+        key, _, value = kv.partition("=")
+        env[key] = value
+    name = f"shardproxy[{variant}]" if variant else "shardproxy"
+    return Server(name, [binary, "--config", conf], port, env=env)
+
+
+def start_nginx(work, origin, workers):
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes {workers};
+daemon off;
+pid {work}/nginx.pid; error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port} reuseport;
+    location / {{ proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    return Server("nginx", ["nginx", "-p", work, "-c", conf], port)
+
+
+def start_haproxy(work, origin, workers):
+    port = free_port()
+    conf = os.path.join(work, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(f"""global
+    nbthread {workers}
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    http-reuse always
+frontend f
+    bind 127.0.0.1:{port}
+    default_backend b
+backend b
+    server o 127.0.0.1:{origin}
+""")
+    return Server("haproxy", ["haproxy", "-db", "-f", conf], port)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=1024, choices=[1024, 65536])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--new-connections", action="store_true")
+    ap.add_argument("--only", default="shardproxy,nginx,haproxy")
+    ap.add_argument("--variants", default="",
+                    help="extra shardproxy runs with environment settings, e.g. 'A=1,B=1+C=2' (A/B experiments)")
+    ap.add_argument("--shardproxy-config", action="append", default=[],
+                    help="KEY=VALUE under [server.tuning] (io and pin go under [server]), e.g. ring_mode='\"coop\"'")
+    a = ap.parse_args()
+    extra = [tuple(kv.split("=", 1)) for kv in a.shardproxy_config]
+    for tool in ("nginx", "haproxy", "wrk"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install nginx-light haproxy wrk")
+
+    work = tempfile.mkdtemp(prefix="shardproxy-perf-")
+    servers = []
+    try:
+        origin = start_origin(work)
+        servers.append(origin)
+        starters = {
+            "shardproxy": lambda: start_shardproxy(work, origin.port, a.workers, extra),
+            "nginx": lambda: start_nginx(work, origin.port, a.workers),
+            "haproxy": lambda: start_haproxy(work, origin.port, a.workers),
+        }
+        systems = [starters[name]() for name in a.only.split(",")]
+        systems += [start_shardproxy(work, origin.port, a.workers, extra, v) for v in a.variants.split(",") if v]
+        servers += systems
+        results = {s.name: [] for s in systems}
+        for s in systems:  # warm-up: pools, page cache
+            wrk(f"http://127.0.0.1:{s.port}/bytes/{a.size}", 1, a.connections, a.new_connections)
+        for round_ in range(a.rounds):
+            for s in systems:
+                url = f"http://127.0.0.1:{s.port}/bytes/{a.size}"
+                cpu0, res0 = cpu_ns(s.proc.pid), reschedule_ipis()
+                r = wrk(url, a.duration, a.connections, a.new_connections)
+                cpu1, res1 = cpu_ns(s.proc.pid), reschedule_ipis()
+                n = max(r["requests"], 1)
+                row = {
+                    "rps": r["requests"] / a.duration,
+                    "cpu_us": (cpu1 - cpu0) / 1000 / n,
+                    "p99_ms": r["p99_ms"],
+                    "res": (res1 - res0) / n,
+                    "errors": r["errors"],
+                }
+                results[s.name].append(row)
+                print(f"round {round_ + 1} {s.name:10} {row['rps']:9.0f} req/s  {row['cpu_us']:5.1f} us/req  "
+                      f"p99 {row['p99_ms']:6.2f} ms  RES/req {row['res']:.3f}  non-2xx {row['errors']} "
+                      f"{r['socket_errors']}", flush=True)
+        med = {name: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for name, rows in results.items()}
+        anchors = [med[n]["cpu_us"] for n in ("nginx", "haproxy") if n in med]
+        best = min(anchors) if anchors else None
+        mode = "new connection per request" if a.new_connections else "keep-alive"
+        print(f"\nmedians: {a.size} B {mode}, {a.connections} connections, {a.workers} workers, "
+              f"{a.rounds} x {a.duration} s")
+        print("| system | req/s | CPU µs/req | p99 ms | RES IPIs/req | CPU vs best anchor |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, m in med.items():
+            ratio = f"{m['cpu_us'] / best:.2f}×" if best else "-"
+            print(f"| {name} | {m['rps']:.0f} | {m['cpu_us']:.1f} | {m['p99_ms']:.2f} | {m['res']:.3f} | {ratio} |")
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
