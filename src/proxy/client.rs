@@ -8,7 +8,7 @@
 
 use std::{rc::Rc, time::Duration, time::Instant};
 
-use compio::{io::AsyncRead, net::TcpStream, time::timeout, BufResult};
+use compio::net::TcpStream;
 
 use super::{dispatch::handle, error::ProxyError, forward::Next};
 use crate::{
@@ -17,13 +17,13 @@ use crate::{
         head::{parse_request, Framing, RequestHead, ResponseHead},
         status::write_error,
     },
-    net::{self, IoError},
+    net::{IoError, Socket},
     shard::{context::ShardContext, registry::Registration},
 };
 
 /// The client side of a connection.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Socket,
     /// Request heads and bodies are read into this buffer; it is leased from
     /// the shard when bytes arrive and given back when the connection idles.
     pub buf: IoBuf,
@@ -38,18 +38,19 @@ pub struct Client {
 impl Client {
     /// Sends `client.out` to the client.
     pub async fn send_out(&mut self) -> Result<(), IoError> {
-        net::send_vec(&self.stream, &mut self.out, self.write_timeout).await
+        self.stream
+            .send_vec(&mut self.out, self.write_timeout)
+            .await
     }
 }
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, registration: Registration) {
+    let stream = Socket::new(stream);
     let ip = stream
         .peer_addr()
         .map(|a| a.ip().to_string().into_bytes())
         .unwrap_or_default();
-    // Failing to set this only costs latency; the connection still works.
-    let _ = stream.set_nodelay(true);
     let mut client = Client {
         stream,
         buf: IoBuf::default(),
@@ -128,7 +129,7 @@ async fn wait_for_request(
     } else {
         timeouts.client_keepalive
     };
-    if !matches!(net::readable(&client.stream, limit).await, Ok(true)) || ctx.draining.get() {
+    if !matches!(client.stream.readable(limit).await, Ok(true)) || ctx.draining.get() {
         return false;
     }
     registration.set_idle(false);
@@ -158,7 +159,7 @@ async fn read_request_head(
         if left.is_zero() {
             return Err(ProxyError::ClientHeaderTimeout);
         }
-        match net::recv(&client.stream, &mut client.buf, left).await {
+        match client.stream.recv(&mut client.buf, left).await {
             Ok(0) => return Ok(false),
             Ok(_) => received = true,
             Err(IoError::TimedOut) if received => return Err(ProxyError::ClientHeaderTimeout),
@@ -180,14 +181,16 @@ async fn answer(client: &mut Client, error: &ProxyError, close: bool) {
 /// socket with unread input makes the kernel send RST, which can discard our
 /// response before the client reads it. So half-close, then drain briefly.
 async fn linger_close(client: &mut Client) {
-    net::shutdown_write(&client.stream).await;
+    client.stream.shutdown_write().await;
     // Bounded: at most 64 reads or 500 ms of silence, whichever comes first.
     let mut scratch = Vec::with_capacity(4096);
-    let mut reader = &client.stream;
     for _ in 0..64 {
-        scratch.clear();
-        match timeout(Duration::from_millis(500), reader.read(scratch)).await {
-            Ok(BufResult(Ok(n), back)) if n > 0 => scratch = back,
+        match client
+            .stream
+            .recv_scratch(&mut scratch, Duration::from_millis(500))
+            .await
+        {
+            Ok(n) if n > 0 => {}
             _ => break,
         }
     }

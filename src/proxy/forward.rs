@@ -31,7 +31,7 @@ use crate::{
         rewrite::write_request_head,
         status::CONTINUE,
     },
-    net,
+    net::Socket,
     shard::context::ShardContext,
     upstream::pool::UpstreamConn,
 };
@@ -76,7 +76,9 @@ pub async fn forward(
 
     let (mut conn, server) = acquire(ctx, upstream_index).await?;
     if req.expect_continue && framing != Framing::None && client.buf.is_empty() {
-        net::send_static(&client.stream, CONTINUE, client.write_timeout)
+        client
+            .stream
+            .send_static(CONTINUE, client.write_timeout)
             .await
             .map_err(|e| ProxyError::ClientGone(e.into()))?;
     }
@@ -206,10 +208,8 @@ async fn connect(ctx: &ShardContext, addr: SocketAddr) -> Result<UpstreamConn, P
         Ok(Err(e)) => return Err(ProxyError::UpstreamConnect(e)),
         Err(_) => return Err(ProxyError::UpstreamConnectTimeout),
     };
-    // Failing to set this only costs latency; the connection still works.
-    let _ = stream.set_nodelay(true);
     Ok(UpstreamConn {
-        stream,
+        stream: Socket::new(stream),
         buf: ctx.upstream_buffers.lease().await,
         addr,
         served: 0,
@@ -264,7 +264,7 @@ pub(super) async fn exchange_head(
     loop {
         let sent_at = Cell::new(None);
         let write_limit = ctx.config.timeouts.body_idle;
-        let outcome = match net::send_vec(&conn.stream, request, write_limit).await {
+        let outcome = match conn.stream.send_vec(request, write_limit).await {
             Ok(()) => {
                 sent_at.set(Some(Instant::now()));
                 let deadline = HeadDeadline {
@@ -324,7 +324,8 @@ async fn streaming_request(
     invalidation: Option<&Invalidation<'_>>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let config = &*ctx.config;
-    net::send_vec(&conn.stream, &mut client.out, config.timeouts.body_idle)
+    conn.stream
+        .send_vec(&mut client.out, config.timeouts.body_idle)
         .await
         .map_err(|e| ProxyError::UpstreamIo(e.into()))?;
 

@@ -6,15 +6,13 @@
 
 use std::{io, time::Duration};
 
-use compio::net::TcpStream;
-
 use crate::{
     buffer::IoBuf,
     http::{
         body::BodyState,
         chunked::{ChunkError, ChunkedDecoder},
     },
-    net::{self, IoError},
+    net::{IoError, Socket},
 };
 
 /// Why a relay stopped early, by side, so callers can blame the right peer.
@@ -33,11 +31,11 @@ pub enum RelayError {
 
 /// Reads once from `src` into `buf`. `Ok(0)` means EOF.
 pub async fn read_some(
-    src: &TcpStream,
+    src: &Socket,
     buf: &mut IoBuf,
     timeout: Duration,
 ) -> Result<usize, RelayError> {
-    net::recv(src, buf, timeout).await.map_err(|e| match e {
+    src.recv(buf, timeout).await.map_err(|e| match e {
         IoError::TimedOut => RelayError::SourceTimeout,
         IoError::Io(e) => RelayError::SourceIo(e),
     })
@@ -45,12 +43,12 @@ pub async fn read_some(
 
 /// Writes the first `len` bytes of `buf` to `dst` and consumes them.
 async fn write_some(
-    dst: &TcpStream,
+    dst: &Socket,
     buf: &mut IoBuf,
     len: usize,
     timeout: Duration,
 ) -> Result<(), RelayError> {
-    net::send_buffered(dst, buf, len, timeout)
+    dst.send_buffered(buf, len, timeout)
         .await
         .map_err(|e| RelayError::DestinationIo(e.into()))
 }
@@ -60,9 +58,9 @@ async fn write_some(
 // Each argument is one side or one limit of the relay; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay_body(
-    src: &TcpStream,
+    src: &Socket,
     buf: &mut IoBuf,
-    dst: &TcpStream,
+    dst: &Socket,
     body: &mut BodyState,
     mut payload_seen: u64,
     limit: Option<u64>,
@@ -134,9 +132,9 @@ impl Tee {
 /// clients that cannot read chunked coding (HTTP/1.0); the connection is
 /// closed after, which is how such a client learns the body ended.
 pub async fn relay_dechunked(
-    src: &TcpStream,
+    src: &Socket,
     buf: &mut IoBuf,
-    dst: &TcpStream,
+    dst: &Socket,
     idle: Duration,
     mut tee: Option<&mut Tee>,
 ) -> Result<(), RelayError> {

@@ -8,8 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use compio::net::TcpStream;
-
 use super::{
     error::{upstream_read_error, ProxyError},
     relay::{read_some, relay_body, relay_dechunked, RelayError, Tee},
@@ -21,7 +19,7 @@ use crate::{
         head::{parse_response, Framing, HeadError, Limits, Method, ResponseHead},
         rewrite::{write_response_head, ClientFraming},
     },
-    net,
+    net::Socket,
 };
 
 /// When the response head is due: `first_byte` after the request was fully
@@ -40,7 +38,7 @@ const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Reads the final response head into `resp`. Interim 1xx responses are
 /// dropped: the proxy already answered 100-continue itself.
 pub async fn read_response_head(
-    upstream: &TcpStream,
+    upstream: &Socket,
     buf: &mut IoBuf,
     limits: &Limits,
     method: Method,
@@ -120,9 +118,9 @@ pub struct ResponseEnd {
 // Each argument is one side or one limit of the relay; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub async fn send_response(
-    client: &TcpStream,
+    client: &Socket,
     out: &mut Vec<u8>,
-    upstream: &TcpStream,
+    upstream: &Socket,
     buf: &mut IoBuf,
     resp: &ResponseHead,
     side: ClientSide,
@@ -163,7 +161,8 @@ pub async fn send_response(
         out.extend_from_slice(&buf.filled()[..accepted.bytes]);
         buf.consume(accepted.bytes);
     }
-    net::send_vec(client, out, side.body_idle)
+    client
+        .send_vec(out, side.body_idle)
         .await
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
 

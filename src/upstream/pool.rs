@@ -18,13 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use compio::net::TcpStream;
+use crate::net::Socket;
 
 use crate::buffer::IoBuf;
 
 /// A connection to an upstream server and the buffer its responses are read into.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: Socket,
     /// Responses are read into this; empty (no buffer leased) while pooled.
     pub buf: IoBuf,
     pub addr: SocketAddr,
@@ -70,8 +70,9 @@ impl Pool {
             self.recycle(conn);
             return;
         }
-        // The buffer's lease ends here: an idle connection holds none.
+        // The buffer's lease ends here: an idle connection holds none, nor a timer.
         conn.buf = IoBuf::default();
+        conn.stream.disarm();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.addr).or_default();
         if list.len() >= max_idle {

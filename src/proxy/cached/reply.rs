@@ -97,7 +97,9 @@ pub(super) async fn reply_stored(
         .await
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
     if plan.with_body && body.len() > COALESCE_BODY {
-        crate::net::send_shared(&client.stream, body, client.write_timeout)
+        client
+            .stream
+            .send_shared(body, client.write_timeout)
             .await
             .map_err(|e| ProxyError::ClientGone(e.into()))?;
     }
