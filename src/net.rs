@@ -30,11 +30,13 @@ use std::{
 
 use compio::{
     buf::IoBuf as CompioBuf,
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadManaged, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     time::sleep_until,
     BufResult,
 };
+
+use compio_driver::BufferRef;
 
 use crate::buffer::{IoBuf, ReadTail, WriteWindow};
 
@@ -135,6 +137,31 @@ impl Socket {
         result.map_err(IoError::Io)
     }
 
+    /// Waits for the next bytes without holding a buffer of ours. On
+    /// io_uring (`provided`) this is one receive into the shard's
+    /// provided-buffer ring: the kernel picks a ring buffer only when bytes
+    /// arrive, and the caller copies them out and drops the ring buffer at
+    /// once, so the wait and the first receive are one operation. Where the
+    /// ring is unavailable or empty (ENOBUFS), or on epoll, it waits for
+    /// readiness instead and the caller receives into its own buffer.
+    pub async fn wait_for_bytes(&self, limit: Duration, provided: bool) -> Arrival {
+        if provided {
+            let mut reader = &self.stream;
+            match self.watch.guard(limit, reader.read_managed(0)).await {
+                Ok(Ok(Some(bytes))) => return Arrival::Bytes(bytes),
+                Ok(Ok(None)) => return Arrival::Closed,
+                Err(IoError::TimedOut) => return Arrival::TimedOut,
+                // ENOBUFS (ring empty) or no ring: wait for readiness below.
+                Ok(Err(_)) | Err(IoError::Io(_)) => {}
+            }
+        }
+        match self.readable(limit).await {
+            Ok(true) => Arrival::Readable,
+            Ok(false) => Arrival::TimedOut,
+            Err(_) => Arrival::Closed,
+        }
+    }
+
     /// Waits until the socket has bytes (or EOF, or an error) to read,
     /// holding no buffer meanwhile. `Ok(false)`: `limit` passed first.
     pub async fn readable(&self, limit: Duration) -> io::Result<bool> {
@@ -171,6 +198,16 @@ impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
     }
+}
+
+/// What [`Socket::wait_for_bytes`] found.
+pub enum Arrival {
+    /// Bytes, in a provided-ring buffer to copy out and drop.
+    Bytes(BufferRef),
+    /// Bytes (or EOF) are waiting to be received.
+    Readable,
+    Closed,
+    TimedOut,
 }
 
 /// Bytes shared with the cache, lent to a send without a copy.

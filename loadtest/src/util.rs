@@ -90,9 +90,9 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     Ok(CpuList(out))
 }
 
-/// Many connections need many descriptors, and glommio registers io_uring
-/// buffers that count against RLIMIT_MEMLOCK. Raise both soft limits to the
-/// hard limits; failures are harmless (we just keep the old limit).
+/// Many connections need many descriptors, and before Linux 5.12 io_uring
+/// rings count against RLIMIT_MEMLOCK. Raise both soft limits to the hard
+/// limits; failures are harmless (we just keep the old limit).
 pub fn raise_limits() {
     for res in [libc::RLIMIT_NOFILE, libc::RLIMIT_MEMLOCK] {
         let mut lim = libc::rlimit {

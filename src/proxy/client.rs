@@ -17,7 +17,7 @@ use crate::{
         head::{parse_request, Framing, RequestHead, ResponseHead},
         status::write_error,
     },
-    net::{IoError, Socket},
+    net::{Arrival, IoError, Socket},
     shard::{context::ShardContext, registry::Registration},
 };
 
@@ -129,11 +129,23 @@ async fn wait_for_request(
     } else {
         timeouts.client_keepalive
     };
-    if !matches!(client.stream.readable(limit).await, Ok(true)) || ctx.draining.get() {
+    let arrival = client
+        .stream
+        .wait_for_bytes(limit, ctx.provided_buffers)
+        .await;
+    if ctx.draining.get() && !matches!(arrival, Arrival::Bytes(_)) {
         return false;
     }
     registration.set_idle(false);
-    client.buf = ctx.client_buffers.lease().await;
+    match arrival {
+        Arrival::Bytes(bytes) => {
+            client.buf = ctx.client_buffers.lease().await;
+            // A ring buffer (4 KiB) is smaller than any client buffer.
+            client.buf.push(&bytes);
+        }
+        Arrival::Readable => client.buf = ctx.client_buffers.lease().await,
+        Arrival::Closed | Arrival::TimedOut => return false,
+    }
     client.out = ctx.take_out_vec();
     true
 }

@@ -43,6 +43,8 @@ pub struct ShardContext {
     pub client_buffers: Rc<BufferPool>,
     /// Buffers for reading from upstream servers, leased for one exchange.
     pub upstream_buffers: Rc<BufferPool>,
+    /// Idle connections wait in the ring's provided buffers (io_uring).
+    pub provided_buffers: bool,
     /// Head-writing vectors of idle connections, kept for the next request.
     out_vecs: RefCell<Vec<Vec<u8>>>,
     /// This shard's part of the response cache, when `[cache] enabled`.
@@ -50,7 +52,12 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
-    pub fn new(id: usize, config: Arc<Config>, cache: Option<CacheShard>) -> ShardContext {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        cache: Option<CacheShard>,
+        provided_buffers: bool,
+    ) -> ShardContext {
         let http = &config.http;
         let request_limits = Limits {
             max_head_bytes: http.max_header_bytes,
@@ -88,6 +95,7 @@ impl ShardContext {
                 config.tuning.buffers,
             ),
             upstream_buffers: BufferPool::new(http.buffer_size, config.tuning.buffers),
+            provided_buffers,
             out_vecs: RefCell::new(Vec::new()),
             cache,
             config,

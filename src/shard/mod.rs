@@ -103,7 +103,12 @@ async fn run(plan: ShardPlan, engine: Engine) {
         .cache
         .enabled
         .then(|| CacheShard::new(id, shards, &config.cache, mesh));
-    let ctx = Rc::new(ShardContext::new(id, config, cache));
+    let ctx = Rc::new(ShardContext::new(
+        id,
+        config,
+        cache,
+        engine.has_provided_buffers(),
+    ));
     let mesh_task = spawn({
         let ctx = ctx.clone();
         async move {

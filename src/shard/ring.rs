@@ -10,7 +10,7 @@
 //! when the shard asks for events, which suits a thread-per-core design where
 //! only the ring's own thread ever submits.
 
-use std::{fmt, io};
+use std::{fmt, io, num::NonZeroU16};
 
 use compio::runtime::{Runtime, RuntimeBuilder};
 use compio_driver::{DriverType, ProactorBuilder};
@@ -24,6 +24,15 @@ pub enum Engine {
     IoUring(RingMode),
     /// compio's epoll driver.
     Poll,
+}
+
+impl Engine {
+    /// Whether receives can use the kernel-selected buffers of a
+    /// provided-buffer ring (io_uring only; on epoll compio would pin a
+    /// buffer per waiting receive, which is what leasing avoids).
+    pub fn has_provided_buffers(self) -> bool {
+        matches!(self, Engine::IoUring(_))
+    }
 }
 
 impl fmt::Display for Engine {
@@ -80,11 +89,21 @@ pub fn build(io: IoBackend, mode: RingMode, ring_depth: u32) -> Result<(Runtime,
     ))
 }
 
+/// The shard's provided-buffer ring, which idle connections receive their
+/// next request into (the kernel takes a buffer only when bytes arrive):
+/// 256 × 4 KiB = 1 MiB per shard. A larger head continues in the
+/// connection's leased buffer; an empty ring (ENOBUFS) falls back to waiting
+/// for readiness, so the count bounds memory, not connections.
+const PROVIDED_BUFFERS: u16 = 256;
+const PROVIDED_BUFFER_LEN: usize = 4096;
+
 fn ring(mode: RingMode, ring_depth: u32) -> ProactorBuilder {
     let mut proactor = ProactorBuilder::new();
     proactor
         .driver_type(DriverType::IoUring)
-        .capacity(ring_depth);
+        .capacity(ring_depth)
+        .buffer_pool_size(NonZeroU16::new(PROVIDED_BUFFERS).expect("a constant above zero"))
+        .buffer_pool_buffer_len(PROVIDED_BUFFER_LEN);
     match mode {
         RingMode::Defer => {
             proactor.single_issuer(true).defer_taskrun(true);

@@ -208,7 +208,7 @@ impl Worker {
         let result = (|| -> io::Result<(Socket, bool)> {
             let ty = Type::STREAM.nonblocking().cloexec();
             let s = Socket::new(Domain::for_address(addr), ty, Some(Protocol::TCP))?;
-            s.set_nodelay(true)?;
+            s.set_tcp_nodelay(true)?;
             let done = match s.connect(&SockAddr::from(addr)) {
                 Ok(()) => true,
                 Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,

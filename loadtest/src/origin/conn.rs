@@ -1,17 +1,22 @@
 //! One origin connection: parse pipelined request heads with httparse, consume
 //! (or echo) request bodies, and write responses from the static content.
 //! Responses to pipelined requests are batched into one write; every buffer
-//! is allocated once per connection and reused.
+//! is allocated once per connection and reused (compio's I/O takes buffers by
+//! value: they are moved into each operation and put back when it completes).
 
 use super::content::{content, http_date, parse_http_date, unix_now};
+use super::idle::Activity;
 use super::routes::{plan, Action, Plan};
 use super::ShardCtx;
 use crate::body::{BodyDecoder, Framing};
 use crate::checksum::{fnv64, to_hex};
 use crate::util::{push_decimal, push_hex};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use compio::buf::{IntoInner, IoBuf};
+use compio::io::{AsyncRead, AsyncWrite};
+use compio::net::TcpStream;
+use compio::BufResult;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -23,8 +28,9 @@ const FLUSH_AT: usize = 64 * 1024;
 const COPY_MAX: u64 = 128 * 1024;
 /// Chunk size for chunked responses.
 const CHUNK: usize = 16 * 1024;
-/// An idle keep-alive connection is closed after this.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An idle keep-alive connection is closed after this; it also bounds each
+/// read and each write (a peer that stops reading). Enforced by `idle`.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEADERS: usize = 64;
 
 /// What the connection loop needs from a parsed request head.
@@ -47,6 +53,8 @@ enum HeadError {
 pub struct OriginConn {
     stream: TcpStream,
     ctx: Rc<ShardCtx>,
+    /// Declared after `stream`, so it is dropped after the socket is closed.
+    activity: Rc<Activity>,
     rbuf: Box<[u8]>,
     rstart: usize,
     rend: usize,
@@ -56,11 +64,11 @@ pub struct OriginConn {
 impl OriginConn {
     pub fn new(stream: TcpStream, ctx: Rc<ShardCtx>) -> OriginConn {
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+        let activity = ctx.idle.watch(stream.as_raw_fd());
         OriginConn {
             stream,
             ctx,
+            activity,
             rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
             rstart: 0,
             rend: 0,
@@ -110,17 +118,25 @@ impl OriginConn {
         }
     }
 
+    /// One read into the free tail of the read buffer; false at end of stream.
     async fn fill(&mut self) -> io::Result<bool> {
         crate::util::make_read_room(&mut self.rbuf, &mut self.rstart, &mut self.rend);
-        let n = self.stream.read(&mut self.rbuf[self.rend..]).await?;
+        // The buffer travels with the operation and comes back with the result.
+        let tail = std::mem::take(&mut self.rbuf).slice(self.rend..);
+        let BufResult(res, tail) = (&self.stream).read(tail).await;
+        self.rbuf = tail.into_inner();
+        self.activity.bump();
+        let n = res?;
         self.rend += n;
         Ok(n > 0)
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
+            let out = std::mem::take(&mut self.out);
+            let mut out = write_all(&self.stream, &self.activity, out).await?;
+            out.clear();
+            self.out = out;
         }
         Ok(())
     }
@@ -147,7 +163,9 @@ impl OriginConn {
         };
         if !plan.delay.is_zero() {
             self.flush().await?;
-            glommio::timer::sleep(plan.delay).await;
+            self.activity.pause(true);
+            compio::time::sleep(plan.delay).await;
+            self.activity.pause(false);
         }
         match plan.action {
             Action::Echo => return self.echo(req, &plan).await,
@@ -280,7 +298,7 @@ impl OriginConn {
         } else {
             self.flush().await?;
             for piece in c.pieces(n) {
-                self.stream.write_all(piece).await?;
+                write_all(&self.stream, &self.activity, piece).await?;
             }
         }
         Ok(())
@@ -373,6 +391,26 @@ impl OriginConn {
         self.out.extend_from_slice(&to_hex(sum));
         self.out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Writes all of `buf`, counting each completed write as activity (so a slow
+/// reader of a large body is not cut off while it makes progress); gives the
+/// buffer back for reuse. The buffer is dropped on error: the connection closes.
+async fn write_all<B: IoBuf>(stream: &TcpStream, activity: &Activity, mut buf: B) -> io::Result<B> {
+    let len = buf.buf_len();
+    let mut done = 0;
+    while done < len {
+        let BufResult(res, rest) = (&*stream).write(buf.slice(done..)).await;
+        buf = rest.into_inner();
+        activity.bump();
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

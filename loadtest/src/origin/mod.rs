@@ -1,8 +1,8 @@
 //! `loadtest origin`: a thread-per-core HTTP/1.1 keep-alive test origin.
 //!
-//! Every shard is a glommio LocalExecutor on its own pinned thread with its
-//! own SO_REUSEPORT listening socket per `--listen` address (built here with
-//! socket2 0.5 and handed to glommio by fd), so the kernel spreads
+//! Every shard is a compio runtime on its own pinned thread with its own
+//! SO_REUSEPORT listening socket per `--listen` address (built here with
+//! socket2 and handed to compio as a std listener), so the kernel spreads
 //! connections over shards and shards share nothing but the static content
 //! and their stats counters. With port 0 the first socket picks the port and
 //! the others bind to the same one. `origin listening on ADDR` is printed per
@@ -11,16 +11,17 @@
 
 mod conn;
 mod content;
+mod idle;
 mod routes;
 
 use crate::cli::OriginArgs;
 use crate::util;
-use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use compio::net::TcpListener;
+use compio::runtime::{Runtime, RuntimeBuilder};
+use compio_driver::{DriverType, ProactorBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub struct ShardCtx {
     counters: Arc<[ShardCounters]>,
     default_size: u64,
     date: conn::DateCache,
+    idle: idle::IdleWatch,
 }
 
 impl ShardCtx {
@@ -85,13 +87,13 @@ fn listen_socket(addr: SocketAddr) -> std::io::Result<Socket> {
     Ok(s)
 }
 
-/// Binds `shards` sockets per address. Returns the fds per shard and the
+/// Binds `shards` sockets per address. Returns the sockets per shard and the
 /// actual addresses (with the chosen port when port 0 was asked for).
 fn bind_all(
     addrs: &[SocketAddr],
     shards: usize,
-) -> Result<(Vec<Vec<RawFd>>, Vec<SocketAddr>), String> {
-    let mut per_shard: Vec<Vec<RawFd>> = vec![Vec::new(); shards];
+) -> Result<(Vec<Vec<Socket>>, Vec<SocketAddr>), String> {
+    let mut per_shard: Vec<Vec<Socket>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for &addr in addrs {
         let first = listen_socket(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -100,11 +102,11 @@ fn bind_all(
             .ok()
             .and_then(|a| a.as_socket())
             .ok_or_else(|| format!("cannot read bound address of {addr}"))?;
-        per_shard[0].push(first.into_raw_fd());
-        for fds in per_shard.iter_mut().skip(1) {
+        per_shard[0].push(first);
+        for socks in per_shard.iter_mut().skip(1) {
             let s = listen_socket(actual)
                 .map_err(|e| format!("cannot listen on {actual} (extra shard): {e}"))?;
-            fds.push(s.into_raw_fd());
+            socks.push(s);
         }
         bound.push(actual);
     }
@@ -125,17 +127,17 @@ pub fn main(a: &OriginArgs) -> Result<(), String> {
     util::raise_limits();
     // Build the content (and its checksum table) before accepting traffic.
     let _ = content::content();
-    let (fds, bound) = bind_all(&a.listen, shards)?;
+    let (sockets, bound) = bind_all(&a.listen, shards)?;
     let counters: Arc<[ShardCounters]> = (0..shards).map(|_| ShardCounters::default()).collect();
 
     let mut handles = Vec::new();
-    for (index, fds) in fds.into_iter().enumerate() {
+    for (index, socks) in sockets.into_iter().enumerate() {
         let cpu = util::cpu_for(index, a.cpus.as_ref());
         let counters = counters.clone();
         let default_size = a.default_size;
         let h = std::thread::Builder::new()
             .name(format!("origin-{index}"))
-            .spawn(move || shard(index, cpu, fds, counters, default_size))
+            .spawn(move || shard(index, cpu, socks, counters, default_size))
             .map_err(|e| format!("cannot start shard thread: {e}"))?;
         handles.push(h);
     }
@@ -159,48 +161,64 @@ pub fn main(a: &OriginArgs) -> Result<(), String> {
 fn shard(
     index: usize,
     cpu: usize,
-    fds: Vec<RawFd>,
+    sockets: Vec<Socket>,
     counters: Arc<[ShardCounters]>,
     default_size: u64,
 ) -> Result<(), String> {
     util::pin_current_thread(cpu);
-    let ex = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("origin")
-        .io_memory(1 << 20)
-        .make()
-        .map_err(|e| format!("cannot start glommio executor: {e}"))?;
-    ex.run(async move {
+    let rt = runtime().map_err(|e| format!("cannot start the compio runtime: {e}"))?;
+    rt.block_on(async move {
         let ctx = Rc::new(ShardCtx {
             index,
             counters,
             default_size,
             date: conn::DateCache::default(),
+            idle: idle::IdleWatch::default(),
         });
-        let accepts: Vec<_> = fds
-            .into_iter()
-            .map(|fd| {
-                // SAFETY: the fd is a bound, listening TCP socket that
-                // bind_all gave up ownership of; nothing else uses it.
-                let listener = unsafe { TcpListener::from_raw_fd(fd) };
-                glommio::spawn_local(accept_loop(listener, ctx.clone()))
-            })
-            .collect();
-        for t in accepts {
-            t.await;
+        let sweeper = ctx.clone();
+        compio::runtime::spawn(async move { sweeper.idle.run(conn::IDLE_TIMEOUT).await }).detach();
+        let mut accepts = Vec::with_capacity(sockets.len());
+        for s in sockets {
+            let listener = TcpListener::from_std(s.into())
+                .map_err(|e| format!("cannot register listening socket: {e}"))?;
+            accepts.push(compio::runtime::spawn(accept_loop(listener, ctx.clone())));
         }
-    });
-    Ok(())
+        for t in accepts {
+            let _ = t.await;
+        }
+        Ok(())
+    })
+}
+
+/// The shard's runtime: io_uring with SINGLE_ISSUER|DEFER_TASKRUN (completions
+/// are processed only when the shard asks for them, no task_work interrupts),
+/// else COOP_TASKRUN|TASKRUN_FLAG (Linux 5.19+), else a plain ring, else
+/// whatever compio picks (its epoll driver where io_uring is unavailable).
+fn runtime() -> std::io::Result<Runtime> {
+    for mode in 0..3 {
+        let mut proactor = ProactorBuilder::new();
+        proactor.driver_type(DriverType::IoUring);
+        match mode {
+            0 => proactor.single_issuer(true).defer_taskrun(true),
+            1 => proactor.coop_taskrun(true).taskrun_flag(true),
+            _ => &mut proactor,
+        };
+        if let Ok(rt) = RuntimeBuilder::new().with_proactor(proactor).build() {
+            return Ok(rt);
+        }
+    }
+    Runtime::new()
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
     loop {
         match listener.accept().await {
-            Ok(stream) => {
+            Ok((stream, _)) => {
                 let c = ctx.mine();
                 c.connections.fetch_add(1, Ordering::Relaxed);
                 c.open.fetch_add(1, Ordering::Relaxed);
                 let ctx = ctx.clone();
-                glommio::spawn_local(async move {
+                compio::runtime::spawn(async move {
                     conn::OriginConn::new(stream, ctx.clone()).serve().await;
                     ctx.mine().open.fetch_sub(1, Ordering::Relaxed);
                 })
@@ -209,7 +227,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
                 log::warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+                compio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
