@@ -225,9 +225,11 @@ impl CompioBuf for SharedBytes {
 /// waker is always that task's.
 #[derive(Default)]
 pub struct Watchdog {
-    /// The instant the timer fires, and the timer.
-    timer: RefCell<Option<(Instant, Pin<Box<dyn Future<Output = ()>>>)>>,
+    timer: RefCell<Option<ArmedTimer>>,
 }
+
+/// The instant a timer fires, and the timer.
+type ArmedTimer = (Instant, Pin<Box<dyn Future<Output = ()>>>);
 
 impl Watchdog {
     fn disarm(&self) {

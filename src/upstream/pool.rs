@@ -38,15 +38,14 @@ struct Idle {
 }
 
 /// Per-shard pool. Owned by the shard context; `RefCell` borrows never span an `.await`.
+#[derive(Default)]
 pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
 }
 
 impl Pool {
     pub fn new() -> Pool {
-        Pool {
-            idle: RefCell::new(HashMap::new()),
-        }
+        Pool::default()
     }
 
     /// The most recently returned live connection to `addr`, if any.
