@@ -170,14 +170,15 @@ upstream = "o"
     return Server(name, [binary, "--config", conf], port, env=env)
 
 
-def start_nginx(work, origin, workers):
+def start_nginx(work, origin, workers, connections=4096):
     port = free_port()
     conf = os.path.join(work, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""worker_processes {workers};
+worker_rlimit_nofile {2 * connections + 64};
 daemon off;
 pid {work}/nginx.pid; error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{ access_log off; keepalive_requests 1000000;
   upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
   server {{ listen 127.0.0.1:{port} reuseport;
