@@ -2,7 +2,7 @@
 //! port with SO_REUSEPORT so the kernel spreads new connections over shards
 //! without any shard touching another's accept queue.
 //!
-//! Sockets are created on the main thread (socket2 gives the options glommio's
+//! Sockets are created on the main thread (socket2 gives the options compio's
 //! own `bind` does not expose) and handed to the shards as plain std
 //! listeners, which are `Send`.
 
@@ -23,6 +23,9 @@ pub fn bind_shared(
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux), which
+        // saves a setsockopt per connection.
+        socket.set_tcp_nodelay(true)?;
         if addr.is_ipv6() {
             socket.set_only_v6(true)?;
         }

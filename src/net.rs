@@ -63,13 +63,26 @@ pub struct Socket {
 }
 
 impl Socket {
+    /// A socket this side connected: sets TCP_NODELAY (heads and bodies go
+    /// out in as few writes as possible; Nagle would only delay them).
     pub fn new(stream: TcpStream) -> Socket {
         // Failing to set this only costs latency; the connection still works.
         let _ = stream.set_nodelay(true);
+        Socket::accepted(stream)
+    }
+
+    /// A socket from the listener, which already carries TCP_NODELAY.
+    pub fn accepted(stream: TcpStream) -> Socket {
         Socket {
             stream,
             watch: Watchdog::default(),
         }
+    }
+
+    /// Closes through the ring (no close(2) on the shard's thread).
+    pub async fn close(self) {
+        // An error closing changes nothing: the descriptor is released either way.
+        let _ = self.stream.close().await;
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {

@@ -140,7 +140,10 @@ http {{ access_log off; keepalive_requests 1000000; default_type application/oct
 
 
 def start_shardproxy(work, origin, workers, extra, variant=""):
+    """`variant`: `+`-separated settings; `@key=value` is a config key (as in
+    --shardproxy-config), anything else an environment variable."""
     port = free_port()
+    extra = list(extra) + [tuple(kv[1:].split("=", 1)) for kv in variant.split("+") if kv.startswith("@")]
     conf = os.path.join(work, f"shardproxy{port}.toml")
     tuning = "".join(f"{k} = {v}\n" for k, v in extra if k != "io" and k != "pin")
     server = "".join(f"{k} = {v}\n" for k, v in extra if k in ("io", "pin"))
@@ -163,7 +166,7 @@ upstream = "o"
 """)
     binary = os.path.join(ROOT, "target", "release", "shardproxy")
     env = dict(os.environ)
-    for kv in filter(None, variant.split("+")):
+    for kv in filter(lambda kv: kv and not kv.startswith("@"), variant.split("+")):
         key, _, value = kv.partition("=")
         env[key] = value
     name = f"shardproxy[{variant}]" if variant else "shardproxy"
