@@ -4,7 +4,7 @@
 //! Owned by one shard and used only from its thread (`&mut self`, no locks,
 //! no interior mutability); it touches nothing outside itself. Stored
 //! responses are `Arc<CachedResponse>`: a hit clones the pointer, and that
-//! pointer may be sent to the shard that asked (glommio shards are threads,
+//! pointer may be sent to the shard that asked (shards are threads,
 //! so `Rc` could not cross), which serves the same immutable bytes without a
 //! copy. Evicting an entry drops the store's reference; bytes a reader still
 //! holds are freed when it is done.
