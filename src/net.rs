@@ -24,7 +24,7 @@ use std::{
     os::fd::{AsRawFd, RawFd},
     pin::{pin, Pin},
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -87,11 +87,6 @@ impl Socket {
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()
-    }
-
-    /// Drops the armed timer: for a socket that goes idle in a pool.
-    pub fn disarm(&self) {
-        self.watch.disarm();
     }
 
     /// Receives once into `buf`'s free space. `Ok(0)`: EOF (or no free space).
@@ -236,19 +231,27 @@ impl CompioBuf for SharedBytes {
 /// moved timer. Operations of one socket all run in its connection's task
 /// (both directions of a full-duplex exchange included), so the timer's
 /// waker is always that task's.
+///
+/// A timer left armed while its socket idles in a pool may fire with no
+/// operation pending: it then wakes the task that last waited on it, which
+/// finds nothing to do. That costs one spurious poll per `body_idle` at most,
+/// where disarming on every return to the pool cost a timer insertion per
+/// request.
 #[derive(Default)]
 pub struct Watchdog {
     timer: RefCell<Option<ArmedTimer>>,
 }
 
-/// The instant a timer fires, and the timer.
-type ArmedTimer = (Instant, Pin<Box<dyn Future<Output = ()>>>);
+/// A timer armed for `fires`. `waker`: the task it was last polled from,
+/// which it will wake; polling it again from the same task before `fires`
+/// would change nothing.
+struct ArmedTimer {
+    fires: Instant,
+    waker: Option<Waker>,
+    sleep: Pin<Box<dyn Future<Output = ()>>>,
+}
 
 impl Watchdog {
-    fn disarm(&self) {
-        self.timer.borrow_mut().take();
-    }
-
     /// Runs `op`, giving up once `limit` has passed.
     async fn guard<F: Future>(&self, limit: Duration, op: F) -> Result<F::Output, IoError> {
         let deadline = Instant::now() + limit;
@@ -267,17 +270,78 @@ impl Watchdog {
         let mut timer = self.timer.borrow_mut();
         loop {
             match timer.as_mut() {
-                Some((fires, sleep)) if *fires <= deadline => match sleep.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => {
-                        *timer = None;
-                        if Instant::now() >= deadline {
-                            return Poll::Ready(Err(IoError::TimedOut));
+                Some(armed) if armed.fires <= deadline => {
+                    // Polling the timer is a map lookup; a clock read is cheaper.
+                    let same_task = armed
+                        .waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()));
+                    if same_task && Instant::now() < armed.fires {
+                        return Poll::Pending;
+                    }
+                    if !same_task {
+                        armed.waker = Some(cx.waker().clone());
+                    }
+                    match armed.sleep.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) => {
+                            *timer = None;
+                            if Instant::now() >= deadline {
+                                return Poll::Ready(Err(IoError::TimedOut));
+                            }
                         }
                     }
-                },
-                _ => *timer = Some((deadline, Box::pin(sleep_until(deadline)))),
+                }
+                _ => {
+                    *timer = Some(ArmedTimer {
+                        fires: deadline,
+                        waker: None,
+                        sleep: Box::pin(sleep_until(deadline)),
+                    })
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{rc::Rc, time::Duration};
+
+    use compio::{
+        runtime::{spawn, Runtime},
+        time::sleep,
+    };
+
+    use super::*;
+
+    #[test]
+    fn a_pending_operation_times_out_in_whichever_task_waits() {
+        Runtime::new().unwrap().block_on(async {
+            let watch = Rc::new(Watchdog::default());
+            // Task A arms the timer (its operation is pending at first) and finishes in time.
+            let first = spawn({
+                let watch = watch.clone();
+                async move {
+                    let op = sleep(Duration::from_millis(10));
+                    watch.guard(Duration::from_millis(200), op).await.is_ok()
+                }
+            });
+            assert!(first.await.unwrap(), "a timely operation must not time out");
+            // Task B waits on the timer A armed: it must be woken, and only at its own deadline.
+            let started = Instant::now();
+            let second = spawn({
+                let watch = watch.clone();
+                async move {
+                    let op = std::future::pending::<()>();
+                    watch.guard(Duration::from_millis(300), op).await
+                }
+            });
+            assert!(matches!(second.await.unwrap(), Err(IoError::TimedOut)));
+            assert!(
+                started.elapsed() >= Duration::from_millis(300),
+                "timed out early"
+            );
+        });
     }
 }

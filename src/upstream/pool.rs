@@ -69,9 +69,8 @@ impl Pool {
             self.recycle(conn);
             return;
         }
-        // The buffer's lease ends here: an idle connection holds none, nor a timer.
+        // The buffer's lease ends here: an idle connection holds none.
         conn.buf = IoBuf::default();
-        conn.stream.disarm();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.addr).or_default();
         if list.len() >= max_idle {
