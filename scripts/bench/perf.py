@@ -145,8 +145,9 @@ def start_shardproxy(work, origin, workers, extra, variant=""):
     port = free_port()
     extra = list(extra) + [tuple(kv[1:].split("=", 1)) for kv in variant.split("+") if kv.startswith("@")]
     conf = os.path.join(work, f"shardproxy{port}.toml")
-    tuning = "".join(f"{k} = {v}\n" for k, v in extra if k != "io" and k != "pin")
+    tuning = "".join(f"{k} = {v}\n" for k, v in extra if k not in ("io", "pin") and "." not in k)
     server = "".join(f"{k} = {v}\n" for k, v in extra if k in ("io", "pin"))
+    http = "".join(f"{k[5:]} = {v}\n" for k, v in extra if k.startswith("http."))
     with open(conf, "w") as f:
         f.write(f"""[server]
 listen = ["127.0.0.1:{port}"]
@@ -156,7 +157,7 @@ shards = {workers}
 {tuning}
 [http]
 via = false
-
+{http}
 [[upstream]]
 name = "o"
 servers = ["127.0.0.1:{origin}"]
