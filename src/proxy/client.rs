@@ -10,7 +10,10 @@ use std::{rc::Rc, time::Duration, time::Instant};
 
 use compio::net::TcpStream;
 
-use super::{dispatch::handle, error::ProxyError, forward::Next};
+use super::{
+    error::ProxyError,
+    exchange::{handle, Next},
+};
 use crate::{
     buffer::IoBuf,
     http::{

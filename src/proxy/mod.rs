@@ -1,14 +1,24 @@
-//! The reverse proxy: one client connection's life (`client`), the choice of
-//! route and path (`dispatch`), one request's trip to the upstream and back
-//! (`forward`) or through the cache (`cached`), body streaming (`relay`),
-//! the response's way back (`response`), route selection (`routing`) and the
-//! error-to-status map (`error`).
+//! The reverse proxy. `exchange` is the path of one request, phase by phase
+//! (read head → route → cache lookup → upstream exchange → respond → after);
+//! start there. Around it: one client connection's life (`client`), route
+//! selection (`routing`), the cache's phases (`cached`), the upstream
+//! connection (`upstream`), the full-duplex path for bodies still arriving
+//! (`duplex`), the response's way back (`response`), body streaming
+//! (`relay`) and the error-to-status map (`error`).
+//!
+//! Everything here runs on one shard, in the connection's own task.
+
+// A `RefCell` borrow held across `.await` panics when another task on the
+// shard borrows it meanwhile; the pool, the cache counters and the context's
+// vectors are all `RefCell`s.
+#![deny(clippy::await_holding_refcell_ref)]
 
 pub mod cached;
 pub mod client;
-pub mod dispatch;
+mod duplex;
 pub mod error;
-pub mod forward;
+pub mod exchange;
 pub mod relay;
 pub mod response;
 pub mod routing;
+mod upstream;

@@ -1,7 +1,8 @@
-//! The response's way back: read the upstream's head (dropping interim 1xx),
-//! rewrite it for the client, and stream the body. Sockets are borrowed
-//! shared (`&TcpStream`): compio lets the two directions of one socket run at
-//! once, which the full-duplex path needs.
+//! The response's way back (the end of phase 4 and phase 5): read the
+//! upstream's head (dropping interim 1xx), rewrite it for the client, and
+//! stream the body. Sockets are borrowed shared (`&Socket`): compio lets the
+//! two directions of one socket run at once, which the full-duplex path
+//! needs. Touches only the two sockets and buffers it is lent.
 
 use std::{
     cell::Cell,
@@ -111,58 +112,52 @@ pub struct ResponseEnd {
     pub upstream_reusable: bool,
 }
 
+/// Where a response goes: the client's socket, the vector its head is
+/// written into, how the client wants it, and fields to add (`Cache-Status`).
+/// One value because the full-duplex path lends these out while the request
+/// body still borrows the client's buffer.
+pub struct ToClient<'a> {
+    pub stream: &'a Socket,
+    pub out: &'a mut Vec<u8>,
+    pub side: ClientSide,
+    pub extra_fields: &'a [u8],
+}
+
 /// Sends the response whose head is in `resp` (parsed from the front of
 /// `buf`) to the client. `Err`: nothing reached the client, which can still be
 /// answered with an error; once the head is out, failures end in
-/// `Ok(ResponseEnd { complete: false, .. })`.
-// Each argument is one side or one limit of the relay; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
+/// `Ok(ResponseEnd { complete: false, .. })`. `tee`, if any, gets a copy of
+/// the payload as it passes.
 pub async fn send_response(
-    client: &Socket,
-    out: &mut Vec<u8>,
+    mut to: ToClient<'_>,
     upstream: &Socket,
     buf: &mut IoBuf,
     resp: &ResponseHead,
-    side: ClientSide,
-    extra_fields: &[u8],
     mut tee: Option<&mut Tee>,
 ) -> Result<ResponseEnd, ProxyError> {
     let framing = resp.fields.framing;
     let upstream_reusable = resp.fields.wants_keep_alive() && framing != Framing::UntilClose;
+    let side = to.side;
     let dechunk = side.http10 && framing == Framing::Chunked;
     let close_client =
         !side.keep_alive || side.draining || dechunk || framing == Framing::UntilClose;
-    out.clear();
     let client_framing = ClientFraming {
         close: close_client,
         http10: side.http10,
         dechunk,
     };
-    write_response_head(
-        out,
-        buf.filled(),
-        resp,
-        side.via,
-        client_framing,
-        extra_fields,
-    );
-    buf.consume(resp.fields.head_len);
-
-    // Whatever of the body already arrived goes out with the head in one write.
     let mut body = BodyState::new(framing);
-    if !dechunk {
-        let accepted = body
-            .accept_with(buf.filled(), |payload| {
-                if let Some(tee) = tee.as_deref_mut() {
-                    tee.push(payload);
-                }
-            })
-            .map_err(ProxyError::BadResponseBody)?;
-        out.extend_from_slice(&buf.filled()[..accepted.bytes]);
-        buf.consume(accepted.bytes);
-    }
+    write_head(
+        &mut to,
+        buf,
+        resp,
+        client_framing,
+        &mut body,
+        tee.as_deref_mut(),
+    )?;
+    let client = to.stream;
     client
-        .send_vec(out, side.body_idle)
+        .send_vec(to.out, side.body_idle)
         .await
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
 
@@ -189,4 +184,40 @@ pub async fn send_response(
         close_client,
         upstream_reusable,
     })
+}
+
+/// Writes the client's response head into `to.out`, followed by whatever of
+/// the body already arrived behind the upstream's head (unless it is to be
+/// de-chunked), so both go out in one write; consumes what it took from `buf`.
+fn write_head(
+    to: &mut ToClient<'_>,
+    buf: &mut IoBuf,
+    resp: &ResponseHead,
+    framing: ClientFraming,
+    body: &mut BodyState,
+    mut tee: Option<&mut Tee>,
+) -> Result<(), ProxyError> {
+    let out = &mut *to.out;
+    out.clear();
+    write_response_head(
+        out,
+        buf.filled(),
+        resp,
+        to.side.via,
+        framing,
+        to.extra_fields,
+    );
+    buf.consume(resp.fields.head_len);
+    if !framing.dechunk {
+        let accepted = body
+            .accept_with(buf.filled(), |payload| {
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.push(payload);
+                }
+            })
+            .map_err(ProxyError::BadResponseBody)?;
+        out.extend_from_slice(&buf.filled()[..accepted.bytes]);
+        buf.consume(accepted.bytes);
+    }
+    Ok(())
 }

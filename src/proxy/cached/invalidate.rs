@@ -1,11 +1,10 @@
 //! What unsafe methods and PURGE remove from the cache (RFC 9111 §4.4).
-
-use std::rc::Rc;
+//! Removal happens on the key's owner and in every shard's near cache,
+//! through `CacheShard`; nothing here touches another shard directly.
 
 use crate::proxy::{
-    client::Client,
     error::ProxyError,
-    forward::{forward, Next},
+    exchange::{Exchange, Forward, Lookup, Next},
 };
 use crate::{
     cache::{
@@ -13,32 +12,25 @@ use crate::{
         ownership::CacheShard,
         policy::invalidates,
     },
-    config::RouteConfig,
     http::{
-        head::{Method, RequestHead, ResponseHead},
+        head::{Method, ResponseHead},
         status::write_error,
     },
-    shard::context::ShardContext,
 };
 
-/// Requests the cache does not answer: forwarded; the unsafe ones invalidate
-/// the target and the same-host Location / Content-Location when they succeed.
-pub(super) async fn uncached(
-    ctx: &Rc<ShardContext>,
-    cache: &CacheShard,
-    client: &mut Client,
-    req: &RequestHead,
-    resp: &mut ResponseHead,
-    route: &RouteConfig,
-) -> Result<Next, ProxyError> {
+/// Requests the cache does not answer go to the upstream as they are; the
+/// unsafe ones invalidate the target and the same-host Location /
+/// Content-Location when they succeed.
+pub(super) fn uncached<'c>(ex: &Exchange<'_>, cache: &'c CacheShard) -> Lookup<'c> {
+    let req = ex.req;
     let method = req.method();
     if !matches!(
         method,
         Method::Post | Method::Put | Method::Delete | Method::Patch
     ) {
-        return forward(ctx, client, req, resp, route, None, b"").await;
+        return Lookup::Forward(Forward::plain(b""));
     }
-    let buf = client.buf.filled();
+    let buf = ex.client.buf.filled();
     let host = req.host.map(|h| h.of(buf).to_vec()).unwrap_or_default();
     let mut target_key = Vec::new();
     write_key(&mut target_key, Scheme::Http, &host, req.target.of(buf));
@@ -48,7 +40,10 @@ pub(super) async fn uncached(
         host,
         target_key,
     };
-    forward(ctx, client, req, resp, route, Some(&invalidation), b"").await
+    Lookup::Forward(Forward {
+        cache_status: b"",
+        invalidation: Some(invalidation),
+    })
 }
 
 /// What a successful unsafe request invalidates (RFC 9111 §4.4): its target
@@ -84,19 +79,15 @@ impl Invalidation<'_> {
 }
 
 /// PURGE: removes the key on its owner (allowed clients only).
-pub(super) async fn purge(
-    ctx: &ShardContext,
-    cache: &CacheShard,
-    client: &mut Client,
-    req: &RequestHead,
-) -> Result<Next, ProxyError> {
-    let buf = client.buf.filled();
+pub(super) async fn purge(ex: &mut Exchange<'_>, cache: &CacheShard) -> Result<Next, ProxyError> {
+    let (req, buf) = (ex.req, ex.client.buf.filled());
     let mut key = Vec::new();
     if let Some(host) = req.host {
         write_key(&mut key, Scheme::Http, host.of(buf), req.target.of(buf));
     }
-    let keep_alive = req.fields.wants_keep_alive() && !ctx.draining.get();
-    client.buf.consume(req.fields.head_len);
+    let keep_alive = req.fields.wants_keep_alive() && !ex.ctx.draining.get();
+    ex.consume_head();
+    let client = &mut *ex.client;
     let allowed = std::str::from_utf8(&client.ip)
         .ok()
         .and_then(|ip| ip.parse().ok())

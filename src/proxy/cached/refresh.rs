@@ -1,135 +1,172 @@
 //! stale-while-revalidate: refreshing a stale entry in the background while
-//! the stale copy answers clients (RFC 5861 §3).
+//! the stale copy answers clients (RFC 5861 §3). The refresh is its own task
+//! on the shard that served the stale copy, with no client: it owns copies
+//! of what it needs, and reaches the key's owner through `CacheShard`.
 
 use std::{rc::Rc, sync::Arc};
 
-use super::{freshness, FillGuard};
+use super::{fetch::write_conditional, freshness, CacheKey};
 use crate::proxy::{
-    forward::{acquire, exchange_head, finish},
     relay::{read_some, Tee},
     response::ResponseEnd,
+    upstream::{acquire, exchange_head, finish},
 };
 use crate::{
     cache::{
-        age::{self},
+        age,
         entry::CachedResponse,
-        policy::{is_client_validator, storable, write_validators, StoreOptions},
+        policy::{storable, StoreOptions},
+        Secs,
     },
     config::RouteConfig,
     http::{
         body::BodyState,
         head::{parse_request, Framing, Method, RequestHead, ResponseHead},
-        rewrite::{write_request_head_edited, RequestEdit},
     },
     shard::context::ShardContext,
+    upstream::pool::UpstreamConn,
 };
 
-/// Refreshes a stale entry in the background (stale-while-revalidate): one
-/// conditional request; a 304 freshens the entry, a cacheable 200 replaces it.
-/// Whatever happens, the claim on the key is released with a `fill`.
-pub(super) async fn refresh(
-    ctx: Rc<ShardContext>,
-    route: RouteConfig,
-    head_bytes: Vec<u8>,
-    key: Vec<u8>,
-    hash: u64,
-    stale: Arc<CachedResponse>,
-    client_ip: Vec<u8>,
-) {
+/// What a refresh needs, owned: the task outlives the request that started it.
+pub(super) struct Refresh {
+    pub route: RouteConfig,
+    /// The head of the request that found the entry stale.
+    pub head: Vec<u8>,
+    pub key: Vec<u8>,
+    pub hash: u64,
+    pub stale: Arc<CachedResponse>,
+    pub client_ip: Vec<u8>,
+}
+
+/// A response head from the refresh's exchange, with its times (RFC 9111 §4.2.3).
+struct Answered {
+    conn: UpstreamConn,
+    resp: ResponseHead,
+    /// The response head's bytes, consumed from the connection's buffer.
+    head: Vec<u8>,
+    request_time: Secs,
+    response_time: Secs,
+}
+
+/// Refreshes a stale entry: one conditional request; a 304 freshens the
+/// entry, a cacheable 200 replaces it. Whatever happens, the claim on the key
+/// is released with a `fill`.
+pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
     let Some(cache) = &ctx.cache else { return };
-    let fill = FillGuard {
+    let Refresh {
+        route,
+        head,
+        key,
+        hash,
+        stale,
+        client_ip,
+    } = job;
+    let fill = CacheKey {
         cache,
         hash,
-        key: &key,
-        armed: true,
-    };
+        bytes: key,
+    }
+    .fill_guard(true);
     let mut req = RequestHead::default();
     if !matches!(
-        parse_request(&head_bytes, &ctx.request_limits, &mut req),
+        parse_request(&head, &ctx.request_limits, &mut req),
         Ok(true)
     ) {
         return;
     }
-    let mut validators = Vec::new();
-    write_validators(&mut validators, &stale);
     let mut out = Vec::new();
-    let edit = RequestEdit {
-        drop_field: is_client_validator,
-        extra: &validators,
-    };
-    write_request_head_edited(&mut out, &head_bytes, &req, &client_ip, ctx.forward, edit);
-    let Ok((mut conn, server)) = acquire(&ctx, route.upstream).await else {
+    write_conditional(&mut out, &head, &req, &client_ip, ctx.forward, Some(&stale));
+    let Some(mut answered) = exchange(&ctx, route.upstream, &mut out).await else {
         return;
     };
+    let resp = &answered.resp;
+    let fresh = if resp.status == 304 {
+        let (request_time, response_time) = (answered.request_time, answered.response_time);
+        let freshness = freshness(&route);
+        (stale.freshen(
+            resp,
+            &answered.head,
+            request_time,
+            response_time,
+            &freshness,
+        ))
+        .ok()
+    } else {
+        let limit = cache.config().max_object_size as usize;
+        let framing = resp.fields.framing;
+        let Some(body) = read_whole_body(&ctx, &mut answered.conn, framing, limit).await else {
+            ctx.pool.recycle(answered.conn);
+            return;
+        };
+        replacement(&route, &req, &head, &answered, body)
+    };
+    fill.complete(fresh.map(Arc::new));
+    let fields = &answered.resp.fields;
+    let end = ResponseEnd {
+        complete: true,
+        close_client: false,
+        upstream_reusable: fields.wants_keep_alive() && fields.framing != Framing::UntilClose,
+    };
+    let upstream = &ctx.config.upstreams[route.upstream];
+    finish(&ctx, answered.conn, upstream, end, true);
+}
+
+/// Sends the conditional request in `out` and reads the response head.
+/// `None`: no usable answer (the connection, if any, is closed).
+async fn exchange(ctx: &ShardContext, upstream: usize, out: &mut Vec<u8>) -> Option<Answered> {
+    let (mut conn, server) = acquire(ctx, upstream).await.ok()?;
     let request_time = age::now();
     let mut resp = ResponseHead::default();
-    if exchange_head(&ctx, &mut out, &mut conn, Method::Get, &mut resp, server)
+    if exchange_head(ctx, out, &mut conn, Method::Get, &mut resp, server)
         .await
         .is_err()
     {
         ctx.pool.recycle(conn);
-        return;
+        return None;
     }
     let response_time = age::now();
-    let upstream = &ctx.config.upstreams[route.upstream];
     let head = conn.buf.filled()[..resp.fields.head_len].to_vec();
     conn.buf.consume(resp.fields.head_len);
-    let fresh = if resp.status == 304 {
-        stale
-            .freshen(
-                &resp,
-                &head,
-                request_time,
-                response_time,
-                &freshness(&route),
-            )
-            .ok()
-    } else {
-        let opts = StoreOptions {
-            allow_set_cookie: route.cache_set_cookie,
-        };
-        let cacheable = storable(&req, &head_bytes, &resp, &head, &opts).is_ok();
-        match read_whole_body(
-            &ctx,
-            &mut conn,
-            resp.fields.framing,
-            cache.config().max_object_size as usize,
-        )
-        .await
-        {
-            Some(body) if cacheable => CachedResponse::from_response(
-                &resp,
-                &head,
-                Arc::from(body),
-                &req,
-                &head_bytes,
-                request_time,
-                response_time,
-                &freshness(&route),
-            )
-            .ok(),
-            Some(_) => None,
-            None => {
-                ctx.pool.recycle(conn);
-                return;
-            }
-        }
-    };
-    fill.complete(fresh.map(Arc::new));
-    let reusable = resp.fields.wants_keep_alive() && resp.fields.framing != Framing::UntilClose;
-    let end = ResponseEnd {
-        complete: true,
-        close_client: false,
-        upstream_reusable: reusable,
-    };
-    finish(&ctx, conn, upstream, end, true);
+    Some(Answered {
+        conn,
+        resp,
+        head,
+        request_time,
+        response_time,
+    })
 }
 
-/// Reads a response body with no client to send it to (background refresh),
-/// up to `limit` payload bytes. `None`: it failed or was too large.
+/// The entry that replaces the stale one, if the response may be stored.
+fn replacement(
+    route: &RouteConfig,
+    req: &RequestHead,
+    req_head: &[u8],
+    answered: &Answered,
+    body: Vec<u8>,
+) -> Option<CachedResponse> {
+    let opts = StoreOptions {
+        allow_set_cookie: route.cache_set_cookie,
+    };
+    let resp = &answered.resp;
+    storable(req, req_head, resp, &answered.head, &opts).ok()?;
+    CachedResponse::from_response(
+        resp,
+        &answered.head,
+        Arc::from(body),
+        req,
+        req_head,
+        answered.request_time,
+        answered.response_time,
+        &freshness(route),
+    )
+    .ok()
+}
+
+/// Reads a response body with no client to send it to, up to `limit`
+/// payload bytes. `None`: it failed or was too large.
 async fn read_whole_body(
     ctx: &ShardContext,
-    conn: &mut crate::upstream::pool::UpstreamConn,
+    conn: &mut UpstreamConn,
     framing: Framing,
     limit: usize,
 ) -> Option<Vec<u8>> {

@@ -1,13 +1,14 @@
-//! Answering from a stored response: a 304 when the client's own conditional
-//! matches, else the stored head with `Age` and `Cache-Status` and, for GET, the
-//! body straight from the shared `Arc`.
+//! Phase 5 from the cache: answering from a stored response, a 304 when the
+//! client's own conditional matches, else the stored head with `Age` and
+//! `Cache-Status` and, for GET, the body straight from the shared `Arc`.
+//! Touches the client connection only; the entry is read, never changed.
 
 use std::io::Write;
 
 use crate::proxy::{
     client::Client,
     error::ProxyError,
-    forward::{client_side, Next},
+    exchange::{Exchange, Next},
 };
 use crate::{
     cache::{
@@ -15,11 +16,7 @@ use crate::{
         policy::{evaluate_conditional, Precondition},
         Secs,
     },
-    http::{
-        head::{Method, RequestHead},
-        rewrite::VIA,
-    },
-    shard::context::ShardContext,
+    http::{head::Method, rewrite::VIA},
 };
 
 /// Bodies up to this size go out in the same write as the head (one copy,
@@ -37,15 +34,16 @@ pub(super) struct StoredReply {
     via: bool,
 }
 
+/// `head`: the request head's bytes, in the client buffer or a copy of them.
 pub(super) fn plan_reply(
-    ctx: &ShardContext,
-    req: &RequestHead,
-    buf: &[u8],
+    ex: &Exchange<'_>,
+    head: &[u8],
     entry: &CachedResponse,
     now: Secs,
 ) -> StoredReply {
-    let not_modified = evaluate_conditional(req, buf, entry, now) == Precondition::NotModified;
-    let side = client_side(ctx, req);
+    let req = ex.req;
+    let not_modified = evaluate_conditional(req, head, entry, now) == Precondition::NotModified;
+    let side = ex.side();
     StoredReply {
         not_modified,
         with_body: req.method() == Method::Get && !not_modified,
@@ -112,14 +110,12 @@ pub(super) async fn reply_stored(
 
 /// Serves a stored response to the request whose head is still at the front of `client.buf`.
 pub(super) async fn reply_hit(
-    ctx: &ShardContext,
-    client: &mut Client,
-    req: &RequestHead,
+    ex: &mut Exchange<'_>,
     entry: &CachedResponse,
     now: Secs,
     detail: &str,
 ) -> Result<Next, ProxyError> {
-    let plan = plan_reply(ctx, req, client.buf.filled(), entry, now);
-    client.buf.consume(req.fields.head_len);
-    reply_stored(client, entry, now, detail, plan).await
+    let plan = plan_reply(ex, ex.client.buf.filled(), entry, now);
+    ex.consume_head();
+    reply_stored(ex.client, entry, now, detail, plan).await
 }

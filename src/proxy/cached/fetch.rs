@@ -1,0 +1,263 @@
+//! Phases 4 to 6 of a GET that goes to the origin for the cache: a miss that
+//! fills the key, a revalidation of a stale entry, or a fetch the stored
+//! response cannot spare. Build the request (conditional when revalidating),
+//! exchange it for a response head, then by what came back: a 304 freshens
+//! the entry and the entry answers; an error (or no answer) with
+//! stale-if-error serves the stale entry; anything else streams to the client
+//! while a copy goes into the cache.
+
+use std::{io::Write, sync::Arc};
+
+use super::{freshness, reply::plan_reply, reply::reply_stored, FillGuard};
+use crate::proxy::{
+    error::ProxyError,
+    exchange::{Exchange, Next},
+    relay::Tee,
+    response::{send_response, ClientSide, ResponseEnd, ToClient},
+    upstream::{acquire, exchange_head, finish},
+};
+use crate::{
+    cache::{
+        age,
+        entry::CachedResponse,
+        ownership::CacheShard,
+        policy::{is_client_validator, is_error_status, storable, write_validators, StoreOptions},
+        Secs,
+    },
+    http::{
+        head::{Framing, HeadError, Method, RequestHead},
+        rewrite::{write_request_head_edited, ForwardOptions, RequestEdit},
+    },
+    upstream::pool::UpstreamConn,
+};
+
+/// A trip to the origin the cache lookup asked for.
+pub(in crate::proxy) struct Fetch<'c> {
+    /// Releases the key's waiters on every path that does not fill it.
+    pub(super) fill: FillGuard<'c>,
+    /// The stored response being revalidated.
+    pub(super) stale: Option<Stale>,
+    /// The `fwd=` reason for `Cache-Status` (RFC 9211).
+    pub(super) forwarded: &'static str,
+}
+
+/// A stored response being revalidated.
+pub(super) struct Stale {
+    pub entry: Arc<CachedResponse>,
+    /// It may answer if the origin fails or answers with an error (RFC 5861 §4).
+    pub if_error: bool,
+}
+
+/// What the response steps need from the request step.
+struct Sent {
+    /// How the client wants its response, read when the fetch began.
+    side: ClientSide,
+    /// The client's request head, copied before its bytes were consumed:
+    /// storing the response and answering from the entry both need it.
+    head: Vec<u8>,
+    /// When the request left and its response head arrived, for the age of
+    /// what is stored (RFC 9111 §4.2.3).
+    request_time: Secs,
+    response_time: Secs,
+}
+
+/// Goes to the origin for a GET. The client's own validators are not
+/// forwarded (the cache wants the full response); they are answered from the
+/// stored copy afterwards.
+pub(in crate::proxy) async fn fetch(
+    ex: &mut Exchange<'_>,
+    fetch: Fetch<'_>,
+) -> Result<Next, ProxyError> {
+    let Fetch {
+        fill,
+        stale,
+        forwarded,
+    } = fetch;
+    let side = ex.side();
+    // 4. Upstream exchange.
+    let head = write_upstream_head(ex, stale.as_ref());
+    let (conn, request_time) = match exchange(ex).await {
+        Ok(exchanged) => exchanged,
+        Err(e) => {
+            return match stale.as_ref().filter(|s| s.if_error) {
+                Some(stale) => serve_stale(ex, fill.key.cache, &head, &stale.entry).await,
+                None => Err(e),
+            }
+        }
+    };
+    let sent = Sent {
+        side,
+        head,
+        request_time,
+        response_time: age::now(),
+    };
+    // 5. Respond and 6. after, by what came back.
+    let status = ex.resp.status;
+    match &stale {
+        Some(stale) if status == 304 => freshen(ex, conn, &stale.entry, fill, &sent).await,
+        Some(stale) if stale.if_error && is_error_status(status) => {
+            // The error response is never read: the connection cannot be reused.
+            ex.ctx.pool.recycle(conn);
+            serve_stale(ex, fill.key.cache, &sent.head, &stale.entry).await
+        }
+        _ => store_and_stream(ex, conn, fill, forwarded, &sent).await,
+    }
+}
+
+/// Writes the upstream head into `client.out` and consumes the client's
+/// copy, returning a copy of it for later.
+fn write_upstream_head(ex: &mut Exchange<'_>, stale: Option<&Stale>) -> Vec<u8> {
+    let head = ex.client.buf.filled()[..ex.req.fields.head_len].to_vec();
+    let (client, forward) = (&mut *ex.client, ex.ctx.forward);
+    let (out, ip) = (&mut client.out, &client.ip);
+    out.clear();
+    write_conditional(out, &head, ex.req, ip, forward, stale.map(|s| &*s.entry));
+    ex.consume_head();
+    head
+}
+
+/// Writes the head of a request for the cache: the client's validators
+/// dropped, the stored entry's added when revalidating one.
+pub(super) fn write_conditional(
+    out: &mut Vec<u8>,
+    head: &[u8],
+    req: &RequestHead,
+    client_ip: &[u8],
+    forward: ForwardOptions,
+    stale: Option<&CachedResponse>,
+) {
+    let mut validators = Vec::new();
+    if let Some(entry) = stale {
+        write_validators(&mut validators, entry);
+    }
+    let edit = RequestEdit {
+        drop_field: is_client_validator,
+        extra: &validators,
+    };
+    write_request_head_edited(out, head, req, client_ip, forward, edit);
+}
+
+/// Sends the request in `client.out` and reads the response head. Returns the
+/// connection and when the request left.
+async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyError> {
+    let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
+    let request_time = age::now();
+    let out = &mut ex.client.out;
+    match exchange_head(ex.ctx, out, &mut conn, Method::Get, ex.resp, server).await {
+        Ok(()) => Ok((conn, request_time)),
+        Err(e) => {
+            ex.ctx.pool.recycle(conn);
+            Err(e)
+        }
+    }
+}
+
+/// stale-if-error: the origin failed, so the stale entry answers.
+async fn serve_stale(
+    ex: &mut Exchange<'_>,
+    cache: &CacheShard,
+    head: &[u8],
+    entry: &CachedResponse,
+) -> Result<Next, ProxyError> {
+    cache.counters.borrow_mut().stale_served += 1;
+    let now = age::now();
+    let plan = plan_reply(ex, head, entry, now);
+    reply_stored(ex.client, entry, now, "hit; detail=stale-if-error", plan).await
+}
+
+/// A 304 answered the revalidation: the entry, freshened with its fields,
+/// is stored again and answers the client (with a 304 of its own if the
+/// client's conditional matches).
+async fn freshen(
+    ex: &mut Exchange<'_>,
+    mut conn: UpstreamConn,
+    entry: &CachedResponse,
+    fill: FillGuard<'_>,
+    sent: &Sent,
+) -> Result<Next, ProxyError> {
+    let resp = &*ex.resp;
+    let (request_time, response_time) = (sent.request_time, sent.response_time);
+    let route = ex.route;
+    let freshened = entry.freshen(
+        resp,
+        conn.buf.filled(),
+        request_time,
+        response_time,
+        &freshness(route),
+    );
+    conn.buf.consume(resp.fields.head_len);
+    let end = ResponseEnd {
+        complete: true,
+        close_client: false,
+        upstream_reusable: resp.fields.wants_keep_alive(),
+    };
+    let upstream = &ex.ctx.config.upstreams[route.upstream];
+    finish(ex.ctx, conn, upstream, end, true);
+    let fresh = Arc::new(freshened.map_err(|_| {
+        ProxyError::BadResponse(HeadError::Malformed("304 for another representation"))
+    })?);
+    fill.complete(Some(Arc::clone(&fresh)));
+    let now = age::now();
+    let plan = plan_reply(ex, &sent.head, &fresh, now);
+    reply_stored(ex.client, &fresh, now, "fwd=stale; fwd-status=304", plan).await
+}
+
+/// Streams the response to the client; if it may be stored, a `Tee` copies
+/// the payload on the way (up to `max_object_size`), and a complete copy is
+/// filled into the cache.
+async fn store_and_stream(
+    ex: &mut Exchange<'_>,
+    mut conn: UpstreamConn,
+    fill: FillGuard<'_>,
+    forwarded: &str,
+    sent: &Sent,
+) -> Result<Next, ProxyError> {
+    let (req, resp, route) = (ex.req, &*ex.resp, ex.route);
+    let opts = StoreOptions {
+        allow_set_cookie: route.cache_set_cookie,
+    };
+    let resp_bytes = conn.buf.filled();
+    let cacheable = resp.fields.framing != Framing::UntilClose
+        && storable(req, &sent.head, resp, resp_bytes, &opts).is_ok();
+    let stored_head = cacheable.then(|| resp_bytes[..resp.fields.head_len].to_vec());
+    let mut status_field = Vec::with_capacity(64);
+    let _ = write!(
+        status_field,
+        "Cache-Status: shardproxy; {forwarded}; fwd-status={}{}\r\n",
+        resp.status,
+        if cacheable { "; stored" } else { "" }
+    );
+    let max_object_size = fill.key.cache.config().max_object_size as usize;
+    let mut tee = cacheable.then(|| Tee::new(max_object_size));
+    let to = ToClient {
+        stream: &ex.client.stream,
+        out: &mut ex.client.out,
+        side: sent.side,
+        extra_fields: &status_field,
+    };
+    let end = match send_response(to, &conn.stream, &mut conn.buf, resp, tee.as_mut()).await {
+        Ok(end) => end,
+        Err(e) => {
+            ex.ctx.pool.recycle(conn);
+            return Err(e);
+        }
+    };
+    let stored = match (end.complete, tee.and_then(Tee::finish), stored_head) {
+        (true, Some(payload), Some(head)) => CachedResponse::from_response(
+            resp,
+            &head,
+            Arc::from(payload),
+            req,
+            &sent.head,
+            sent.request_time,
+            sent.response_time,
+            &freshness(route),
+        )
+        .ok()
+        .map(Arc::new),
+        _ => None,
+    };
+    fill.complete(stored);
+    let upstream = &ex.ctx.config.upstreams[route.upstream];
+    Ok(finish(ex.ctx, conn, upstream, end, true))
+}
