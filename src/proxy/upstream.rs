@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::UpstreamConfig,
     http::head::{Method, ResponseHead},
-    net::Socket,
+    net::{IoError, Socket},
     shard::context::ShardContext,
     upstream::pool::UpstreamConn,
 };
@@ -131,7 +131,9 @@ pub(super) async fn exchange_head(
                 )
                 .await
             }
-            Err(e) => Err(ProxyError::UpstreamIo(e.into())),
+            // A timed-out send took the request's bytes with it: never retried.
+            Err(IoError::TimedOut) => Err(ProxyError::UpstreamTimeout),
+            Err(IoError::Io(e)) => Err(ProxyError::UpstreamIo(e)),
         };
         match outcome {
             Ok(()) => return Ok(()),

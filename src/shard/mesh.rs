@@ -69,11 +69,11 @@ impl<M> MeshEnd<M> {
 
     /// Shards in the mesh, this one included.
     pub fn len(&self) -> usize {
-        self.to.len()
+        self.from.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.to.is_empty()
+        self.from.is_empty()
     }
 
     /// Queues `message` for `peer` and rings its doorbell. `Err` gives the
@@ -141,6 +141,20 @@ impl<M> MeshEnd<M> {
             }
         }
         Poll::Pending
+    }
+}
+
+/// A shard leaving the mesh closes its queues and rings every peer, so a
+/// peer asleep on its doorbell wakes to see the queues closed.
+impl<M> Drop for MeshEnd<M> {
+    fn drop(&mut self) {
+        let peers: Vec<usize> = (0..self.to.len())
+            .filter(|&p| self.to[p].is_some())
+            .collect();
+        self.to.clear();
+        for peer in peers {
+            self.doorbells[peer].wake();
+        }
     }
 }
 
