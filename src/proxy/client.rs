@@ -6,7 +6,11 @@
 //! Errors the client can still be told about become one short response; after
 //! an error the connection closes, since an unread body would desynchronise it.
 
-use std::{rc::Rc, time::Duration, time::Instant};
+use std::{
+    net::SocketAddr,
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
 use compio::net::TcpStream;
 
@@ -47,11 +51,17 @@ impl Client {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, registration: Registration) {
-    let stream = Socket::new(stream);
-    let ip = stream
-        .peer_addr()
+/// Serves one accepted connection until it closes. `peer`: the client's
+/// address when the accept reported it (else it is asked of the socket).
+pub async fn serve(
+    ctx: Rc<ShardContext>,
+    stream: TcpStream,
+    peer: Option<SocketAddr>,
+    registration: Registration,
+) {
+    let stream = Socket::accepted(stream);
+    let ip = peer
+        .or_else(|| stream.peer_addr().ok())
         .map(|a| a.ip().to_string().into_bytes())
         .unwrap_or_default();
     let mut client = Client {
@@ -79,7 +89,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, registration: Regis
                 log::debug!("shard {}: {e}", ctx.id);
                 answer(&mut client, &e, true).await;
                 linger_close(&mut client).await;
-                return;
+                break;
             }
         }
         first = false;
@@ -106,11 +116,13 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, registration: Regis
                 answer(&mut client, &e, !keep).await;
                 if !keep {
                     linger_close(&mut client).await;
-                    return;
+                    break;
                 }
             }
         }
     }
+    drop(registration);
+    client.stream.close().await;
 }
 
 /// Waits, holding no buffer, until the client sends something; then leases

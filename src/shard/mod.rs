@@ -200,7 +200,7 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
             match accepted {
                 Ok(stream) => {
                     let registration = ctx.connections.register(stream.as_raw_fd());
-                    spawn(serve(ctx.clone(), stream, registration)).detach();
+                    spawn(serve(ctx.clone(), stream, None, registration)).detach();
                     if !ctx.connections.has_room() {
                         break;
                     }
