@@ -7,7 +7,9 @@
 //! an error the connection closes, since an unread body would desynchronise it.
 
 use std::{
+    future::Future,
     net::SocketAddr,
+    pin::Pin,
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -96,9 +98,7 @@ pub async fn serve(
         registration.set_idle(false);
         let had_body = request.fields.framing != Framing::None;
         let keep_alive = request.fields.wants_keep_alive();
-        // Boxed: the request's state lives on the heap only while a request
-        // is in hand, so an idle connection's task stays small.
-        let outcome = Box::pin(handle(&ctx, &mut client, &request, &mut response)).await;
+        let outcome = boxed_handle(&ctx, &mut client, &request, &mut response).await;
         match outcome {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => break,
@@ -123,6 +123,19 @@ pub async fn serve(
     }
     drop(registration);
     client.stream.close().await;
+}
+
+/// The request's state, on the heap only while a request is in hand, so an
+/// idle connection's task stays small. A plain function: boxing inside the
+/// async loop made the compiler keep room for the unboxed future in the
+/// connection's task as well (3,992 bytes instead of ~1,400).
+fn boxed_handle<'a>(
+    ctx: &'a Rc<ShardContext>,
+    client: &'a mut Client,
+    request: &'a RequestHead,
+    response: &'a mut ResponseHead,
+) -> Pin<Box<impl Future<Output = Result<Next, ProxyError>> + 'a>> {
+    Box::pin(handle(ctx, client, request, response))
 }
 
 /// Waits, holding no buffer, until the client sends something; then leases

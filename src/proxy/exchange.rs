@@ -137,7 +137,7 @@ pub async fn handle(
     };
     // 3. Cache lookup.
     let lookup = match &ctx.cache {
-        Some(cache) if route.cache => cached::lookup(&mut ex, cache).await?,
+        Some(cache) if route.cache => Box::pin(cached::lookup(&mut ex, cache)).await?,
         Some(_) => Lookup::Forward(Forward::plain(BYPASS)),
         None => Lookup::Forward(Forward::plain(b"")),
     };
@@ -145,7 +145,7 @@ pub async fn handle(
     match lookup {
         Lookup::Answered(next) => Ok(next),
         Lookup::Forward(plan) => forward(&mut ex, plan).await,
-        Lookup::Fetch(plan) => cached::fetch(&mut ex, plan).await,
+        Lookup::Fetch(plan) => Box::pin(cached::fetch(&mut ex, plan)).await,
     }
 }
 
@@ -180,7 +180,7 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     let exchanged = if body.is_done() {
         whole_request(ex, &mut conn, server, side, &plan).await
     } else {
-        stream_request(ex, &mut conn, body, payload, side, &plan).await
+        Box::pin(stream_request(ex, &mut conn, body, payload, side, &plan)).await
     };
     // 6. After.
     match exchanged {
