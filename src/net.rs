@@ -254,11 +254,16 @@ struct ArmedTimer {
 impl Watchdog {
     /// Runs `op`, giving up once `limit` has passed.
     async fn guard<F: Future>(&self, limit: Duration, op: F) -> Result<F::Output, IoError> {
-        let deadline = Instant::now() + limit;
         let mut op = pin!(op);
+        // Read the clock once per wait, not once per operation and again per poll.
+        let mut deadline = None;
         poll_fn(|cx| match op.as_mut().poll(cx) {
             Poll::Ready(output) => Poll::Ready(Ok(output)),
-            Poll::Pending => self.poll_expired(deadline, cx),
+            Poll::Pending => {
+                let now = Instant::now();
+                let deadline = *deadline.get_or_insert(now + limit);
+                self.poll_expired(deadline, now, cx)
+            }
         })
         .await
     }
@@ -266,7 +271,12 @@ impl Watchdog {
     /// Ready with `TimedOut` once `deadline` has passed; keeps the timer
     /// armed no later than `deadline` (a timer armed later is replaced; one
     /// that fires early is re-armed for `deadline`).
-    fn poll_expired<T>(&self, deadline: Instant, cx: &mut Context<'_>) -> Poll<Result<T, IoError>> {
+    fn poll_expired<T>(
+        &self,
+        deadline: Instant,
+        now: Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, IoError>> {
         let mut timer = self.timer.borrow_mut();
         loop {
             match timer.as_mut() {
@@ -276,7 +286,7 @@ impl Watchdog {
                         .waker
                         .as_ref()
                         .is_some_and(|w| w.will_wake(cx.waker()));
-                    if same_task && Instant::now() < armed.fires {
+                    if same_task && now < armed.fires {
                         return Poll::Pending;
                     }
                     if !same_task {

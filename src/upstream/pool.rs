@@ -14,6 +14,7 @@
 use std::{
     cell::RefCell,
     collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -40,7 +41,32 @@ struct Idle {
 /// Per-shard pool. Owned by the shard context; `RefCell` borrows never span an `.await`.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+}
+
+/// FNV-1a over the address's bytes. The pool is looked up twice per
+/// request; SipHash's flood resistance buys nothing for keys that come from
+/// the config (or, later, from resolved destinations an ACL admitted), and
+/// cost more than the lookup itself.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Pool {
