@@ -161,6 +161,8 @@ via = false
 [[upstream]]
 name = "o"
 servers = ["127.0.0.1:{origin}"]
+# The same idle pool as nginx's `keepalive 64` below.
+keepalive = 64
 
 [[route]]
 upstream = "o"
