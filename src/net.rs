@@ -110,6 +110,34 @@ impl Socket {
         result.map_err(IoError::Io)
     }
 
+    /// Sends all of `head`, then the first `len` unconsumed bytes of `buf`,
+    /// in one vectored write, and consumes those bytes from `buf`.
+    pub async fn send_vec_then_buffered(
+        &self,
+        head: &mut Vec<u8>,
+        buf: &mut IoBuf,
+        len: usize,
+        limit: Duration,
+    ) -> Result<(), IoError> {
+        if len == 0 {
+            return self.send_vec(head, limit).await;
+        }
+        let lent = (
+            std::mem::take(head),
+            (WriteWindow(std::mem::take(buf), len),),
+        );
+        let mut writer = &self.stream;
+        let BufResult(result, (back_head, (WriteWindow(back_buf, _),))) = self
+            .watch
+            .guard(limit, writer.write_vectored_all(lent))
+            .await?;
+        *head = back_head;
+        *buf = back_buf;
+        result.map_err(IoError::Io)?;
+        buf.consume(len);
+        Ok(())
+    }
+
     /// Sends the first `len` unconsumed bytes of `buf` and consumes them.
     pub async fn send_buffered(
         &self,

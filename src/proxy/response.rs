@@ -147,7 +147,7 @@ pub async fn send_response(
         dechunk,
     };
     let mut body = BodyState::new(framing);
-    write_head(
+    let body_ready = write_head(
         &mut to,
         buf,
         resp,
@@ -157,7 +157,7 @@ pub async fn send_response(
     )?;
     let client = to.stream;
     client
-        .send_vec(to.out, side.body_idle)
+        .send_vec_then_buffered(to.out, buf, body_ready, side.body_idle)
         .await
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
 
@@ -186,9 +186,12 @@ pub async fn send_response(
     })
 }
 
-/// Writes the client's response head into `to.out`, followed by whatever of
-/// the body already arrived behind the upstream's head (unless it is to be
-/// de-chunked), so both go out in one write; consumes what it took from `buf`.
+/// Writes the client's response head into `to.out` and consumes the
+/// upstream's head from `buf`. Returns how many bytes at the front of `buf`
+/// are body that already arrived behind the head (none when it is to be
+/// de-chunked): they go out with the head in one vectored write, straight
+/// from `buf` (copying a 64 KiB body into the head's vector cost more than
+/// the write).
 fn write_head(
     to: &mut ToClient<'_>,
     buf: &mut IoBuf,
@@ -196,7 +199,7 @@ fn write_head(
     framing: ClientFraming,
     body: &mut BodyState,
     mut tee: Option<&mut Tee>,
-) -> Result<(), ProxyError> {
+) -> Result<usize, ProxyError> {
     let out = &mut *to.out;
     out.clear();
     write_response_head(
@@ -216,8 +219,7 @@ fn write_head(
                 }
             })
             .map_err(ProxyError::BadResponseBody)?;
-        out.extend_from_slice(&buf.filled()[..accepted.bytes]);
-        buf.consume(accepted.bytes);
+        return Ok(accepted.bytes);
     }
-    Ok(())
+    Ok(0)
 }
