@@ -191,7 +191,9 @@ impl Socket {
                 Ok(Err(_)) | Err(IoError::Io(_)) => {}
             }
         }
-        match self.readable(limit).await {
+        // Boxed: the fallback is rare, and inline it would add its size to
+        // every idle connection's task.
+        match Box::pin(self.readable(limit)).await {
             Ok(true) => Arrival::Readable,
             Ok(false) => Arrival::TimedOut,
             Err(_) => Arrival::Closed,

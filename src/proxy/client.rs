@@ -80,9 +80,13 @@ pub async fn serve(
         if ctx.draining.get() && client.buf.is_empty() {
             break;
         }
-        if client.buf.is_empty() && !wait_for_request(&ctx, &mut client, first, &registration).await
-        {
-            break;
+        if client.buf.is_empty() {
+            // The parsed heads' field lists go back to the shard while idle.
+            ctx.give_heads(std::mem::take(&mut request), std::mem::take(&mut response));
+            if !wait_for_request(&ctx, &mut client, first, &registration).await {
+                break;
+            }
+            (request, response) = ctx.take_heads();
         }
         match read_request_head(&ctx, &mut client, &mut request).await {
             Ok(true) => {}

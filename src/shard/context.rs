@@ -13,7 +13,10 @@ use crate::{
     buffer::BufferPool,
     cache::ownership::CacheShard,
     config::Config,
-    http::{head::Limits, rewrite::ForwardOptions},
+    http::{
+        head::{Limits, RequestHead, ResponseHead},
+        rewrite::ForwardOptions,
+    },
     proxy::routing::Router,
     upstream::{
         balance::{Balancer, WeightedRoundRobin},
@@ -47,6 +50,8 @@ pub struct ShardContext {
     pub provided_buffers: bool,
     /// Head-writing vectors of idle connections, kept for the next request.
     out_vecs: RefCell<Vec<Vec<u8>>>,
+    /// Parsed heads (their field lists) of idle connections, likewise.
+    heads: RefCell<Vec<(RequestHead, ResponseHead)>>,
     /// This shard's part of the response cache, when `[cache] enabled`.
     pub cache: Option<CacheShard>,
 }
@@ -97,14 +102,16 @@ impl ShardContext {
             upstream_buffers: BufferPool::new(http.buffer_size, config.tuning.buffers),
             provided_buffers,
             out_vecs: RefCell::new(Vec::new()),
+            heads: RefCell::new(Vec::new()),
             cache,
             config,
         }
     }
 }
 
-/// Vectors kept for reuse; past this, an idle connection's vector is freed.
-const SPARE_OUT_VECS: usize = 256;
+/// Head vectors and parsed heads kept for reuse per shard; past this, what an
+/// idle connection gives back is freed.
+const SPARE_REQUEST_STATE: usize = 256;
 
 impl ShardContext {
     /// A vector for writing heads, for a connection that has a request in hand.
@@ -115,10 +122,23 @@ impl ShardContext {
             .unwrap_or_else(|| Vec::with_capacity(2048))
     }
 
+    /// Heads to parse a request and its response into (field lists reused).
+    pub fn take_heads(&self) -> (RequestHead, ResponseHead) {
+        self.heads.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Takes back an idle connection's heads; past the spare count they are freed.
+    pub fn give_heads(&self, request: RequestHead, response: ResponseHead) {
+        let mut spare = self.heads.borrow_mut();
+        if spare.len() < SPARE_REQUEST_STATE {
+            spare.push((request, response));
+        }
+    }
+
     /// Takes back an idle connection's vector.
     pub fn give_out_vec(&self, mut out: Vec<u8>) {
         let mut spare = self.out_vecs.borrow_mut();
-        if out.capacity() > 0 && out.capacity() <= 64 * 1024 && spare.len() < SPARE_OUT_VECS {
+        if out.capacity() > 0 && out.capacity() <= 64 * 1024 && spare.len() < SPARE_REQUEST_STATE {
             out.clear();
             spare.push(out);
         }
