@@ -62,20 +62,6 @@ pub fn full<M>(shards: usize, capacity: usize) -> Vec<MeshEnd<M>> {
 }
 
 impl<M> MeshEnd<M> {
-    /// This shard's id (its index in the mesh).
-    pub fn id(&self) -> usize {
-        self.id
-    }
-
-    /// Shards in the mesh, this one included.
-    pub fn len(&self) -> usize {
-        self.from.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.from.is_empty()
-    }
-
     /// Queues `message` for `peer` and rings its doorbell. `Err` gives the
     /// message back: the queue is full, the peer is gone, or `peer` is this shard.
     pub fn try_send(&self, peer: usize, message: M) -> Result<(), M> {
