@@ -198,6 +198,11 @@ impl BufferPool {
         })
     }
 
+    /// Bytes in each buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.size
+    }
+
     /// Buffers leased now.
     pub fn leased(&self) -> usize {
         self.leased.get()

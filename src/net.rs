@@ -180,10 +180,11 @@ impl Socket {
     /// once, so the wait and the first receive are one operation. Where the
     /// ring is unavailable or empty (ENOBUFS), or on epoll, it waits for
     /// readiness instead and the caller receives into its own buffer.
-    pub async fn wait_for_bytes(&self, limit: Duration, provided: bool) -> Arrival {
-        if provided {
+    /// At most `max_len` bytes are taken (so they fit the buffer they are copied to).
+    pub async fn wait_for_bytes(&self, limit: Duration, provided: bool, max_len: usize) -> Arrival {
+        if provided && max_len > 0 {
             let mut reader = &self.stream;
-            match self.watch.guard(limit, reader.read_managed(0)).await {
+            match self.watch.guard(limit, reader.read_managed(max_len)).await {
                 Ok(Ok(Some(bytes))) => return Arrival::Bytes(bytes),
                 Ok(Ok(None)) => return Arrival::Closed,
                 Err(IoError::TimedOut) => return Arrival::TimedOut,

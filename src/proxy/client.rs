@@ -163,7 +163,11 @@ async fn wait_for_request(
     };
     let arrival = client
         .stream
-        .wait_for_bytes(limit, ctx.provided_buffers)
+        .wait_for_bytes(
+            limit,
+            ctx.provided_buffers,
+            ctx.client_buffers.buffer_size(),
+        )
         .await;
     if ctx.draining.get() && !matches!(arrival, Arrival::Bytes(_)) {
         return false;
@@ -172,7 +176,7 @@ async fn wait_for_request(
     match arrival {
         Arrival::Bytes(bytes) => {
             client.buf = ctx.client_buffers.lease().await;
-            // A ring buffer (4 KiB) is smaller than any client buffer.
+            // At most the client buffer's size was received (wait_for_bytes' max_len).
             client.buf.push(&bytes);
         }
         Arrival::Readable => client.buf = ctx.client_buffers.lease().await,

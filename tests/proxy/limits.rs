@@ -188,3 +188,25 @@ fn zero_max_body_size_means_no_limit() {
         assert_eq!(response.body_text(), BodyDigest::of(&body).to_text());
     });
 }
+
+/// With the smallest buffers (1 KiB) the first bytes of a request, which
+/// arrive through the shard's 4 KiB provided-buffer ring, must still fit the
+/// connection's buffer: a head larger than it gets 431, a small one passes.
+#[test]
+fn smallest_buffers_take_a_large_head_without_harm() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let config = ProxyConfig::for_origin(shards, origin.addr())
+            .http("buffer_size", "1024")
+            .http("max_header_bytes", "1024")
+            .http("max_headers", "256");
+        let proxy = Proxy::start(&config);
+        let long_fields: Vec<String> = (0..100)
+            .map(|n| format!("X-Long-{n}: {}", "v".repeat(40)))
+            .collect();
+        let big = get_request(64, &long_fields);
+        assert!(big.len() > 3000, "the head must exceed the buffer by far");
+        assert_eq!(status_of(&proxy, &big, "GET"), 431);
+        assert_eq!(status_of(&proxy, &get_request(64, &[]), "GET"), 200);
+    });
+}
