@@ -1,7 +1,8 @@
 //! Socket I/O as the proxy uses it: a [`Socket`] receives into an
 //! [`IoBuf`]'s free tail, sends bytes from a `Vec`, the front of an `IoBuf`
-//! or the cache's shared copy, and waits until it is readable without
-//! holding any buffer, each within a deadline.
+//! or the cache's shared copy, and waits for a client's next request without
+//! holding any buffer of its own (in the shard's provided-buffer ring, or for
+//! readiness on epoll), each within a deadline.
 //!
 //! compio takes buffers by value; these methods lend the caller's buffer to
 //! the operation and put it back, so callers keep working with `&mut IoBuf`.
