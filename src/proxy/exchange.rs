@@ -189,7 +189,7 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
             Ok(finish(ex.ctx, conn, upstream, end, request_complete))
         }
         Err(e) => {
-            ex.ctx.pool.recycle(conn);
+            ex.ctx.pool.discard(conn);
             Err(e)
         }
     }

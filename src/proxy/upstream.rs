@@ -39,7 +39,7 @@ pub(super) fn finish(
         ctx.pool
             .put(conn, upstream.keepalive, upstream.keepalive_timeout);
     } else {
-        ctx.pool.recycle(conn);
+        ctx.pool.discard(conn);
     }
     if clean && !end.close_client {
         Next::KeepAlive
@@ -146,7 +146,7 @@ pub(super) async fn exchange_head(
                 );
                 retried = true;
                 let fresh = connect(ctx, server).await?;
-                ctx.pool.recycle(std::mem::replace(conn, fresh));
+                ctx.pool.discard(std::mem::replace(conn, fresh));
             }
             Err(e) => return Err(e),
         }

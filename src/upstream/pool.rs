@@ -83,7 +83,7 @@ impl Pool {
             if entry.expires > now {
                 return Some(entry.conn);
             }
-            self.recycle(entry.conn);
+            self.discard(entry.conn);
         }
         None
     }
@@ -92,7 +92,7 @@ impl Pool {
     /// the pool for its address already holds `max_idle` connections.
     pub fn put(&self, mut conn: UpstreamConn, max_idle: usize, idle_timeout: Duration) {
         if max_idle == 0 || !conn.buf.is_empty() {
-            self.recycle(conn);
+            self.discard(conn);
             return;
         }
         // The buffer's lease ends here: an idle connection holds none.
@@ -102,7 +102,7 @@ impl Pool {
         if list.len() >= max_idle {
             // Drop the oldest: it is the likeliest to be closed by the server soon.
             let oldest = list.remove(0);
-            self.recycle(oldest.conn);
+            self.discard(oldest.conn);
         }
         list.push(Idle {
             conn,
@@ -110,8 +110,10 @@ impl Pool {
         });
     }
 
-    /// Closes a connection (its buffer, if any, goes back to the shard's pool).
-    pub fn recycle(&self, conn: UpstreamConn) {
+    /// Closes a connection that must not be reused. Dropping it would do the
+    /// same (its buffer, if any, goes back to the shard's pool on drop); the
+    /// call names the decision where it is made.
+    pub fn discard(&self, conn: UpstreamConn) {
         drop(conn);
     }
 
@@ -134,7 +136,7 @@ impl Pool {
             idle.retain(|_, list| !list.is_empty());
         }
         for conn in expired {
-            self.recycle(conn);
+            self.discard(conn);
         }
     }
 

@@ -97,7 +97,7 @@ pub(in crate::proxy) async fn fetch(
         Some(stale) if status == 304 => freshen(ex, conn, &stale.entry, fill, &sent).await,
         Some(stale) if stale.if_error && is_error_status(status) => {
             // The error response is never read: the connection cannot be reused.
-            ex.ctx.pool.recycle(conn);
+            ex.ctx.pool.discard(conn);
             serve_stale(ex, fill.key.cache, &sent.head, &stale.entry).await
         }
         _ => store_and_stream(ex, conn, fill, forwarded, &sent).await,
@@ -146,7 +146,7 @@ async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyEr
     match exchange_head(ex.ctx, out, &mut conn, Method::Get, ex.resp, server).await {
         Ok(()) => Ok((conn, request_time)),
         Err(e) => {
-            ex.ctx.pool.recycle(conn);
+            ex.ctx.pool.discard(conn);
             Err(e)
         }
     }
@@ -238,7 +238,7 @@ async fn store_and_stream(
     let end = match send_response(to, &conn.stream, &mut conn.buf, resp, tee.as_mut()).await {
         Ok(end) => end,
         Err(e) => {
-            ex.ctx.pool.recycle(conn);
+            ex.ctx.pool.discard(conn);
             return Err(e);
         }
     };

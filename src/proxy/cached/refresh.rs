@@ -95,7 +95,7 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
         let limit = cache.config().max_object_size as usize;
         let framing = resp.fields.framing;
         let Some(body) = read_whole_body(&ctx, &mut answered.conn, framing, limit).await else {
-            ctx.pool.recycle(answered.conn);
+            ctx.pool.discard(answered.conn);
             return;
         };
         replacement(&route, &req, &head, &answered, body)
@@ -121,7 +121,7 @@ async fn exchange(ctx: &ShardContext, upstream: usize, out: &mut Vec<u8>) -> Opt
         .await
         .is_err()
     {
-        ctx.pool.recycle(conn);
+        ctx.pool.discard(conn);
         return None;
     }
     let response_time = age::now();
