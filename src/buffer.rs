@@ -182,7 +182,29 @@ pub struct BufferPool {
     keep: usize,
     leased: Cell<usize>,
     free: RefCell<Vec<Chunk>>,
-    waiting: RefCell<VecDeque<Waker>>,
+    /// Leases waiting for a buffer, oldest first.
+    waiting: RefCell<VecDeque<WaiterSlot>>,
+}
+
+/// A waiting lease's waker; emptied when the lease is woken or gives up, so
+/// a return never spends its wake-up on a lease that no longer waits.
+type WaiterSlot = Rc<RefCell<Option<Waker>>>;
+
+/// A lease's place in the queue. Dropped with the lease: a lease that gives
+/// up (its connection timed out or closed) leaves the queue, and passes on a
+/// wake-up it may have received but not used.
+struct Waiting<'p> {
+    pool: &'p BufferPool,
+    slot: WaiterSlot,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.slot.borrow_mut().take();
+        if self.pool.leased.get() < self.pool.max {
+            self.pool.wake_next();
+        }
+    }
 }
 
 impl BufferPool {
@@ -213,14 +235,35 @@ impl BufferPool {
         if let Some(buf) = self.try_lease() {
             return buf;
         }
+        let waiting = Waiting {
+            pool: self,
+            slot: Rc::default(),
+        };
         poll_fn(|cx| match self.try_lease() {
             Some(buf) => Poll::Ready(buf),
             None => {
-                self.waiting.borrow_mut().push_back(cx.waker().clone());
+                let queued = waiting.slot.borrow_mut().replace(cx.waker().clone());
+                if queued.is_none() {
+                    self.waiting.borrow_mut().push_back(waiting.slot.clone());
+                }
                 Poll::Pending
             }
         })
         .await
+    }
+
+    /// Wakes the oldest lease still waiting, skipping those that gave up.
+    fn wake_next(&self) {
+        loop {
+            let Some(slot) = self.waiting.borrow_mut().pop_front() else {
+                return;
+            };
+            let waker = slot.borrow_mut().take();
+            if let Some(waker) = waker {
+                waker.wake();
+                return;
+            }
+        }
     }
 
     /// A buffer if one is free now.
@@ -249,9 +292,7 @@ impl BufferPool {
             free.push(data);
         }
         drop(free);
-        if let Some(waker) = self.waiting.borrow_mut().pop_front() {
-            waker.wake();
-        }
+        self.wake_next();
     }
 }
 
@@ -366,6 +407,31 @@ mod tests {
         assert_eq!(c.capacity(), 16);
         drop((b, c));
         assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn a_lease_that_gave_up_does_not_swallow_a_return() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let pool = BufferPool::new(16, 1);
+            let held = pool.lease().await;
+            // This lease queues first, then gives up (as a timed-out connection would).
+            let abandoned = compio::runtime::spawn({
+                let pool = pool.clone();
+                async move { pool.lease().await.capacity() }
+            });
+            let waiter = compio::runtime::spawn({
+                let pool = pool.clone();
+                async move { pool.lease().await.capacity() }
+            });
+            compio::time::sleep(std::time::Duration::from_millis(10)).await;
+            drop(abandoned);
+            drop(held);
+            assert_eq!(
+                waiter.await.unwrap(),
+                16,
+                "the live waiter got the returned buffer"
+            );
+        });
     }
 
     #[test]
