@@ -1,0 +1,79 @@
+//! `[[route]]`: which upstream (and cache policy) serves a host and path prefix.
+
+use std::{collections::HashMap, time::Duration};
+
+use super::{raw::RawRoute, resolver::Resolver, ConfigError};
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Lower-case host name without port; `None` matches any host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Use the cache for this route (when `[cache]` is enabled).
+    pub cache: bool,
+    /// Freshness for responses that carry none.
+    pub cache_default_ttl: Option<Duration>,
+    /// Store responses that set cookies.
+    pub cache_set_cookie: bool,
+}
+
+impl Resolver<'_> {
+    /// The routes in file order; `upstreams` maps upstream names to indices.
+    pub(super) fn routes(
+        &self,
+        raw: Vec<RawRoute>,
+        upstreams: &HashMap<String, usize>,
+    ) -> Result<Vec<RouteConfig>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.error(None, "no [[route]] is defined".into()));
+        }
+        let mut routes = Vec::with_capacity(raw.len());
+        for route in raw {
+            let upstream = *upstreams.get(route.upstream.get_ref()).ok_or_else(|| {
+                let name = route.upstream.get_ref();
+                self.invalid(
+                    "route.upstream",
+                    route.upstream.span(),
+                    format!("no [[upstream]] is named `{name}`"),
+                )
+            })?;
+            let path_prefix = match route.path_prefix {
+                None => "/".to_string(),
+                Some(p) if p.get_ref().starts_with('/') => p.into_inner(),
+                Some(p) => {
+                    return Err(self.invalid("route.path_prefix", p.span(), "must start with `/`"))
+                }
+            };
+            let host = match route.host {
+                None => None,
+                Some(h) if !h.get_ref().is_empty() && !h.get_ref().contains(['/', ' ']) => {
+                    Some(h.into_inner().to_ascii_lowercase())
+                }
+                Some(h) => {
+                    return Err(self.invalid(
+                        "route.host",
+                        h.span(),
+                        "must be a host name without scheme or path",
+                    ))
+                }
+            };
+            let cache_default_ttl = match route.cache_default_ttl {
+                None => None,
+                Some(ttl) => {
+                    Some(self.duration("route.cache_default_ttl", Some(ttl), Duration::ZERO)?)
+                }
+            };
+            routes.push(RouteConfig {
+                host,
+                path_prefix,
+                upstream,
+                cache: route.cache.unwrap_or(true),
+                cache_default_ttl,
+                cache_set_cookie: route.cache_set_cookie.unwrap_or(false),
+            });
+        }
+        Ok(routes)
+    }
+}
