@@ -20,5 +20,7 @@ pub mod error;
 pub mod exchange;
 pub mod relay;
 pub mod response;
+mod retrying;
 pub mod routing;
+pub mod target;
 mod upstream;

@@ -140,7 +140,8 @@ pub(super) fn write_conditional(
 /// Sends the request in `client.out` and reads the response head. Returns the
 /// connection and when the request left.
 async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyError> {
-    let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
+    let mut conn = acquire(ex.ctx, &ex.target, &[]).await?;
+    let server = conn.addr;
     let request_time = age::now();
     let out = &mut ex.client.out;
     match exchange_head(ex.ctx, out, &mut conn, Method::Get, ex.resp, server).await {
