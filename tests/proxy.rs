@@ -27,6 +27,8 @@ mod limits;
 mod outlier;
 #[path = "proxy/pooling.rs"]
 mod pooling;
+#[path = "proxy/priority.rs"]
+mod priority;
 #[path = "proxy/retries.rs"]
 mod retries;
 #[path = "proxy/shutdown.rs"]

@@ -60,7 +60,9 @@ impl<'c> Retries<'c> {
     /// After `failure` on `server`: whether another try may follow, having
     /// waited its backoff if so.
     async fn again(&mut self, failure: Failure, server: Option<usize>) -> bool {
-        if !self.allowed || self.tries >= self.policy.attempts || !self.policy.on.matches(failure) {
+        // A failed connect sent nothing: retrying it is safe for any method.
+        let safe = self.allowed || failure == Failure::Connect;
+        if !safe || self.tries >= self.policy.attempts || !self.policy.on.matches(failure) {
             return false;
         }
         if self.token.is_none() {
@@ -116,7 +118,7 @@ impl<'c> Retries<'c> {
                     None => return outcome,
                 },
             };
-            // A send that timed out kept the request's bytes: nothing to send again.
+            // A send that timed out took the request's bytes with it: nothing to send again.
             if request.is_empty() || !self.again(failure, server_of(conn)).await {
                 return outcome;
             }

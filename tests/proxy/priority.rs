@@ -1,0 +1,128 @@
+//! Priority classes under saturation: with the only server at `max_conns`
+//! and the queue full, a high-class request (picked by `priority_header`)
+//! takes the place of a queued low-class one, which is shed with 503 and
+//! Retry-After; when the server frees up, the high-class requests are served
+//! first and complete.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::origin::{self, After, Gate};
+use crate::support::*;
+
+/// Enough low-class requests that every shard surely gets its server slot
+/// and queue (1 + 2) filled: the rest are shed at once.
+const LOWS: usize = 30;
+const HIGHS: usize = 2;
+const QUEUE: usize = 2;
+
+/// Sends `GET path` with `headers` on a new connection; the response arrives on `done`.
+fn send_async(
+    proxy: &Proxy,
+    path: String,
+    headers: Vec<(&'static str, &'static str)>,
+    done: &mpsc::Sender<(String, Response)>,
+) {
+    let mut client = proxy.client();
+    client.send(client::request_head_with("GET", &path, &headers).as_bytes());
+    let done = done.clone();
+    thread::spawn(move || {
+        let response = client.read_response("GET");
+        let _ = done.send((path, response));
+    });
+}
+
+/// Receives responses until `count` of them are 503s; returns all received.
+fn until_shed(
+    responses: &mpsc::Receiver<(String, Response)>,
+    got: &mut Vec<(String, Response)>,
+    count: usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.iter().filter(|(_, r)| r.status == 503).count() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match responses.recv_timeout(left) {
+            Ok(response) => got.push(response),
+            Err(_) => panic!("waited for {count} 503s, got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn high_classes_complete_while_low_ones_are_shed() {
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let origin = Origin::start(move |request, stream| {
+            held.wait();
+            origin::send_ok(stream, request.target.as_bytes());
+            After::KeepAlive
+        });
+        let limits = [
+            ("max_conns", "1"),
+            ("queue_size", "2"),
+            ("queue_timeout", "\"20s\""),
+        ];
+        let config = ProxyConfig::new(shards)
+            .upstream_with("o", &[origin.addr()], &limits)
+            .route_with(
+                None,
+                "/",
+                "o",
+                &[("priority", "2"), ("priority_header", "\"X-Priority\"")],
+            );
+        let proxy = Proxy::start(&config);
+        let (done, responses) = mpsc::channel();
+        let mut got = Vec::new();
+
+        // Low class (the route's 2): per shard one in flight, QUEUE queued, the rest shed.
+        for i in 0..LOWS {
+            send_async(&proxy, format!("/low/{i}"), vec![], &done);
+        }
+        until_shed(&responses, &mut got, LOWS - (1 + QUEUE) * shards);
+        // High class: each takes a queued low request's place.
+        for i in 0..HIGHS {
+            send_async(
+                &proxy,
+                format!("/high/{i}"),
+                vec![("X-Priority", "7")],
+                &done,
+            );
+        }
+        until_shed(&responses, &mut got, LOWS - (1 + QUEUE) * shards + HIGHS);
+
+        gate.open();
+        while got.len() < LOWS + HIGHS {
+            got.push(
+                responses
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("a response"),
+            );
+        }
+        for (path, response) in &got {
+            if path.starts_with("/high/") {
+                assert_status(response, 200);
+            } else if response.status == 503 {
+                assert_error_response(response, 503);
+                assert_eq!(response.header("retry-after"), Some("1"), "{path}");
+            } else {
+                assert_status(response, 200);
+            }
+        }
+        let low_served = got
+            .iter()
+            .filter(|(path, r)| path.starts_with("/low/") && r.status == 200)
+            .count();
+        assert_eq!(low_served, (1 + QUEUE) * shards - HIGHS);
+        if shards == 1 {
+            // Served in order: the low request in flight, then both high ones.
+            let order: Vec<String> = origin.requests().into_iter().map(|r| r.target).collect();
+            assert!(order[0].starts_with("/low/"), "{order:?}");
+            assert!(
+                order[1..].iter().all(|t| t.starts_with("/high/")),
+                "{order:?}"
+            );
+        }
+    });
+}
