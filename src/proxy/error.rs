@@ -87,9 +87,13 @@ impl ProxyError {
         }
     }
 
-    /// Whether the failure is the upstream's (logged as a warning) rather than the client's.
+    /// Whether the failure is the upstream's (logged as a warning) rather
+    /// than the client's. Shedding is neither: it is the proxy protecting the
+    /// upstream, and a warning per shed request would flood the log exactly
+    /// when the machine is busiest.
     pub fn is_upstream(&self) -> bool {
-        self.status().is_some_and(|s| s >= 500)
+        let shed = matches!(self, ProxyError::Shed | ProxyError::QueueTimeout);
+        !shed && self.status().is_some_and(|s| s >= 500)
     }
 }
 

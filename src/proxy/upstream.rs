@@ -70,14 +70,13 @@ pub(super) async fn acquire(
     let state = &ctx.upstreams[target.upstream];
     let config = &ctx.config.upstreams[target.upstream];
     let deadline = Instant::now() + config.queue_timeout;
-    // Servers that refused here: an allocation only when one fails.
-    let mut failed: Vec<usize> = Vec::new();
+    // Servers that refused here, and those plus `tried`: allocated only when one fails.
+    let (mut refused, mut avoid): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut last_error = None;
     // Set once a finished request woke this one: its turn has come.
     let mut woken = false;
-    while failed.len() < state.servers.len() {
-        let avoid = if failed.is_empty() { tried } else { &failed };
-        let server = match state.pick(target.key, avoid) {
+    loop {
+        let server = match state.pick(target.key, if avoid.is_empty() { tried } else { &avoid }) {
             // Others are queued: take a turn behind them (by class), unless
             // this request was just woken from the queue.
             Pick::Server(_) if !woken && !state.queue.is_empty() => {
@@ -85,13 +84,15 @@ pub(super) async fn acquire(
                 woken = true;
                 continue;
             }
+            // Only servers that already refused are left: give up.
+            Pick::Server(server) if refused.contains(&server) => break,
             Pick::Server(server) => server,
             Pick::Busy => {
                 wait_in_queue(ctx, target, deadline).await?;
                 woken = true;
                 continue;
             }
-            Pick::NoneUp => return Err(last_error.unwrap_or(ProxyError::NoServerUp)),
+            Pick::NoneUp => break,
         };
         let lease = state.lease(server);
         let addr = state.servers[server].addr;
@@ -108,18 +109,16 @@ pub(super) async fn acquire(
             Err(e) => {
                 log::warn!("shard {}: upstream server {addr}: {e}", ctx.id);
                 state.record(config, server, Err(Failure::Connect));
-                if failed.is_empty() {
-                    failed.extend_from_slice(tried);
+                if avoid.is_empty() {
+                    avoid.extend_from_slice(tried);
                 }
-                if !failed.contains(&server) {
-                    failed.push(server);
-                }
+                avoid.push(server);
+                refused.push(server);
                 last_error = Some(e);
             }
         }
     }
-    // Every server was tried and failed: config validation guarantees one.
-    Err(last_error.unwrap_or(ProxyError::UpstreamClosed))
+    Err(last_error.unwrap_or(ProxyError::NoServerUp))
 }
 
 /// Waits for a request to the upstream to finish; `Err` when the request is

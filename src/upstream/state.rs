@@ -49,6 +49,8 @@ pub struct UpstreamState {
     /// Leases held: this shard's requests in flight to the upstream.
     leased: Cell<u32>,
     max_conns: u32,
+    /// Outlier detection is on: picks must look at the clock.
+    ejects: bool,
 }
 
 impl UpstreamState {
@@ -84,13 +86,15 @@ impl UpstreamState {
             rng: Rng::seeded(seed),
             leased: Cell::new(0),
             max_conns: u32::try_from(config.max_conns).unwrap_or(u32::MAX),
+            ejects: config.outlier.is_some(),
         })
     }
 
-    /// Whether server `i` may take requests at all: up and not ejected.
-    fn is_up(&self, i: usize, now: Instant) -> bool {
+    /// Whether server `i` may take requests at all: up and not ejected
+    /// (`now` is `None` when outlier detection is off: nothing is ejected).
+    fn is_up(&self, i: usize, now: Option<Instant>) -> bool {
         let server = &self.servers[i];
-        self.health.is_up(server.slot) && !server.ejection.is_ejected(now)
+        self.health.is_up(server.slot) && now.is_none_or(|now| !server.ejection.is_ejected(now))
     }
 
     fn has_room(&self, i: usize) -> bool {
@@ -100,7 +104,8 @@ impl UpstreamState {
     /// The server for a request with hash `key`, avoiding the servers in
     /// `tried` where another one is usable.
     pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Pick {
-        let now = Instant::now();
+        // Reading the clock costs a little on every request: only when needed.
+        let now = self.ejects.then(Instant::now);
         let load = |i: usize| self.servers[i].in_flight.get();
         let fresh = |i: usize| self.is_up(i, now) && self.has_room(i) && !tried.contains(&i);
         let any = |i: usize| self.is_up(i, now) && self.has_room(i);
@@ -154,11 +159,6 @@ impl UpstreamState {
                 policy.consecutive
             );
         }
-    }
-
-    /// Requests in flight to each server, for tests and stats.
-    pub fn in_flight(&self) -> Vec<u32> {
-        self.servers.iter().map(|s| s.in_flight.get()).collect()
     }
 }
 

@@ -6,6 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::fleet::{fleet, fleet_config};
+use crate::support::sockets;
 use crate::support::*;
 
 #[test]
@@ -53,5 +54,45 @@ fn a_failing_server_is_ejected_and_returns() {
             i += 1;
             thread::sleep(Duration::from_millis(10));
         }
+    });
+}
+
+#[test]
+fn when_the_servers_left_refuse_the_request_fails_fast() {
+    for_each_shard_count(|shards| {
+        let members = fleet(1);
+        members[0].fail_with(500);
+        let refusing = [sockets::closed_port(), sockets::closed_port()];
+        let servers = format!(
+            "[\"{}\", \"{}\", \"{}\"]",
+            members[0].origin.addr(),
+            refusing[0],
+            refusing[1]
+        );
+        // One 500 ejects the member; 34 % of 3 servers (1) leaves no room to
+        // eject the refusing ones, so they stay "up" and keep refusing.
+        let table = format!(
+            "[[upstream]]\nname = \"u\"\nservers = {servers}\nbalance = \"round_robin\"\noutlier = {{ consecutive = 1, max_ejected_percent = 34 }}\n"
+        );
+        let proxy = Proxy::start(
+            &ProxyConfig::new(shards)
+                .raw_upstream(table)
+                .route(None, "/", "u"),
+        );
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            let mut client = proxy.client();
+            client.set_read_timeout(Duration::from_secs(5));
+            statuses.push(client.get("/").status);
+        }
+        assert!(
+            statuses.iter().all(|s| [500, 502].contains(s)),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().filter(|&&s| s == 500).count() <= shards,
+            "{statuses:?}"
+        );
+        assert!(statuses.contains(&502), "{statuses:?}");
     });
 }
