@@ -48,6 +48,7 @@ pub struct RawTuning {
     pub buffers: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
     pub backlog: Option<Spanned<i64>>,
+    pub max_inflight: Option<Spanned<i64>>,
     /// Glommio-only keys, kept here (any value, never read) only so that an old
     /// config gets an error saying what replaced them rather than "unknown field".
     pub io_memory: Option<Spanned<IgnoredAny>>,

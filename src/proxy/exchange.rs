@@ -23,6 +23,7 @@
 use std::rc::Rc;
 
 use super::{
+    admission::admit,
     cached::{self, Fetch, Invalidation},
     client::Client,
     duplex::stream_request,
@@ -133,6 +134,9 @@ pub async fn handle(
     // 2. Route.
     let route = route(ctx, client, req)?;
     let target = Target::of_request(ctx, route, client.buf.filled(), req, &client.ip);
+    // Past the shard's max_inflight for its class: shed (503 + Retry-After).
+    let max_inflight = ctx.config.tuning.max_inflight;
+    let _admitted = admit(&ctx.requests_in_flight, max_inflight, target.class)?;
     let mut ex = Exchange {
         ctx,
         client,

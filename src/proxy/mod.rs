@@ -13,6 +13,7 @@
 // vectors are all `RefCell`s.
 #![deny(clippy::await_holding_refcell_ref)]
 
+mod admission;
 pub mod cached;
 pub mod client;
 mod duplex;

@@ -43,6 +43,8 @@ pub struct ShardContext {
     pub connections: Rc<Registry>,
     /// Set once on shutdown: finish the request in hand, then close.
     pub draining: Cell<bool>,
+    /// Requests past routing and not yet finished (`server.tuning.max_inflight`).
+    pub requests_in_flight: Cell<usize>,
     /// Buffers for reading from clients (request heads and bodies), leased
     /// while a request arrives; each holds a whole request head.
     pub client_buffers: Rc<BufferPool>,
@@ -100,6 +102,7 @@ impl ShardContext {
             pool: Pool::new(),
             connections: Registry::new(config.tuning.max_connections),
             draining: Cell::new(false),
+            requests_in_flight: Cell::new(0),
             client_buffers: BufferPool::new(
                 http.buffer_size.max(http.max_header_bytes),
                 config.tuning.buffers,

@@ -2,7 +2,8 @@
 //! and the queue full, a high-class request (picked by `priority_header`)
 //! takes the place of a queued low-class one, which is shed with 503 and
 //! Retry-After; when the server frees up, the high-class requests are served
-//! first and complete.
+//! first and complete. With the shard at `max_inflight`, low classes are
+//! shed while the headroom above them admits high ones.
 
 use std::sync::mpsc;
 use std::thread;
@@ -49,16 +50,54 @@ fn until_shed(
     }
 }
 
+/// An origin that holds every request until `gate` opens.
+fn held_origin(gate: &std::sync::Arc<Gate>) -> Origin {
+    let held = gate.clone();
+    Origin::start(move |request, stream| {
+        held.wait();
+        origin::send_ok(stream, request.target.as_bytes());
+        After::KeepAlive
+    })
+}
+
+/// Collects responses until there are `total`.
+fn all_responses(
+    responses: &mpsc::Receiver<(String, Response)>,
+    got: &mut Vec<(String, Response)>,
+    total: usize,
+) {
+    while got.len() < total {
+        got.push(
+            responses
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a response"),
+        );
+    }
+}
+
+/// Checks every high-class response is a 200 and every shed one a proxy
+/// 503 with Retry-After; returns how many low-class requests were served.
+fn check_outcomes(got: &[(String, Response)]) -> usize {
+    let mut low_served = 0;
+    for (path, response) in got {
+        if path.starts_with("/high/") {
+            assert_status(response, 200);
+        } else if response.status == 503 {
+            assert_error_response(response, 503);
+            assert_eq!(response.header("retry-after"), Some("1"), "{path}");
+        } else {
+            assert_status(response, 200);
+            low_served += 1;
+        }
+    }
+    low_served
+}
+
 #[test]
 fn high_classes_complete_while_low_ones_are_shed() {
     for_each_shard_count(|shards| {
         let gate = Gate::new();
-        let held = gate.clone();
-        let origin = Origin::start(move |request, stream| {
-            held.wait();
-            origin::send_ok(stream, request.target.as_bytes());
-            After::KeepAlive
-        });
+        let origin = held_origin(&gate);
         let limits = [
             ("max_conns", "1"),
             ("queue_size", "2"),
@@ -124,5 +163,47 @@ fn high_classes_complete_while_low_ones_are_shed() {
                 "{order:?}"
             );
         }
+    });
+}
+
+#[test]
+fn a_full_shard_sheds_low_classes_first() {
+    // max_inflight = 8: class 0 is admitted up to 6 in flight, class 7 up to 8.
+    const LOW_LIMIT: usize = 6;
+    const LOWS: usize = 40;
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let origin = held_origin(&gate);
+        let config = ProxyConfig::new(shards)
+            .set("server.tuning", "max_inflight", "8")
+            .upstream("o", &[origin.addr()])
+            .route_with(None, "/", "o", &[("priority_header", "\"X-Priority\"")]);
+        let proxy = Proxy::start(&config);
+        let (done, responses) = mpsc::channel();
+        let mut got = Vec::new();
+        for i in 0..LOWS {
+            send_async(&proxy, format!("/low/{i}"), vec![], &done);
+        }
+        until_shed(&responses, &mut got, LOWS - LOW_LIMIT * shards);
+        for i in 0..HIGHS {
+            send_async(
+                &proxy,
+                format!("/high/{i}"),
+                vec![("X-Priority", "7")],
+                &done,
+            );
+        }
+        // The high-class requests reach the origin past the full low class.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while origin.heads() < LOW_LIMIT * shards + HIGHS {
+            assert!(
+                Instant::now() < deadline,
+                "high-class requests were not admitted"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        gate.open();
+        all_responses(&responses, &mut got, LOWS + HIGHS);
+        assert_eq!(check_outcomes(&got), LOW_LIMIT * shards);
     });
 }
