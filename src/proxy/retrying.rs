@@ -6,7 +6,9 @@
 //! construction: every retry happens before phase 5 starts), on which
 //! server (one not tried yet where one is usable), after how long
 //! (exponential backoff with full jitter) and whether the shard's retry
-//! budget has room. Touches the shard's upstream state only.
+//! budget has room. Used by the plain forward and the cache's fetch (the
+//! cache's background refresh is not retried). Touches the shard's upstream
+//! state only.
 
 use compio::time::sleep;
 

@@ -98,3 +98,29 @@ fn consistent_hash_keeps_each_key_on_one_server() {
         }
     });
 }
+
+#[test]
+fn consistent_hash_by_client_ip_and_uri() {
+    for_each_shard_count(|shards| {
+        let members = fleet(4);
+        // Every test client is 127.0.0.1: one key, one server.
+        let keys = [("balance", "\"consistent_hash\"")];
+        let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
+        let counts = tally(&proxy, 30, 6, &[]);
+        assert_eq!(counts.len(), 1, "one client address went to {counts:?}");
+
+        let keys = [("balance", "\"consistent_hash\""), ("hash_key", "\"uri\"")];
+        let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for round in 0..3 {
+            for page in 0..20 {
+                let path = format!("/page/{page}");
+                let body = proxy.client().get(&path).body_text();
+                let owner = owners.entry(path.clone()).or_insert(body.clone());
+                assert_eq!(*owner, body, "round {round}: {path} moved");
+            }
+        }
+        let used: std::collections::HashSet<&String> = owners.values().collect();
+        assert!(used.len() >= 2, "20 targets landed on {used:?}");
+    });
+}

@@ -152,3 +152,27 @@ fn nothing_is_retried_after_response_bytes_reached_the_client() {
         );
     });
 }
+
+#[test]
+fn a_cache_fetch_is_retried_too() {
+    for_each_shard_count(|shards| {
+        let members = fleet(2);
+        members[0].fail_with(503);
+        let keys = [retry(r#"attempts = 2, on = ["503"], backoff_base = "1ms""#)];
+        let proxy = Proxy::start(&config(shards, &members, &keys).with_cache());
+        for i in 0..6 {
+            // Distinct targets: each one is a cache miss that goes to the origin.
+            let response = proxy.client().get(&format!("/miss/{i}"));
+            assert_status(&response, 200);
+            assert_eq!(response.body_text(), "s1");
+            assert!(
+                response.header("cache-status").is_some(),
+                "went through the cache"
+            );
+        }
+        assert!(
+            members[0].served() >= 1,
+            "round-robin never tried the failing server"
+        );
+    });
+}

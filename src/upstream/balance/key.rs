@@ -53,3 +53,44 @@ fn cookie_value<'b>(buf: &'b [u8], req: &RequestHead, name: &[u8]) -> Option<&'b
             (&pair[..eq] == name).then(|| &pair[eq + 1..])
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_request, Limits};
+
+    fn key_of(key: &HashKey, head: &str) -> Option<u64> {
+        let limits = Limits {
+            max_head_bytes: 8192,
+            max_headers: 64,
+            max_uri_length: 4096,
+        };
+        let mut req = RequestHead::default();
+        assert!(parse_request(head.as_bytes(), &limits, &mut req).unwrap());
+        request_key(key, head.as_bytes(), &req, b"10.0.0.7")
+    }
+
+    #[test]
+    fn keys_come_from_the_named_part_of_the_request() {
+        let head = "GET /a?b=1 HTTP/1.1\r\nHost: h\r\nX-User: alice\r\nCookie: theme=dark; user=bob\r\n\r\n";
+        let header = HashKey::Header("x-user".into());
+        assert_eq!(key_of(&header, head), Some(hash_bytes(b"alice")));
+        assert_eq!(
+            key_of(&HashKey::Cookie("user".into()), head),
+            Some(hash_bytes(b"bob"))
+        );
+        assert_eq!(key_of(&HashKey::Uri, head), Some(hash_bytes(b"/a?b=1")));
+        assert_eq!(
+            key_of(&HashKey::ClientIp, head),
+            Some(hash_bytes(b"10.0.0.7"))
+        );
+        // Absent header or cookie: no key; a cookie name is matched exactly.
+        assert_eq!(key_of(&HashKey::Header("x-team".into()), head), None);
+        assert_eq!(key_of(&HashKey::Cookie("use".into()), head), None);
+        let split = "GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nCookie: user=carol\r\n\r\n";
+        assert_eq!(
+            key_of(&HashKey::Cookie("user".into()), split),
+            Some(hash_bytes(b"carol"))
+        );
+    }
+}
