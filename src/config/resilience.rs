@@ -32,14 +32,22 @@ pub enum Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Failures(u8);
 
+const CONNECT: u8 = 1;
+const RESET: u8 = 2;
+const TIMEOUT: u8 = 4;
+const S502: u8 = 8;
+const S503: u8 = 16;
+const S504: u8 = 32;
+const S5XX: u8 = 64;
+
 const FAILURE_NAMES: [(&str, u8); 7] = [
-    ("connect", 1),
-    ("reset", 2),
-    ("timeout", 4),
-    ("502", 8),
-    ("503", 16),
-    ("504", 32),
-    ("5xx", 64),
+    ("connect", CONNECT),
+    ("reset", RESET),
+    ("timeout", TIMEOUT),
+    ("502", S502),
+    ("503", S503),
+    ("504", S504),
+    ("5xx", S5XX),
 ];
 
 impl Failures {
@@ -51,26 +59,19 @@ impl Failures {
         Failures(bits)
     }
 
-    fn has(self, name: &str) -> bool {
-        FAILURE_NAMES
-            .iter()
-            .any(|(n, bit)| *n == name && self.0 & bit != 0)
-    }
-
     /// Whether `failure` is in the set.
     pub fn matches(self, failure: Failure) -> bool {
-        match failure {
-            Failure::Connect => self.has("connect"),
-            Failure::Reset => self.has("reset"),
-            Failure::Timeout => self.has("timeout"),
-            Failure::Status(status) if status >= 500 => {
-                self.has("5xx")
-                    || (status == 502 && self.has("502"))
-                    || (status == 503 && self.has("503"))
-                    || (status == 504 && self.has("504"))
-            }
-            Failure::Status(_) => false,
-        }
+        let bits = match failure {
+            Failure::Connect => CONNECT,
+            Failure::Reset => RESET,
+            Failure::Timeout => TIMEOUT,
+            Failure::Status(502) => S502 | S5XX,
+            Failure::Status(503) => S503 | S5XX,
+            Failure::Status(504) => S504 | S5XX,
+            Failure::Status(status) if status >= 500 => S5XX,
+            Failure::Status(_) => 0,
+        };
+        self.0 & bits != 0
     }
 }
 

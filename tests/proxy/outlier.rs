@@ -16,13 +16,13 @@ fn a_failing_server_is_ejected_and_returns() {
         members[1].fail_with(500);
         let keys = [(
             "outlier",
-            r#"{ consecutive = 3, on = ["5xx"], base_ejection = "1s", max_ejection = "4s", max_ejected_percent = 50 }"#,
+            r#"{ consecutive = 3, on = ["5xx"], base_ejection = "2s", max_ejection = "8s", max_ejected_percent = 50 }"#,
         )];
         let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
         let mut clients: Vec<Client> = (0..6).map(|_| proxy.client()).collect();
         let mut failures = 0;
         let started = Instant::now();
-        for i in 0..90 {
+        for i in 0..60 {
             match clients[i % 6].get("/").status {
                 200 => {}
                 500 => failures += 1,
@@ -36,13 +36,13 @@ fn a_failing_server_is_ejected_and_returns() {
         );
         assert_eq!(members[1].served(), failures);
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(2),
             "too slow to see the ejection; the machine is overloaded"
         );
 
         // The server recovers; once its ejection ends it gets requests again.
         members[1].fail_with(200);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(8);
         let before = members[1].served();
         let mut i = 0;
         while members[1].served() == before {

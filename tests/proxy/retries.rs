@@ -62,10 +62,11 @@ fn backoff_shows_in_the_gaps_and_is_capped() {
             .chunks(4)
             .flat_map(|tries| tries.windows(2).map(|w| w[1] - w[0]))
             .collect();
-        // Caps 40, 80, 80 ms: each gap is at most its cap (plus the exchange).
+        // Caps 40, 80, 80 ms: each gap is at most its cap plus the exchange
+        // (generous: the suite shares two cores).
         for (i, gap) in gaps.iter().enumerate() {
             let cap = if i % 3 == 0 { 40 } else { 80 };
-            assert!(*gap < Duration::from_millis(cap + 60), "gap {i}: {gap:?}");
+            assert!(*gap < Duration::from_millis(cap + 150), "gap {i}: {gap:?}");
         }
         // Full jitter averages half the cap (~33 ms here); an absent backoff
         // would average well under 5 ms. 15 gaps make a mean under 10 ms
