@@ -207,3 +207,48 @@ fn a_full_shard_sheds_low_classes_first() {
         assert_eq!(check_outcomes(&got), LOW_LIMIT * shards);
     });
 }
+
+#[test]
+fn a_request_queued_past_queue_timeout_gets_503() {
+    const REQUESTS: usize = 8;
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let origin = held_origin(&gate);
+        let limits = [("max_conns", "1"), ("queue_timeout", "\"200ms\"")];
+        let config = ProxyConfig::new(shards)
+            .upstream_with("o", &[origin.addr()], &limits)
+            .route(None, "/", "o");
+        let proxy = Proxy::start(&config);
+        let (done, responses) = mpsc::channel();
+        let started = Instant::now();
+        for i in 0..REQUESTS {
+            send_async(&proxy, format!("/low/{i}"), vec![], &done);
+        }
+        // Per shard in use one request holds the server; the others wait, then give up.
+        let mut got: Vec<(String, Response)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() + origin.heads() < REQUESTS {
+            assert!(
+                Instant::now() < deadline,
+                "queued requests never timed out: {got:?}"
+            );
+            // Short waits: the count also grows when a request reaches the origin.
+            if let Ok(response) = responses.recv_timeout(Duration::from_millis(20)) {
+                got.push(response);
+            }
+        }
+        assert!(got.iter().all(|(_, r)| r.status == 503), "{got:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "shed before queue_timeout"
+        );
+        gate.open();
+        all_responses(&responses, &mut got, REQUESTS);
+        assert_eq!(
+            check_outcomes(&got),
+            origin.heads(),
+            "one served per shard in use"
+        );
+        assert!(origin.heads() <= shards);
+    });
+}
