@@ -175,4 +175,67 @@ mod tests {
             assert_eq!(p2c.pick(&candidates), Some(2));
         }
     }
+
+    type MakeBalancer<'a> = dyn Fn() -> Box<dyn Balancer> + 'a;
+
+    /// Mean spread (most loaded minus least loaded server, by the global
+    /// count) seen at each arrival, with `shards` balancers that each see
+    /// only their own requests; a closed loop of 24 requests in flight over 3
+    /// servers, each arrival on a random shard, each completion a random
+    /// request in flight.
+    fn mean_spread(make: &MakeBalancer<'_>, shards: usize) -> f64 {
+        const SERVERS: usize = 3;
+        let rng = Rng::seeded(11);
+        let balancers: Vec<Box<dyn Balancer>> = (0..shards).map(|_| make()).collect();
+        let local: Vec<Vec<Cell<u32>>> = (0..shards)
+            .map(|_| (0..SERVERS).map(|_| Cell::new(0)).collect())
+            .collect();
+        let mut in_flight: Vec<(usize, usize)> = Vec::new();
+        let (mut spread_sum, mut arrivals) = (0u64, 0u64);
+        for _ in 0..200_000 {
+            if in_flight.len() < 24 && rng.below(2) == 0 || in_flight.is_empty() {
+                let shard = rng.below(shards as u64) as usize;
+                let candidates = Candidates {
+                    usable: &|_| true,
+                    load: &|i| local[shard][i].get(),
+                    key: None,
+                    rng: &rng,
+                };
+                let server = balancers[shard].pick(&candidates).unwrap();
+                local[shard][server].set(local[shard][server].get() + 1);
+                in_flight.push((shard, server));
+                let global: Vec<u32> = (0..SERVERS)
+                    .map(|i| local.iter().map(|l| l[i].get()).sum())
+                    .collect();
+                spread_sum +=
+                    u64::from(global.iter().max().unwrap() - global.iter().min().unwrap());
+                arrivals += 1;
+            } else {
+                let done = rng.below(in_flight.len() as u64) as usize;
+                let (shard, server) = in_flight.swap_remove(done);
+                local[shard][server].set(local[shard][server].get() - 1);
+            }
+        }
+        spread_sum as f64 / arrivals as f64
+    }
+
+    /// How far per-shard views drift from a global one: the same simulated
+    /// traffic balanced by one balancer that sees every request (1 shard)
+    /// and by two that each see their own half. The numbers are printed
+    /// (`cargo test --lib drift -- --nocapture`); the bound is loose.
+    #[test]
+    fn per_shard_views_drift_little_from_a_global_one() {
+        let equal = servers(&[1, 1, 1]);
+        let least_conn = || Box::new(LeastConn::new(&equal)) as Box<dyn Balancer>;
+        let p2c = || Box::new(PowerOfTwo::new(&equal)) as Box<dyn Balancer>;
+        let kinds: [(&str, &MakeBalancer<'_>); 2] = [("least_conn", &least_conn), ("p2c", &p2c)];
+        for (name, make) in kinds {
+            let global = mean_spread(make, 1);
+            let sharded = mean_spread(make, 2);
+            eprintln!(
+                "{name}: mean spread {global:.2} with a global view, {sharded:.2} with 2 shards"
+            );
+            assert!(sharded <= global + 1.5, "{name}: {global} vs {sharded}");
+        }
+    }
 }
