@@ -10,6 +10,8 @@
 //! cache's background refresh is not retried). Touches the shard's upstream
 //! state only.
 
+use std::time::Duration;
+
 use compio::time::sleep;
 
 use super::{
@@ -59,13 +61,13 @@ impl<'c> Retries<'c> {
         }
     }
 
-    /// After `failure` on `server`: whether another try may follow, having
-    /// waited its backoff if so.
-    async fn again(&mut self, failure: Failure, server: Option<usize>) -> bool {
+    /// After `failure` on `server`: how long to wait before another try, or
+    /// `None` when no other try may follow.
+    fn decide(&mut self, failure: Failure, server: Option<usize>) -> Option<Duration> {
         // A failed connect sent nothing: retrying it is safe for any method.
         let safe = self.allowed || failure == Failure::Connect;
         if !safe || self.tries >= self.policy.attempts || !self.policy.on.matches(failure) {
-            return false;
+            return None;
         }
         if self.token.is_none() {
             let in_flight = self.state.requests_in_flight();
@@ -73,7 +75,7 @@ impl<'c> Retries<'c> {
                 Some(token) => self.token = Some(token),
                 None => {
                     log::debug!("shard {}: retry budget spent; not retrying", self.ctx.id);
-                    return false;
+                    return None;
                 }
             }
         }
@@ -82,8 +84,7 @@ impl<'c> Retries<'c> {
         }
         let wait = backoff(self.policy, self.tries, &self.state.rng);
         self.tries += 1;
-        sleep(wait).await;
-        true
+        Some(wait)
     }
 
     /// A connection for the next try, retrying failed connects under the policy.
@@ -91,9 +92,9 @@ impl<'c> Retries<'c> {
         loop {
             match acquire(self.ctx, &self.target, &self.tried).await {
                 Ok(conn) => return Ok(conn),
-                Err(e) => match e.failure() {
-                    Some(failure) if self.again(failure, None).await => continue,
-                    _ => return Err(e),
+                Err(e) => match e.failure().and_then(|f| self.decide(f, None)) {
+                    Some(wait) => sleep(wait).await,
+                    None => return Err(e),
                 },
             }
         }
@@ -121,9 +122,16 @@ impl<'c> Retries<'c> {
                 },
             };
             // A send that timed out took the request's bytes with it: nothing to send again.
-            if request.is_empty() || !self.again(failure, server_of(conn)).await {
+            if request.is_empty() {
                 return outcome;
             }
+            let Some(wait) = self.decide(failure, server_of(conn)) else {
+                return outcome;
+            };
+            // The failed try no longer counts against its server (max_conns,
+            // least_conn) while this request waits out its backoff.
+            conn.lease = None;
+            sleep(wait).await;
             let next = self.connection().await?;
             // The old connection holds an unread response or a broken stream.
             self.ctx.pool.discard(std::mem::replace(conn, next));
