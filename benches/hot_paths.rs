@@ -12,7 +12,10 @@ use shardproxy::{
         head::{parse_request, parse_response, Framing, Limits, Method, RequestHead, ResponseHead},
         rewrite::{write_request_head, write_response_head, ClientFraming, ForwardOptions},
     },
-    upstream::balance::{Balancer, WeightedRoundRobin},
+    upstream::{
+        balance::{Balancer, Candidates, WeightedRoundRobin},
+        rng::Rng,
+    },
 };
 
 const LIMITS: Limits = Limits {
@@ -111,8 +114,15 @@ fn balancer(c: &mut Criterion) {
         })
         .collect();
     let rr = WeightedRoundRobin::new(&servers);
+    let rng = Rng::seeded(1);
+    let candidates = Candidates {
+        usable: &|_| true,
+        load: &|_| 0,
+        key: None,
+        rng: &rng,
+    };
     c.bench_function("balancer/weighted_round_robin_4", |b| {
-        b.iter(|| black_box(rr.pick()))
+        b.iter(|| black_box(rr.pick(&candidates)))
     });
 }
 

@@ -15,6 +15,7 @@ use crate::{
     listener::bind_shared,
     preflight,
     shard::{self, mesh, Control, ShardPlan},
+    upstream::health::HealthTable,
 };
 
 /// Messages queued between two shards before senders shed (go to the origin).
@@ -58,6 +59,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let (ready_tx, ready_rx) = bounded(cpus.len());
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let health = Arc::new(HealthTable::new(&config));
     for (id, (cpu, listeners)) in cpus.iter().copied().zip(per_shard).enumerate() {
         let (control_tx, control_rx) = bounded(4);
         controls.push(control_tx);
@@ -70,6 +72,7 @@ pub fn run(config: Config) -> Result<(), String> {
             mesh: mesh_ends[id].take(),
             shards: cpus.len(),
             io,
+            health: health.clone(),
         };
         let thread = shard::spawn_shard(plan, ready_tx.clone())
             .map_err(|e| format!("cannot start shard {id}: {e}"))?;

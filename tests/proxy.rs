@@ -5,6 +5,8 @@
 
 mod support;
 
+#[path = "proxy/balancing.rs"]
+mod balancing;
 #[path = "proxy/bodies.rs"]
 mod bodies;
 #[path = "proxy/cache.rs"]
@@ -15,12 +17,20 @@ mod cli;
 mod forwarding;
 #[path = "proxy/harness.rs"]
 mod harness;
+#[path = "proxy/health.rs"]
+mod health;
 #[path = "proxy/large_bodies.rs"]
 mod large_bodies;
 #[path = "proxy/limits.rs"]
 mod limits;
+#[path = "proxy/outlier.rs"]
+mod outlier;
 #[path = "proxy/pooling.rs"]
 mod pooling;
+#[path = "proxy/priority.rs"]
+mod priority;
+#[path = "proxy/retries.rs"]
+mod retries;
 #[path = "proxy/shutdown.rs"]
 mod shutdown;
 #[path = "proxy/strict_parsing.rs"]

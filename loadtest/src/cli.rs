@@ -132,6 +132,11 @@ pub struct OriginArgs {
     /// Size of the default body served for `/` and unknown paths.
     #[arg(long, value_parser = parse_size, default_value = "1024")]
     pub default_size: u64,
+
+    /// Wait this long before every response, as if every path began with
+    /// `/delay/DUR/`: one slow origin among healthy ones, for fault runs.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub delay: std::time::Duration,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -24,9 +24,14 @@ impl Drop for Origin {
 }
 
 fn start_origin(shards: usize) -> Origin {
+    start_origin_with(shards, &[])
+}
+
+fn start_origin_with(shards: usize, extra: &[&str]) -> Origin {
     let mut child = Command::new(BIN)
         .args(["origin", "--listen", "127.0.0.1:0", "--shards"])
         .arg(shards.to_string())
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -243,4 +248,20 @@ fn origin_endpoints_and_conditionals() {
     assert!(v["connections"].as_u64().unwrap() >= 7, "{v}");
     let r = raw(&o.addr, "GARBAGE\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+}
+
+#[test]
+fn origin_delay_slows_every_response() {
+    let o = start_origin_with(1, &["--delay", "150ms"]);
+    let started = std::time::Instant::now();
+    let response = raw(
+        &o.addr,
+        "GET /bytes/10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -9,6 +9,7 @@ mod cache;
 mod error;
 mod net;
 mod raw;
+mod resilience;
 mod resolver;
 mod route;
 mod server;
@@ -18,9 +19,10 @@ mod upstream;
 pub use cache::CacheConfig;
 pub use error::ConfigError;
 pub use net::IpNet;
+pub use resilience::{Failure, Failures, HealthCheck, OutlierPolicy, RetryPolicy};
 pub use route::RouteConfig;
 pub use server::{HttpConfig, IoBackend, RingMode, ServerConfig, Timeouts, Tuning};
-pub use upstream::{ServerEntry, UpstreamConfig};
+pub use upstream::{Balance, HashKey, ServerEntry, UpstreamConfig};
 
 use std::path::Path;
 

@@ -48,6 +48,7 @@ pub struct RawTuning {
     pub buffers: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
     pub backlog: Option<Spanned<i64>>,
+    pub max_inflight: Option<Spanned<i64>>,
     /// Glommio-only keys, kept here (any value, never read) only so that an old
     /// config gets an error saying what replaced them rather than "unknown field".
     pub io_memory: Option<Spanned<IgnoredAny>>,
@@ -86,6 +87,51 @@ pub struct RawUpstream {
     pub servers: Spanned<Vec<RawServerEntry>>,
     pub keepalive: Option<Spanned<i64>>,
     pub keepalive_timeout: Option<Text>,
+    pub balance: Option<Text>,
+    pub hash_key: Option<Text>,
+    pub hash_epsilon: Option<Spanned<f64>>,
+    pub max_conns: Option<Spanned<i64>>,
+    pub queue_size: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Text>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub outlier: Option<Spanned<RawOutlier>>,
+    pub retry: Option<Spanned<RawRetry>>,
+    pub retry_non_idempotent: Option<bool>,
+}
+
+/// `health_check = { path, interval, timeout, rise, fall, expect_status }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<Text>,
+    pub interval: Option<Text>,
+    pub timeout: Option<Text>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub expect_status: Option<Spanned<i64>>,
+}
+
+/// `outlier = { consecutive, on, base_ejection, max_ejection, max_ejected_percent }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive: Option<Spanned<i64>>,
+    pub on: Option<Spanned<Vec<Text>>>,
+    pub base_ejection: Option<Text>,
+    pub max_ejection: Option<Text>,
+    pub max_ejected_percent: Option<Spanned<i64>>,
+}
+
+/// `retry = { attempts, on, backoff_base, backoff_max, budget_percent, budget_min }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<Spanned<i64>>,
+    pub on: Option<Spanned<Vec<Text>>>,
+    pub backoff_base: Option<Text>,
+    pub backoff_max: Option<Text>,
+    pub budget_percent: Option<Spanned<i64>>,
+    pub budget_min: Option<Spanned<i64>>,
 }
 
 /// `"host:port"` or `{ addr = "host:port", weight = 3 }`. No spans inside:
@@ -113,6 +159,8 @@ pub struct RawRoute {
     pub cache: Option<bool>,
     pub cache_default_ttl: Option<Text>,
     pub cache_set_cookie: Option<bool>,
+    pub priority: Option<Spanned<i64>>,
+    pub priority_header: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,10 @@ pub struct RouteConfig {
     pub cache_default_ttl: Option<Duration>,
     /// Store responses that set cookies.
     pub cache_set_cookie: bool,
+    /// Priority class 0 (lowest) to 7 (highest) of the route's requests.
+    pub priority: u8,
+    /// A request header (lower case) whose value 0..=7 picks the class instead.
+    pub priority_header: Option<String>,
 }
 
 impl Resolver<'_> {
@@ -65,6 +69,23 @@ impl Resolver<'_> {
                     Some(self.duration("route.cache_default_ttl", Some(ttl), Duration::ZERO)?)
                 }
             };
+            let priority = self.count("route.priority", route.priority, 0, 0..8)? as u8;
+            let priority_header = match route.priority_header {
+                None => None,
+                Some(h)
+                    if !h.get_ref().is_empty()
+                        && h.get_ref().bytes().all(crate::http::head::is_token) =>
+                {
+                    Some(h.into_inner().to_ascii_lowercase())
+                }
+                Some(h) => {
+                    return Err(self.invalid(
+                        "route.priority_header",
+                        h.span(),
+                        "must be a header name",
+                    ))
+                }
+            };
             routes.push(RouteConfig {
                 host,
                 path_prefix,
@@ -72,6 +93,8 @@ impl Resolver<'_> {
                 cache: route.cache.unwrap_or(true),
                 cache_default_ttl,
                 cache_set_cookie: route.cache_set_cookie.unwrap_or(false),
+                priority,
+                priority_header,
             });
         }
         Ok(routes)

@@ -42,6 +42,9 @@ pub struct Tuning {
     pub buffers: usize,
     pub max_connections: usize,
     pub backlog: i32,
+    /// Requests one shard handles at once; 0 = no limit. Near it the lowest
+    /// priority classes are shed first (`proxy/admission.rs`).
+    pub max_inflight: usize,
 }
 
 /// `[server] io`: the I/O driver each shard runs on.
@@ -232,6 +235,12 @@ impl Resolver<'_> {
                 1..10_000_001,
             )?,
             backlog: self.count("server.tuning.backlog", t.backlog, 1024, 1..65_536)? as i32,
+            max_inflight: self.count(
+                "server.tuning.max_inflight",
+                t.max_inflight,
+                0,
+                0..10_000_001,
+            )?,
         };
         let server = ServerConfig {
             listen,

@@ -25,6 +25,8 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Appends a complete error response: `status reason` as a text/plain body.
+/// The proxy's own 503s (overload, no server up) tell clients when to come
+/// back: `Retry-After: 1`.
 pub fn write_error(out: &mut Vec<u8>, status: u16, close: bool) {
     use std::io::Write;
     let reason = reason(status);
@@ -32,7 +34,8 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, close: bool) {
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {body_len}\r\n{}\r\n{status} {reason}\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {body_len}\r\n{}{}\r\n{status} {reason}\n",
+        if status == 503 { "Retry-After: 1\r\n" } else { "" },
         if close { "Connection: close\r\n" } else { "" }
     );
 }

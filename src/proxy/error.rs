@@ -4,7 +4,10 @@
 
 use std::io;
 
-use crate::http::{chunked::ChunkError, head::HeadError};
+use crate::{
+    config::Failure,
+    http::{chunked::ChunkError, head::HeadError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -36,6 +39,12 @@ pub enum ProxyError {
     BadResponse(HeadError),
     #[error("malformed upstream response body: {0}")]
     BadResponseBody(ChunkError),
+    #[error("no server of the upstream is up (health checks, ejections)")]
+    NoServerUp,
+    #[error("shed: every server is at max_conns and the queue is full")]
+    Shed,
+    #[error("waited queue_timeout for a server under max_conns")]
+    QueueTimeout,
 }
 
 impl ProxyError {
@@ -60,12 +69,31 @@ impl ProxyError {
             | ProxyError::BadResponse(_)
             | ProxyError::BadResponseBody(_) => 502,
             ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => 504,
+            // Overload and no server: 503, which always carries Retry-After.
+            ProxyError::NoServerUp | ProxyError::Shed | ProxyError::QueueTimeout => 503,
         })
     }
 
-    /// Whether the failure is the upstream's (logged as a warning) rather than the client's.
+    /// The failure kind a retry policy or outlier detection sees, if this
+    /// is an upstream failure before any response head arrived.
+    pub fn failure(&self) -> Option<Failure> {
+        match self {
+            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamConnectTimeout => {
+                Some(Failure::Connect)
+            }
+            ProxyError::UpstreamClosed | ProxyError::UpstreamIo(_) => Some(Failure::Reset),
+            ProxyError::UpstreamTimeout => Some(Failure::Timeout),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure is the upstream's (logged as a warning) rather
+    /// than the client's. Shedding is neither: it is the proxy protecting the
+    /// upstream, and a warning per shed request would flood the log exactly
+    /// when the machine is busiest.
     pub fn is_upstream(&self) -> bool {
-        self.status().is_some_and(|s| s >= 500)
+        let shed = matches!(self, ProxyError::Shed | ProxyError::QueueTimeout);
+        !shed && self.status().is_some_and(|s| s >= 500)
     }
 }
 

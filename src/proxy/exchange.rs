@@ -23,12 +23,15 @@
 use std::rc::Rc;
 
 use super::{
+    admission::admit,
     cached::{self, Fetch, Invalidation},
     client::Client,
     duplex::stream_request,
     error::ProxyError,
     response::{send_response, ClientSide, ResponseEnd, ToClient},
-    upstream::{acquire, exchange_head, finish},
+    retrying::Retries,
+    target::Target,
+    upstream::finish,
 };
 use crate::{
     config::RouteConfig,
@@ -65,6 +68,8 @@ pub struct Exchange<'a> {
     /// Parsed from the front of the upstream connection's buffer.
     pub resp: &'a mut ResponseHead,
     pub route: &'a RouteConfig,
+    /// The upstream, hash key and priority class (`target.rs`).
+    pub target: Target,
 }
 
 impl Exchange<'_> {
@@ -128,12 +133,17 @@ pub async fn handle(
 ) -> Result<Next, ProxyError> {
     // 2. Route.
     let route = route(ctx, client, req)?;
+    let target = Target::of_request(ctx, route, client.buf.filled(), req, &client.ip);
+    // Past the shard's max_inflight for its class: shed (503 + Retry-After).
+    let max_inflight = ctx.config.tuning.max_inflight;
+    let _admitted = admit(&ctx.requests_in_flight, max_inflight, target.class)?;
     let mut ex = Exchange {
         ctx,
         client,
         req,
         resp,
         route,
+        target,
     };
     // 3. Cache lookup.
     let lookup = match &ctx.cache {
@@ -174,11 +184,13 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     // 4. Upstream exchange: the head, a connection, the body bytes already here.
     let side = ex.side();
     write_upstream_head(ex)?;
-    let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
+    let mut retries = Retries::new(ex.ctx, ex.target, ex.req.method());
+    let mut conn = retries.connection().await?;
     let (body, payload) = buffered_body(ex).await?;
-    // 4 and 5: in turn when the whole request is in hand, else full duplex.
+    // 4 and 5: in turn when the whole request is in hand (retried under the
+    // upstream's policy), else full duplex (never retried: the body is gone).
     let exchanged = if body.is_done() {
-        whole_request(ex, &mut conn, server, side, &plan).await
+        whole_request(ex, &mut conn, &mut retries, side, &plan).await
     } else {
         Box::pin(stream_request(ex, &mut conn, body, payload, side, &plan)).await
     };
@@ -257,12 +269,14 @@ async fn buffered_body(ex: &mut Exchange<'_>) -> Result<(BodyState, u64), ProxyE
 async fn whole_request(
     ex: &mut Exchange<'_>,
     conn: &mut UpstreamConn,
-    server: std::net::SocketAddr,
+    retries: &mut Retries<'_>,
     side: ClientSide,
     plan: &Forward<'_>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let method = ex.req.method();
-    exchange_head(ex.ctx, &mut ex.client.out, conn, method, ex.resp, server).await?;
+    retries
+        .exchange(&mut ex.client.out, conn, method, ex.resp)
+        .await?;
     if let Some(invalidation) = &plan.invalidation {
         invalidation.apply(ex.resp, conn.buf.filled()).await;
     }

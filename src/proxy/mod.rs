@@ -13,6 +13,7 @@
 // vectors are all `RefCell`s.
 #![deny(clippy::await_holding_refcell_ref)]
 
+mod admission;
 pub mod cached;
 pub mod client;
 mod duplex;
@@ -20,5 +21,7 @@ pub mod error;
 pub mod exchange;
 pub mod relay;
 pub mod response;
+mod retrying;
 pub mod routing;
+pub mod target;
 mod upstream;

@@ -44,6 +44,8 @@ mod tests {
             cache: true,
             cache_default_ttl: None,
             cache_set_cookie: false,
+            priority: 0,
+            priority_header: None,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The upstream side of an exchange: a connection to the balancer's pick
 //! (pooled, or new within `upstream_connect`, skipping servers that cannot be
-//! reached), one request sent and its response head read back (with one retry
-//! on a fresh connection when a pooled one turns out dead), and the
-//! connection's fate afterwards: back to the pool or closed. Used by every
-//! trip upstream: the plain forward, the cache's fetch and its background
-//! refresh. Touches the shard's pool, balancers and upstream buffers only.
+//! reached; waiting in the upstream's priority queue while every server is
+//! at `max_conns`), one request sent and its response head read back (with
+//! one retry on a fresh connection when a pooled one turns out dead; each
+//! outcome fed to outlier detection), and the connection's fate afterwards:
+//! back to the pool or closed. Used by every trip upstream: the plain
+//! forward, the cache's fetch and its background refresh. Touches the
+//! shard's pool, upstream states and upstream buffers only.
 
 use std::{cell::Cell, net::SocketAddr, time::Instant};
 
@@ -14,13 +16,18 @@ use super::{
     error::ProxyError,
     exchange::Next,
     response::{read_response_head, HeadDeadline, ResponseEnd},
+    target::Target,
 };
 use crate::{
-    config::UpstreamConfig,
+    config::{Failure, UpstreamConfig},
     http::head::{Method, ResponseHead},
     net::{IoError, Socket},
     shard::context::ShardContext,
-    upstream::pool::UpstreamConn,
+    upstream::{
+        pool::UpstreamConn,
+        queue::Admission,
+        state::{Lease, Pick},
+    },
 };
 
 /// Phase 6, after: pools the upstream connection if the exchange left it
@@ -49,32 +56,91 @@ pub(super) fn finish(
 }
 
 /// A connection to one of the upstream's servers, with a read buffer leased
-/// for the exchange: a pooled one if the balancer's pick has one, else a new
-/// one. A server that cannot be reached is skipped for the next pick (as
-/// nginx's `proxy_next_upstream error timeout`), which is safe for any
-/// request because nothing has been sent yet.
+/// for the exchange and the request counted against its server: a pooled
+/// one if the balancer's pick has one, else a new one. Servers in `tried`
+/// are avoided where another is usable. A server that cannot be reached is
+/// skipped for the next pick (as nginx's `proxy_next_upstream error
+/// timeout`), which is safe for any request because nothing has been sent
+/// yet. While every server is at `max_conns` the request waits in the queue.
 pub(super) async fn acquire(
     ctx: &ShardContext,
-    upstream_index: usize,
-) -> Result<(UpstreamConn, SocketAddr), ProxyError> {
-    let servers = &ctx.config.upstreams[upstream_index].servers;
+    target: &Target,
+    tried: &[usize],
+) -> Result<UpstreamConn, ProxyError> {
+    let state = &ctx.upstreams[target.upstream];
+    let config = &ctx.config.upstreams[target.upstream];
+    let deadline = Instant::now() + config.queue_timeout;
+    // Servers that refused here, and those plus `tried`: allocated only when one fails.
+    let (mut refused, mut avoid): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut last_error = None;
-    for _ in 0..servers.len() {
-        let server = servers[ctx.balancers[upstream_index].pick()].addr;
-        if let Some(mut conn) = ctx.pool.take(server) {
+    // Set once a finished request woke this one: its turn has come.
+    let mut woken = false;
+    loop {
+        let server = match state.pick(target.key, if avoid.is_empty() { tried } else { &avoid }) {
+            // Others are queued: take a turn behind them (by class), unless
+            // this request was just woken from the queue.
+            Pick::Server(_) if !woken && !state.queue.is_empty() => {
+                wait_in_queue(ctx, target, deadline).await?;
+                woken = true;
+                continue;
+            }
+            // Only servers that already refused are left: give up.
+            Pick::Server(server) if refused.contains(&server) => break,
+            Pick::Server(server) => server,
+            Pick::Busy => {
+                wait_in_queue(ctx, target, deadline).await?;
+                woken = true;
+                continue;
+            }
+            Pick::NoneUp => break,
+        };
+        let lease = state.lease(server);
+        let addr = state.servers[server].addr;
+        if let Some(mut conn) = ctx.pool.take(addr) {
             conn.buf = ctx.upstream_buffers.lease().await;
-            return Ok((conn, server));
+            conn.lease = Some(lease);
+            return Ok(conn);
         }
-        match connect(ctx, server).await {
-            Ok(conn) => return Ok((conn, server)),
+        match connect(ctx, addr).await {
+            Ok(mut conn) => {
+                conn.lease = Some(lease);
+                return Ok(conn);
+            }
             Err(e) => {
-                log::warn!("shard {}: upstream server {server}: {e}", ctx.id);
+                log::warn!("shard {}: upstream server {addr}: {e}", ctx.id);
+                state.record(config, server, Err(Failure::Connect));
+                if avoid.is_empty() {
+                    avoid.extend_from_slice(tried);
+                }
+                avoid.push(server);
+                refused.push(server);
                 last_error = Some(e);
             }
         }
     }
-    // The loop ran at least once: config validation guarantees a server.
-    Err(last_error.unwrap_or(ProxyError::UpstreamClosed))
+    Err(last_error.unwrap_or(ProxyError::NoServerUp))
+}
+
+/// Waits for a request to the upstream to finish; `Err` when the request is
+/// shed (queue full) or `queue_timeout` passes.
+async fn wait_in_queue(
+    ctx: &ShardContext,
+    target: &Target,
+    deadline: Instant,
+) -> Result<(), ProxyError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ProxyError::QueueTimeout);
+    }
+    match ctx.upstreams[target.upstream]
+        .queue
+        .wait(target.class, left)
+        .await
+    {
+        Admission::Woken => Ok(()),
+        Admission::Shed => Err(ProxyError::Shed),
+        Admission::TimedOut => Err(ProxyError::QueueTimeout),
+    }
 }
 
 /// Opens a new connection to `addr` within `upstream_connect`, with a read buffer.
@@ -93,6 +159,7 @@ async fn connect(ctx: &ShardContext, addr: SocketAddr) -> Result<UpstreamConn, P
         buf: ctx.upstream_buffers.lease().await,
         addr,
         served: 0,
+        lease: None,
     })
 }
 
@@ -136,7 +203,10 @@ pub(super) async fn exchange_head(
             Err(IoError::Io(e)) => Err(ProxyError::UpstreamIo(e)),
         };
         match outcome {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                record(ctx, conn, Failure::Status(resp.status));
+                return Ok(());
+            }
             Err(ProxyError::UpstreamClosed | ProxyError::UpstreamIo(_))
                 if retryable && !retried && conn.served > 0 =>
             {
@@ -145,10 +215,34 @@ pub(super) async fn exchange_head(
                     ctx.id
                 );
                 retried = true;
-                let fresh = connect(ctx, server).await?;
+                let mut fresh = connect(ctx, server).await?;
+                fresh.lease = conn.lease.take();
                 ctx.pool.discard(std::mem::replace(conn, fresh));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if let Some(failure) = e.failure() {
+                    record(ctx, conn, failure);
+                }
+                return Err(e);
+            }
         }
     }
+}
+
+/// Feeds outlier detection: a 5xx or a transport failure counts against
+/// the server, anything else clears its run of failures.
+fn record(ctx: &ShardContext, conn: &UpstreamConn, failure: Failure) {
+    let Some(lease) = &conn.lease else { return };
+    let upstream = lease.upstream();
+    let config = &ctx.config.upstreams[upstream.index];
+    let outcome = match failure {
+        Failure::Status(status) if status < 500 => Ok(()),
+        failure => Err(failure),
+    };
+    upstream.record(config, lease.server, outcome);
+}
+
+/// The server index a connection's request is counted against.
+pub(super) fn server_of(conn: &UpstreamConn) -> Option<usize> {
+    conn.lease.as_ref().map(|lease: &Lease| lease.server)
 }

@@ -1,7 +1,8 @@
-//! Everything one shard owns: its view of the config, router, balancers,
+//! Everything one shard owns: its view of the config, router, upstreams,
 //! buffer pools, upstream pool and connection registry. Created on the shard's own thread and
 //! reached through an `Rc`; nothing in it is shared with another shard except
-//! the read-only `Arc<Config>`.
+//! the read-only `Arc<Config>` and the health table (read-mostly, written
+//! only by each server's prober).
 
 use std::{
     cell::{Cell, RefCell},
@@ -18,10 +19,7 @@ use crate::{
         rewrite::ForwardOptions,
     },
     proxy::routing::Router,
-    upstream::{
-        balance::{Balancer, WeightedRoundRobin},
-        pool::Pool,
-    },
+    upstream::{health::HealthTable, pool::Pool, state::UpstreamState},
 };
 
 use super::registry::Registry;
@@ -35,12 +33,18 @@ pub struct ShardContext {
     pub response_limits: Limits,
     pub forward: ForwardOptions,
     pub router: Router,
-    /// One per upstream, same order as `config.upstreams`.
-    pub balancers: Vec<Box<dyn Balancer>>,
+    /// This shard's view of each upstream (balancer, loads, queue, retry
+    /// budget, ejections), same order as `config.upstreams`.
+    pub upstreams: Vec<Rc<UpstreamState>>,
+    /// Up/down of every server, written by the shards' health probers: the
+    /// one object here other shards write (see `upstream/health.rs`).
+    pub health: Arc<HealthTable>,
     pub pool: Pool,
     pub connections: Rc<Registry>,
     /// Set once on shutdown: finish the request in hand, then close.
     pub draining: Cell<bool>,
+    /// Requests past routing and not yet finished (`server.tuning.max_inflight`).
+    pub requests_in_flight: Cell<usize>,
     /// Buffers for reading from clients (request heads and bodies), leased
     /// while a request arrives; each holds a whole request head.
     pub client_buffers: Rc<BufferPool>,
@@ -62,6 +66,7 @@ impl ShardContext {
         config: Arc<Config>,
         cache: Option<CacheShard>,
         provided_buffers: bool,
+        health: Arc<HealthTable>,
     ) -> ShardContext {
         let http = &config.http;
         let request_limits = Limits {
@@ -80,10 +85,11 @@ impl ShardContext {
             x_forwarded_host: http.x_forwarded_host,
             via: http.via,
         };
-        let balancers = config
+        let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Box::new(WeightedRoundRobin::new(&u.servers)) as Box<dyn Balancer>)
+            .enumerate()
+            .map(|(index, u)| UpstreamState::new(id, index, u, health.clone()))
             .collect();
         ShardContext {
             id,
@@ -91,10 +97,12 @@ impl ShardContext {
             response_limits,
             forward,
             router: Router::new(&config.routes),
-            balancers,
+            upstreams,
+            health,
             pool: Pool::new(),
             connections: Registry::new(config.tuning.max_connections),
             draining: Cell::new(false),
+            requests_in_flight: Cell::new(0),
             client_buffers: BufferPool::new(
                 http.buffer_size.max(http.max_header_bytes),
                 config.tuning.buffers,

@@ -27,6 +27,7 @@ use crate::{
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
     proxy::client::serve,
+    upstream::health::{spawn_probers, HealthTable},
 };
 use context::ShardContext;
 use ring::Engine;
@@ -50,6 +51,8 @@ pub struct ShardPlan {
     pub shards: usize,
     /// The backend after the process-wide io_uring check (`Auto` resolved).
     pub io: IoBackend,
+    /// Up/down of every upstream server, shared by all shards (`upstream/health.rs`).
+    pub health: Arc<HealthTable>,
 }
 
 /// How often a shard looks at its control channel. Shutdown waits at most this long to begin.
@@ -98,6 +101,7 @@ async fn run(plan: ShardPlan, engine: Engine) {
         mesh,
         shards,
         io: _,
+        health,
     } = plan;
     let cache = config
         .cache
@@ -108,6 +112,7 @@ async fn run(plan: ShardPlan, engine: Engine) {
         config,
         cache,
         engine.has_provided_buffers(),
+        health,
     ));
     let mesh_task = spawn({
         let ctx = ctx.clone();
@@ -144,6 +149,8 @@ async fn run(plan: ShardPlan, engine: Engine) {
         }
     });
 
+    let probers = spawn_probers(&ctx, shards);
+
     loop {
         sleep(CONTROL_POLL).await;
         match control.try_recv() {
@@ -167,6 +174,7 @@ async fn run(plan: ShardPlan, engine: Engine) {
         ),
     }
     drop(sweeper);
+    drop(probers);
     drop(mesh_task);
     ctx.pool.clear();
     log_cache_counters(&ctx);

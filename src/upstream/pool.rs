@@ -21,7 +21,7 @@ use std::{
 
 use crate::net::Socket;
 
-use crate::buffer::IoBuf;
+use crate::{buffer::IoBuf, upstream::state::Lease};
 
 /// A connection to an upstream server and the buffer its responses are read into.
 pub struct UpstreamConn {
@@ -31,6 +31,8 @@ pub struct UpstreamConn {
     pub addr: SocketAddr,
     /// Requests completed on this connection so far; >0 means it came from the pool.
     pub served: u64,
+    /// The request in flight on it (counted against its server); none while pooled.
+    pub lease: Option<Lease>,
 }
 
 struct Idle {
@@ -95,8 +97,9 @@ impl Pool {
             self.discard(conn);
             return;
         }
-        // The buffer's lease ends here: an idle connection holds none.
+        // The buffer's lease ends here, and the request's: an idle connection holds neither.
         conn.buf = IoBuf::default();
+        conn.lease = None;
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.addr).or_default();
         if list.len() >= max_idle {

@@ -1,13 +1,15 @@
 //! Test harness for the shardproxy integration tests: the proxy process
 //! (`proxy`), the scriptable origin (`origin`), the raw client (`client`),
 //! the HTTP framing reader they share (`wire`), body digests (`digest`),
-//! deliberately failing upstream addresses (`sockets`), the cache tests'
+//! deliberately failing upstream addresses (`sockets`), named origins behind
+//! one upstream (`fleet`), the cache tests'
 //! scripted origin and Cache-Status parsing (`cache`), and the rule that
 //! every proxy-facing test runs with 1 and with 2 shards.
 
 pub mod cache;
 pub mod client;
 pub mod digest;
+pub mod fleet;
 pub mod origin;
 pub mod proxy;
 pub mod sockets;

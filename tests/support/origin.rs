@@ -168,11 +168,26 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// Stops listening, as a killed server would: new connections are
+    /// refused once this returns (connections already open still work).
+    pub fn stop_listening(&self) {
+        if self.shared.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept loop so it sees the flag and drops the listener.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let deadline = Instant::now() + WAIT_LIMIT;
+        while TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
+            assert!(Instant::now() < deadline, "the origin kept listening");
+            thread::yield_now();
+        }
+    }
+}
+
 impl Drop for Origin {
     fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        self.stop_listening();
     }
 }
 

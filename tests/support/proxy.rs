@@ -131,6 +131,12 @@ impl ProxyConfig {
         self
     }
 
+    /// An upstream written out in raw TOML, `[[upstream]]` line included.
+    pub fn raw_upstream(mut self, table: String) -> Self {
+        self.upstreams.push(table);
+        self
+    }
+
     pub fn route(self, host: Option<&str>, path_prefix: &str, upstream: &str) -> Self {
         self.route_with(host, path_prefix, upstream, &[])
     }

@@ -433,7 +433,11 @@ fn parse_request(buf: &[u8], ctx: &ShardCtx) -> Result<Option<Req>, HeadError> {
     let method = r.method.unwrap_or("GET");
     let target = r.path.unwrap_or("/");
     let http10 = r.version == Some(0);
-    let plan = plan(target.as_bytes(), ctx.default_size);
+    // `--delay` slows every response of this origin, on top of any `/delay/`.
+    let plan = plan(target.as_bytes(), ctx.default_size).map(|mut plan| {
+        plan.delay += ctx.delay;
+        plan
+    });
     let mut keep_alive = !http10;
     let mut framing = Framing::Empty;
     let mut chunked = false;

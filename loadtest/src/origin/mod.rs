@@ -42,6 +42,8 @@ pub struct ShardCtx {
     index: usize,
     counters: Arc<[ShardCounters]>,
     default_size: u64,
+    /// Added to every response's delay (`--delay`).
+    delay: Duration,
     date: conn::DateCache,
     idle: idle::IdleWatch,
 }
@@ -134,10 +136,10 @@ pub fn main(a: &OriginArgs) -> Result<(), String> {
     for (index, socks) in sockets.into_iter().enumerate() {
         let cpu = util::cpu_for(index, a.cpus.as_ref());
         let counters = counters.clone();
-        let default_size = a.default_size;
+        let (default_size, delay) = (a.default_size, a.delay);
         let h = std::thread::Builder::new()
             .name(format!("origin-{index}"))
-            .spawn(move || shard(index, cpu, socks, counters, default_size))
+            .spawn(move || shard(index, cpu, socks, counters, (default_size, delay)))
             .map_err(|e| format!("cannot start shard thread: {e}"))?;
         handles.push(h);
     }
@@ -163,7 +165,7 @@ fn shard(
     cpu: usize,
     sockets: Vec<Socket>,
     counters: Arc<[ShardCounters]>,
-    default_size: u64,
+    (default_size, delay): (u64, Duration),
 ) -> Result<(), String> {
     util::pin_current_thread(cpu);
     let rt = runtime().map_err(|e| format!("cannot start the compio runtime: {e}"))?;
@@ -172,6 +174,7 @@ fn shard(
             index,
             counters,
             default_size,
+            delay,
             date: conn::DateCache::default(),
             idle: idle::IdleWatch::default(),
         });

@@ -14,7 +14,8 @@ use crate::proxy::{
     exchange::{Exchange, Next},
     relay::Tee,
     response::{send_response, ClientSide, ResponseEnd, ToClient},
-    upstream::{acquire, exchange_head, finish},
+    retrying::Retries,
+    upstream::finish,
 };
 use crate::{
     cache::{
@@ -137,13 +138,16 @@ pub(super) fn write_conditional(
     write_request_head_edited(out, head, req, client_ip, forward, edit);
 }
 
-/// Sends the request in `client.out` and reads the response head. Returns the
-/// connection and when the request left.
+/// Sends the request in `client.out` and reads the response head, retried
+/// under the upstream's policy. Returns the connection and when the request
+/// left (the first try: with retries the age comes out a little older,
+/// which errs on the safe side).
 async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyError> {
-    let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
+    let mut retries = Retries::new(ex.ctx, ex.target, Method::Get);
+    let mut conn = retries.connection().await?;
     let request_time = age::now();
     let out = &mut ex.client.out;
-    match exchange_head(ex.ctx, out, &mut conn, Method::Get, ex.resp, server).await {
+    match retries.exchange(out, &mut conn, Method::Get, ex.resp).await {
         Ok(()) => Ok((conn, request_time)),
         Err(e) => {
             ex.ctx.pool.discard(conn);

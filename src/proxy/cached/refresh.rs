@@ -9,6 +9,7 @@ use super::{fetch::write_conditional, freshness, CacheKey};
 use crate::proxy::{
     relay::{read_some, Tee},
     response::ResponseEnd,
+    target::Target,
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
@@ -76,7 +77,7 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
     }
     let mut out = Vec::new();
     write_conditional(&mut out, &head, &req, &client_ip, ctx.forward, Some(&stale));
-    let Some(mut answered) = exchange(&ctx, route.upstream, &mut out).await else {
+    let Some(mut answered) = exchange(&ctx, &Target::of_route(&route), &mut out).await else {
         return;
     };
     let resp = &answered.resp;
@@ -113,8 +114,9 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
 
 /// Sends the conditional request in `out` and reads the response head.
 /// `None`: no usable answer (the connection, if any, is closed).
-async fn exchange(ctx: &ShardContext, upstream: usize, out: &mut Vec<u8>) -> Option<Answered> {
-    let (mut conn, server) = acquire(ctx, upstream).await.ok()?;
+async fn exchange(ctx: &ShardContext, target: &Target, out: &mut Vec<u8>) -> Option<Answered> {
+    let mut conn = acquire(ctx, target, &[]).await.ok()?;
+    let server = conn.addr;
     let request_time = age::now();
     let mut resp = ResponseHead::default();
     if exchange_head(ctx, out, &mut conn, Method::Get, &mut resp, server)

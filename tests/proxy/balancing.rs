@@ -1,0 +1,126 @@
+//! Balancers through the proxy: each `balance` policy's split of requests
+//! over real origins (weights within 5 %), and `consistent_hash` keeping a
+//! header's or a cookie's key on one server across connections and shards.
+//! The exact properties (10k picks, bounded load, 1/N remapping) are unit
+//! tests in `src/upstream/balance/`.
+
+use std::collections::HashMap;
+
+use crate::support::fleet::{fleet, fleet_config, tally, Member};
+use crate::support::*;
+
+/// Share of `total` each member got, by name.
+fn shares(members: &[Member], counts: &HashMap<String, usize>) -> Vec<f64> {
+    let total: usize = counts.values().sum();
+    members
+        .iter()
+        .map(|m| *counts.get(m.name()).unwrap_or(&0) as f64 / total as f64)
+        .collect()
+}
+
+#[track_caller]
+fn assert_shares(got: &[f64], weights: &[u32], tolerance: f64) {
+    let sum: u32 = weights.iter().sum();
+    for (share, weight) in got.iter().zip(weights) {
+        let expected = f64::from(*weight) / f64::from(sum);
+        assert!(
+            (share - expected).abs() / expected <= tolerance,
+            "shares {got:?} vs weights {weights:?}"
+        );
+    }
+}
+
+#[test]
+fn rotations_and_least_conn_split_by_weight() {
+    for_each_shard_count(|shards| {
+        for (balance, weights) in [
+            ("round_robin", [1, 1, 1]),
+            ("weighted", [3, 2, 1]),
+            ("least_conn", [1, 1, 1]),
+        ] {
+            let members = fleet(3);
+            let balance_key = format!("{balance:?}");
+            let config = fleet_config(shards, &members, &weights, &[("balance", &balance_key)]);
+            let proxy = Proxy::start(&config);
+            // Six connections: both shards serve, each with its own rotation.
+            let counts = tally(&proxy, 600, 6, &[]);
+            eprintln!("{balance}: {counts:?}");
+            assert_shares(&shares(&members, &counts), &weights, 0.05);
+        }
+    });
+}
+
+#[test]
+fn p2c_uses_every_server() {
+    for_each_shard_count(|shards| {
+        let members = fleet(3);
+        let config = fleet_config(shards, &members, &[], &[("balance", "\"p2c\"")]);
+        let proxy = Proxy::start(&config);
+        let counts = tally(&proxy, 600, 6, &[]);
+        // Requests one at a time leave every load at 0: the choice is
+        // random, so only a loose bound holds (the exact split is a unit test).
+        for share in shares(&members, &counts) {
+            assert!((0.2..0.47).contains(&share), "{counts:?}");
+        }
+    });
+}
+
+#[test]
+fn consistent_hash_keeps_each_key_on_one_server() {
+    for_each_shard_count(|shards| {
+        for (hash_key, header) in [("header:X-User", "X-User"), ("cookie:user", "Cookie")] {
+            let members = fleet(4);
+            let keys = [
+                ("balance", "\"consistent_hash\""),
+                ("hash_key", &format!("{hash_key:?}")),
+            ];
+            let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
+            let mut owners: HashMap<String, String> = HashMap::new();
+            for user in 0..40 {
+                let value = match header {
+                    "Cookie" => format!("theme=dark; user=u{user}"),
+                    _ => format!("u{user}"),
+                };
+                // Three fresh connections per key: any shard may serve each.
+                for _ in 0..3 {
+                    let response = proxy.client().request_with("GET", "/", &[(header, &value)]);
+                    assert_status(&response, 200);
+                    let owner = owners.entry(value.clone()).or_insert(response.body_text());
+                    assert_eq!(
+                        *owner,
+                        response.body_text(),
+                        "{hash_key}: key {value} moved"
+                    );
+                }
+            }
+            let used: std::collections::HashSet<&String> = owners.values().collect();
+            assert!(used.len() >= 3, "{hash_key}: 40 keys landed on {used:?}");
+        }
+    });
+}
+
+#[test]
+fn consistent_hash_by_client_ip_and_uri() {
+    for_each_shard_count(|shards| {
+        let members = fleet(4);
+        // Every test client is 127.0.0.1: one key, one server.
+        let keys = [("balance", "\"consistent_hash\"")];
+        let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
+        let counts = tally(&proxy, 30, 6, &[]);
+        assert_eq!(counts.len(), 1, "one client address went to {counts:?}");
+
+        let keys = [("balance", "\"consistent_hash\""), ("hash_key", "\"uri\"")];
+        let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for round in 0..3 {
+            for page in 0..20 {
+                let path = format!("/page/{page}");
+                let body = proxy.client().get(&path).body_text();
+                let owner = owners.entry(path.clone()).or_insert(body.clone());
+                assert_eq!(*owner, body, "round {round}: {path} moved");
+            }
+        }
+        let used: std::collections::HashSet<&String> = owners.values().collect();
+        assert!(used.len() >= 2, "20 targets landed on {used:?}");
+    });
+}
