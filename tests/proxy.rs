@@ -11,6 +11,8 @@ mod bodies;
 mod cache;
 #[path = "proxy/cli.rs"]
 mod cli;
+#[path = "proxy/cluster.rs"]
+mod cluster;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/harness.rs"]

@@ -6,6 +6,7 @@
 //! through an `Arc` — the one deliberate cross-shard object on the setup path.
 
 mod cache;
+mod cluster;
 mod error;
 mod net;
 mod raw;
@@ -16,6 +17,7 @@ mod units;
 mod upstream;
 
 pub use cache::CacheConfig;
+pub use cluster::ClusterConfig;
 pub use error::ConfigError;
 pub use net::IpNet;
 pub use route::RouteConfig;
@@ -39,6 +41,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub timeouts: Timeouts,
     pub cache: CacheConfig,
+    /// `[cluster]`, when this node shares its cache with others.
+    pub cluster: Option<ClusterConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
 }

@@ -134,12 +134,14 @@ impl Resolver<'_> {
         let (upstreams, by_name) = self.upstreams(raw.upstream)?;
         let routes = self.routes(raw.route, &by_name)?;
         let cache = self.cache(raw.cache)?;
+        let cluster = self.cluster(raw.cluster)?;
         Ok(Config {
             server,
             tuning,
             http,
             timeouts,
             cache,
+            cluster,
             upstreams,
             routes,
         })

@@ -36,6 +36,10 @@ pub enum ProxyError {
     BadResponse(HeadError),
     #[error("malformed upstream response body: {0}")]
     BadResponseBody(ChunkError),
+    #[error("peer request refused: {0}")]
+    PeerForbidden(crate::cluster::sign::SignatureError),
+    #[error("response too large to hand to a peer whole")]
+    PeerResponseTooLarge,
 }
 
 impl ProxyError {
@@ -51,6 +55,7 @@ impl ProxyError {
             },
             ProxyError::BadRequestBody(_) => 400,
             ProxyError::NoRoute => 404,
+            ProxyError::PeerForbidden(_) => 403,
             ProxyError::BodyTooLarge => 413,
             ProxyError::ClientHeaderTimeout | ProxyError::ClientBodyTimeout => 408,
             ProxyError::ClientGone(_) => return None,
@@ -58,7 +63,8 @@ impl ProxyError {
             | ProxyError::UpstreamClosed
             | ProxyError::UpstreamIo(_)
             | ProxyError::BadResponse(_)
-            | ProxyError::BadResponseBody(_) => 502,
+            | ProxyError::BadResponseBody(_)
+            | ProxyError::PeerResponseTooLarge => 502,
             ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => 504,
         })
     }

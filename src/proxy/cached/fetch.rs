@@ -68,6 +68,11 @@ pub(in crate::proxy) async fn fetch(
     ex: &mut Exchange<'_>,
     fetch: Fetch<'_>,
 ) -> Result<Next, ProxyError> {
+    // In a cluster the key's owner node may fetch it instead (`cluster`).
+    let fetch = match Box::pin(super::cluster::route(ex, fetch)).await {
+        super::cluster::Routed::Done(result) => return result,
+        super::cluster::Routed::Local(fetch) => fetch,
+    };
     let Fetch {
         fill,
         stale,

@@ -1,0 +1,279 @@
+//! `[cluster]`: shardproxy nodes on loopback sharing one cache. Each node's
+//! `self` and `peers` are ports the kernel picked (bound on port 0 first,
+//! then released for the node to listen on). One origin counts what it
+//! receives, so "the cluster fetched a key once" is "the origin saw one
+//! request for it" however the clients spread over the nodes. Also: peer
+//! signatures (forged, stale, missing → 403), responses with a wrong
+//! `Content-Digest` from a fake peer (never served; the origin answers),
+//! and a node that dies (its keys go to the next owner or the origin).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::support::cache::{cache_config, requests_for, scripted_origin, Reply};
+use crate::support::origin::Origin;
+use crate::support::*;
+
+const SECRET: &str = "test-cluster-secret-0123456789";
+
+/// `n` loopback addresses on ports the kernel picked. The listeners are
+/// closed again so the nodes can bind them; the kernel does not hand a port
+/// it just assigned to the next port-0 bind, so the window is harmless.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding port 0"))
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+fn quoted_list(addrs: &[SocketAddr]) -> String {
+    let items: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A cache node listening on `me`, in a cluster with `members` (itself
+/// included: one list for every node, as a shared config file would have).
+fn node_config(
+    shards: usize,
+    origin: &Origin,
+    me: SocketAddr,
+    members: &[SocketAddr],
+) -> ProxyConfig {
+    cache_config(shards, origin, &[])
+        .set("server", "listen", &format!("[\"{me}\"]"))
+        .set("cluster", "self", &format!("\"{me}\""))
+        .set("cluster", "peers", &quoted_list(members))
+        .set("cluster", "secret", &format!("{SECRET:?}"))
+}
+
+/// Three nodes in front of `origin`.
+fn three_nodes(shards: usize, origin: &Origin) -> (Vec<Proxy>, Vec<SocketAddr>) {
+    let addrs = free_addrs(3);
+    let nodes = addrs
+        .iter()
+        .map(|me| Proxy::start(&node_config(shards, origin, *me, &addrs)))
+        .collect();
+    (nodes, addrs)
+}
+
+/// An origin whose every answer is cacheable for a minute, body = target.
+fn cacheable_origin() -> Origin {
+    scripted_origin(|request, _| {
+        Reply::ok(format!("body of {}", request.target)).cache_control("max-age=60")
+    })
+}
+
+#[test]
+fn each_key_is_fetched_from_the_origin_once_however_clients_spread() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let (nodes, _) = three_nodes(shards, &origin);
+        let keys = 12;
+        let mut from_peer = 0;
+        for round in 0..3 {
+            for key in 0..keys {
+                let node = &nodes[(key + round) % nodes.len()];
+                let target = format!("/k{key}");
+                let response = node.client().get(&target);
+                assert_status(&response, 200);
+                assert_eq!(response.body_text(), format!("body of {target}"));
+                // The owner's Cache-Status member comes first, this node's after.
+                let head = String::from_utf8_lossy(&response.head.raw);
+                from_peer += usize::from(head.contains("detail=peer"));
+            }
+        }
+        for key in 0..keys {
+            let target = format!("/k{key}");
+            assert_eq!(
+                requests_for(&origin, &target),
+                1,
+                "origin requests for {target}"
+            );
+        }
+        // 36 requests on 3 nodes: about two thirds land on a node that does
+        // not own the key.
+        assert!(from_peer >= 12, "only {from_peer} answers came from a peer");
+    });
+}
+
+#[test]
+fn concurrent_misses_on_every_node_make_one_origin_fetch() {
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let held = Arc::clone(&gate);
+        let origin = Origin::start(move |request, stream| {
+            held.wait();
+            Reply::ok("hot")
+                .cache_control("max-age=60")
+                .send(request, stream)
+        });
+        let (nodes, _) = three_nodes(shards, &origin);
+        let clients: Vec<_> = nodes
+            .iter()
+            .flat_map(|node| [node.addr(), node.addr()])
+            .map(|addr| thread::spawn(move || Client::connect(addr).get("/hot")))
+            .collect();
+        origin.wait_for_heads(1);
+        // Whatever arrives later is a hit, so this pause only gives the
+        // other requests time to be in flight while the fetch is held.
+        thread::sleep(Duration::from_millis(300));
+        gate.open();
+        for client in clients {
+            let response = client.join().unwrap();
+            assert_status(&response, 200);
+            assert_eq!(response.body_text(), "hot");
+        }
+        assert_eq!(origin.heads(), 1, "origin fetches of one hot key");
+    });
+}
+
+/// A `Shardproxy-Peer` value signed with `secret` at `time` by `sender`.
+fn peer_field(secret: &str, target: &str, time: u64, sender: &str) -> String {
+    let mut line = Vec::new();
+    shardproxy::cluster::sign::write_field(
+        &mut line,
+        secret.as_bytes(),
+        b"GET",
+        target.as_bytes(),
+        time,
+        sender,
+    );
+    let line = String::from_utf8(line).unwrap();
+    line["Shardproxy-Peer: ".len()..line.len() - 2].to_owned()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn peer_requests_with_a_bad_signature_are_refused_with_403() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let me = free_addrs(1)[0];
+        let node = Proxy::start(&node_config(shards, &origin, me, &[me]));
+        let now = unix_now();
+        let sender = "127.0.0.1:1";
+        let good = peer_field(SECRET, "/signed", now, sender);
+        let cases = [
+            (
+                "forged",
+                peer_field("another-secret-of-some-length", "/signed", now, sender),
+            ),
+            ("stale", peer_field(SECRET, "/signed", now - 3600, sender)),
+            ("future", peer_field(SECRET, "/signed", now + 3600, sender)),
+            ("another target", peer_field(SECRET, "/other", now, sender)),
+            ("no signature", format!("{now} {sender}")),
+            ("empty", String::new()),
+        ];
+        for (name, value) in &cases {
+            let response =
+                node.client()
+                    .request_with("GET", "/signed", &[("Shardproxy-Peer", value)]);
+            assert_eq!(response.status, 403, "{name}: {}", response.body_text());
+        }
+        assert_eq!(
+            requests_for(&origin, "/signed"),
+            0,
+            "a refused request reached the origin"
+        );
+        // The right signature is served, with the body's digest.
+        let response = node
+            .client()
+            .request_with("GET", "/signed", &[("Shardproxy-Peer", &good)]);
+        assert_status(&response, 200);
+        let digest = response
+            .header("content-digest")
+            .expect("a Content-Digest for a peer");
+        assert!(
+            shardproxy::cluster::digest::matches(digest.as_bytes(), &response.body),
+            "Content-Digest {digest} does not match the body"
+        );
+        let log = node.output();
+        assert!(
+            log.contains("refused a peer request"),
+            "refusals are logged:\n{log}"
+        );
+    });
+}
+
+#[test]
+fn a_peer_answer_with_a_wrong_digest_is_not_served_or_stored() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let fake_peer = Origin::start(|request, stream| {
+            Reply::ok("forged body")
+                .cache_control("max-age=60")
+                .header(
+                    "Content-Digest",
+                    "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+                )
+                .send(request, stream)
+        });
+        let me = free_addrs(1)[0];
+        let members = [me, fake_peer.addr()];
+        let node = Proxy::start(&node_config(shards, &origin, me, &members));
+        let keys = 16;
+        for round in 0..2 {
+            for key in 0..keys {
+                let target = format!("/d{key}");
+                let response = node.client().get(&target);
+                assert_status(&response, 200);
+                assert_eq!(
+                    response.body_text(),
+                    format!("body of {target}"),
+                    "round {round}"
+                );
+            }
+        }
+        assert!(
+            fake_peer.request_count() > 0,
+            "no key was owned by the fake peer"
+        );
+        for key in 0..keys {
+            // Fetched once from the origin: the node stored the origin's
+            // answer after refusing the peer's, and served it the second time.
+            assert_eq!(requests_for(&origin, &format!("/d{key}")), 1);
+        }
+        let log = node.output();
+        assert!(
+            log.contains("Content-Digest"),
+            "the mismatch is logged:\n{log}"
+        );
+    });
+}
+
+#[test]
+fn a_dead_node_s_keys_are_served_by_the_others() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let (mut nodes, _) = three_nodes(shards, &origin);
+        let keys = 15;
+        for key in 0..keys {
+            assert_status(&nodes[0].client().get(&format!("/n{key}")), 200);
+        }
+        drop(nodes.pop());
+        for node in &nodes {
+            for key in 0..keys {
+                let target = format!("/n{key}");
+                let response = node.client().get(&target);
+                assert_status(&response, 200);
+                assert_eq!(response.body_text(), format!("body of {target}"));
+            }
+        }
+        let refetched = (0..keys)
+            .filter(|key| requests_for(&origin, &format!("/n{key}")) > 1)
+            .count();
+        assert!(refetched > 0, "no key was owned by the dead node");
+        assert!(refetched < keys, "the live nodes' keys were fetched again");
+        for key in 0..keys {
+            let count = requests_for(&origin, &format!("/n{key}"));
+            assert!(count <= 1 + shards * 2, "/n{key} fetched {count} times");
+        }
+    });
+}
