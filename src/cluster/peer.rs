@@ -17,11 +17,12 @@
 use std::{
     cell::{Cell, RefCell},
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use super::{
-    members::{static_members, Member},
+    members::{members_of, DnsMembers, Member},
     rendezvous, sign,
 };
 use crate::config::ClusterConfig;
@@ -57,6 +58,11 @@ pub struct ClusterShard {
     signature_max_age: u64,
     backoff: Duration,
     members: RefCell<Vec<Member>>,
+    /// `self` and `peers` from the config: always members.
+    static_peers: Vec<SocketAddr>,
+    /// `peers_dns`'s published members, and the version last taken from it.
+    dns: Option<Arc<DnsMembers>>,
+    dns_seen: Cell<u64>,
     down: RefCell<Vec<(SocketAddr, Down)>>,
     pub counters: Cell<ClusterCounters>,
 }
@@ -66,13 +72,19 @@ const MAX_BACKOFF_DOUBLINGS: u32 = 5;
 
 impl ClusterShard {
     pub fn new(config: &ClusterConfig) -> ClusterShard {
+        if let Some(dns) = &config.peers_dns {
+            dns.start();
+        }
         ClusterShard {
             self_addr: config.self_addr,
             self_id: config.self_addr.to_string(),
             secret: config.secret.clone(),
             signature_max_age: config.signature_max_age.as_secs(),
             backoff: config.peer_backoff,
-            members: RefCell::new(static_members(config)),
+            members: RefCell::new(members_of(config.self_addr, &config.peers)),
+            static_peers: config.peers.clone(),
+            dns: config.peers_dns.clone(),
+            dns_seen: Cell::new(0),
             down: RefCell::new(Vec::new()),
             counters: Cell::new(ClusterCounters::default()),
         }
@@ -81,6 +93,7 @@ impl ClusterShard {
     /// The node that owns the key whose hash is `key_hash`: `None` when it
     /// is this node (or no peer is up), else the peer to ask.
     pub fn owner(&self, key_hash: u64) -> Option<SocketAddr> {
+        self.follow_dns();
         let now = Instant::now();
         let down = self.down.borrow();
         let members = self.members.borrow();
@@ -91,9 +104,18 @@ impl ClusterShard {
         Some(members[index].addr).filter(|addr| *addr != self.self_addr)
     }
 
-    /// Replaces the member list (a DNS refresh, a reload).
-    pub fn set_members(&self, members: Vec<Member>) {
-        *self.members.borrow_mut() = members;
+    /// Takes `peers_dns`'s new snapshot, if one was published since the
+    /// last look: the members are then the static ones plus its addresses.
+    fn follow_dns(&self) {
+        let Some(dns) = &self.dns else { return };
+        if dns.version() == self.dns_seen.get() {
+            return;
+        }
+        let (version, addrs) = dns.snapshot();
+        let mut peers = self.static_peers.clone();
+        peers.extend_from_slice(&addrs);
+        *self.members.borrow_mut() = members_of(self.self_addr, &peers);
+        self.dns_seen.set(version);
     }
 
     /// Marks `peer` down after a refusal, timeout or broken exchange.
@@ -180,15 +202,18 @@ mod tests {
     use super::*;
 
     fn shard(peers: &[&str]) -> ClusterShard {
-        ClusterShard::new(&ClusterConfig {
+        ClusterShard::new(&config(peers))
+    }
+
+    fn config(peers: &[&str]) -> ClusterConfig {
+        ClusterConfig {
             self_addr: "127.0.0.1:1".parse().unwrap(),
             peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
             peers_dns: None,
-            dns_refresh: Duration::from_secs(5),
             secret: b"0123456789abcdef".to_vec(),
             signature_max_age: Duration::from_secs(30),
             peer_backoff: Duration::from_secs(60),
-        })
+        }
     }
 
     /// The first key hash the shard says `peer` owns.
@@ -207,6 +232,20 @@ mod tests {
         assert_eq!(shard.counters.get().peers_marked_down, 1);
         shard.peer_ok(peer);
         assert_eq!(shard.owner(key), Some(peer));
+    }
+
+    #[test]
+    fn dns_members_join_the_static_ones() {
+        let mut config = config(&[]);
+        let dns = DnsMembers::fed_by_hand();
+        config.peers_dns = Some(Arc::clone(&dns));
+        let shard = ClusterShard::new(&config);
+        assert!((0..1000).all(|k| shard.owner(k).is_none()));
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        dns.publish(vec![peer, config.self_addr]);
+        assert!((0..1000).any(|k| shard.owner(k) == Some(peer)));
+        dns.publish(vec![config.self_addr]);
+        assert!((0..1000).all(|k| shard.owner(k).is_none()));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! only checked for form: it is resolved later, off the shards, by
 //! `cluster::members`.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use super::{raw::RawCluster, resolver::Resolver, ConfigError};
+use crate::cluster::members::DnsMembers;
 
 /// A node's identity is its address as `ip:port`: every node computes the
 /// same owner only if it names the members the same way, and a resolved
@@ -20,10 +21,11 @@ pub struct ClusterConfig {
     /// The other nodes from `peers` (this node dropped from the list, so one
     /// list can be shared by every node).
     pub peers: Vec<SocketAddr>,
-    /// A DNS name and port whose A/AAAA records are the members (a
-    /// Kubernetes headless Service), re-resolved every `dns_refresh`.
-    pub peers_dns: Option<String>,
-    pub dns_refresh: Duration,
+    /// The members a DNS name and port resolve to (A/AAAA records, as a
+    /// Kubernetes headless Service gives them), re-resolved every
+    /// `dns_refresh` by a thread the first shard starts. The one value in
+    /// the config that changes after validation; see `cluster::members`.
+    pub peers_dns: Option<Arc<DnsMembers>>,
     /// The HMAC key every node signs and checks peer requests with.
     pub secret: Vec<u8>,
     /// A signature older (or further in the future) than this is refused.
@@ -71,6 +73,12 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let dns_refresh = self.duration(
+            "cluster.dns_refresh",
+            raw.dns_refresh,
+            Duration::from_secs(5),
+        )?;
+        let peers_dns = peers_dns.map(|name| DnsMembers::new(name, dns_refresh));
         let secret = match (raw.secret, raw.secret_file) {
             (Some(secret), None) => secret.get_ref().trim().as_bytes().to_vec(),
             (None, Some(file)) => std::fs::read_to_string(Path::new(file.get_ref()))
@@ -100,11 +108,6 @@ impl Resolver<'_> {
             self_addr,
             peers,
             peers_dns,
-            dns_refresh: self.duration(
-                "cluster.dns_refresh",
-                raw.dns_refresh,
-                Duration::from_secs(5),
-            )?,
             secret,
             signature_max_age: self.duration(
                 "cluster.signature_max_age",

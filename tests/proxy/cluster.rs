@@ -277,3 +277,43 @@ fn a_dead_node_s_keys_are_served_by_the_others() {
         }
     });
 }
+
+/// Polls `node`'s log until it contains `text`; panics after 10 s.
+fn wait_for_log(node: &Proxy, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.output().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in the log:\n{}",
+            node.output()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn members_from_peers_dns_share_the_keys() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let addrs = free_addrs(2);
+        let (a, b) = (addrs[0], addrs[1]);
+        // Node a learns b only from DNS (`localhost` resolves to 127.0.0.1).
+        let dns_name = format!("localhost:{}", b.port());
+        let node_a = Proxy::start(&node_config(shards, &origin, a, &[a]).set(
+            "cluster",
+            "peers_dns",
+            &format!("{dns_name:?}"),
+        ));
+        let node_b = Proxy::start(&node_config(shards, &origin, b, &addrs));
+        wait_for_log(&node_a, &format!("members from {dns_name}"));
+        let keys = 12;
+        for key in 0..keys {
+            for node in [&node_a, &node_b] {
+                assert_status(&node.client().get(&format!("/s{key}")), 200);
+            }
+        }
+        for key in 0..keys {
+            assert_eq!(requests_for(&origin, &format!("/s{key}")), 1, "/s{key}");
+        }
+    });
+}
