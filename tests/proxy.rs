@@ -13,6 +13,8 @@ mod cache;
 mod cli;
 #[path = "proxy/cluster.rs"]
 mod cluster;
+#[path = "proxy/deploy.rs"]
+mod deploy;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/harness.rs"]
