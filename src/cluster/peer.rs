@@ -57,6 +57,8 @@ pub struct ClusterShard {
     secret: Vec<u8>,
     signature_max_age: u64,
     backoff: Duration,
+    /// Connect plus response head from a peer (`[cluster] peer_timeout`).
+    pub peer_timeout: Duration,
     members: RefCell<Vec<Member>>,
     /// `self` and `peers` from the config: always members.
     static_peers: Vec<SocketAddr>,
@@ -81,6 +83,7 @@ impl ClusterShard {
             secret: config.secret.clone(),
             signature_max_age: config.signature_max_age.as_secs(),
             backoff: config.peer_backoff,
+            peer_timeout: config.peer_timeout,
             members: RefCell::new(members_of(config.self_addr, &config.peers)),
             static_peers: config.peers.clone(),
             dns: config.peers_dns.clone(),
@@ -184,6 +187,16 @@ impl ClusterShard {
         self.count(|c| c.digest_mismatches += 1);
     }
 
+    /// Logs the counters (at shutdown, beside the cache's).
+    pub fn log_counters(&self, shard: usize) {
+        let c = self.counters.get();
+        log::info!(
+            "shard {shard} cluster: peer requests sent {} received {} | signature rejections {} | digest mismatches {} | peers marked down {} | members {}",
+            c.peer_requests_sent, c.peer_requests_received, c.signature_rejections,
+            c.digest_mismatches, c.peers_marked_down, self.members.borrow().len()
+        );
+    }
+
     fn count(&self, event: impl FnOnce(&mut ClusterCounters)) {
         let mut counters = self.counters.get();
         event(&mut counters);
@@ -212,6 +225,7 @@ mod tests {
             peers_dns: None,
             secret: b"0123456789abcdef".to_vec(),
             signature_max_age: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(1),
             peer_backoff: Duration::from_secs(60),
         }
     }

@@ -30,6 +30,10 @@ pub struct ClusterConfig {
     pub secret: Vec<u8>,
     /// A signature older (or further in the future) than this is refused.
     pub signature_max_age: Duration,
+    /// Connecting to a peer and its response head, together; past it the
+    /// peer is marked down and the request goes to the origin. Shorter than
+    /// `upstream_first_byte`: a peer answers from memory or after one fetch.
+    pub peer_timeout: Duration,
     /// How long a peer that refused or timed out is first left alone;
     /// doubled on each further failure, up to 32 times this.
     pub peer_backoff: Duration,
@@ -113,6 +117,11 @@ impl Resolver<'_> {
                 "cluster.signature_max_age",
                 raw.signature_max_age,
                 Duration::from_secs(30),
+            )?,
+            peer_timeout: self.duration(
+                "cluster.peer_timeout",
+                raw.peer_timeout,
+                Duration::from_secs(10),
             )?,
             peer_backoff: self.duration(
                 "cluster.peer_backoff",

@@ -140,5 +140,6 @@ pub struct RawCluster {
     pub secret: Option<Text>,
     pub secret_file: Option<Text>,
     pub signature_max_age: Option<Text>,
+    pub peer_timeout: Option<Text>,
     pub peer_backoff: Option<Text>,
 }

@@ -156,7 +156,7 @@ fn peer_requests_with_a_bad_signature_are_refused_with_403() {
     for_each_shard_count(|shards| {
         let origin = cacheable_origin();
         let me = free_addrs(1)[0];
-        let node = Proxy::start(&node_config(shards, &origin, me, &[me]));
+        let mut node = Proxy::start(&node_config(shards, &origin, me, &[me]));
         let now = unix_now();
         let sender = "127.0.0.1:1";
         let good = peer_field(SECRET, "/signed", now, sender);
@@ -194,12 +194,31 @@ fn peer_requests_with_a_bad_signature_are_refused_with_403() {
             shardproxy::cluster::digest::matches(digest.as_bytes(), &response.body),
             "Content-Digest {digest} does not match the body"
         );
+        node.send_sigterm();
+        node.wait_for_exit(Duration::from_secs(10));
         let log = node.output();
         assert!(
             log.contains("refused a peer request"),
             "refusals are logged:\n{log}"
         );
+        assert_eq!(counted(&log, "signature rejections "), cases.len(), "{log}");
+        assert_eq!(counted(&log, "received "), 1, "{log}");
     });
+}
+
+/// The sum over the shards' `cluster:` counter lines of the number after `label`.
+fn counted(log: &str, label: &str) -> usize {
+    log.lines()
+        .filter_map(|line| line.split_once(" cluster: ").map(|(_, counters)| counters))
+        .filter_map(|counters| counters.split_once(label))
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum()
 }
 
 #[test]
@@ -217,7 +236,7 @@ fn a_peer_answer_with_a_wrong_digest_is_not_served_or_stored() {
         });
         let me = free_addrs(1)[0];
         let members = [me, fake_peer.addr()];
-        let node = Proxy::start(&node_config(shards, &origin, me, &members));
+        let mut node = Proxy::start(&node_config(shards, &origin, me, &members));
         let keys = 16;
         for round in 0..2 {
             for key in 0..keys {
@@ -240,7 +259,11 @@ fn a_peer_answer_with_a_wrong_digest_is_not_served_or_stored() {
             // answer after refusing the peer's, and served it the second time.
             assert_eq!(requests_for(&origin, &format!("/d{key}")), 1);
         }
+        node.send_sigterm();
+        node.wait_for_exit(Duration::from_secs(10));
         let log = node.output();
+        let mismatches = counted(&log, "digest mismatches ");
+        assert_eq!(mismatches, fake_peer.request_count(), "{log}");
         assert!(
             log.contains("Content-Digest"),
             "the mismatch is logged:\n{log}"
@@ -253,7 +276,9 @@ fn a_dead_node_s_keys_are_served_by_the_others() {
     for_each_shard_count(|shards| {
         let origin = cacheable_origin();
         let (mut nodes, _) = three_nodes(shards, &origin);
-        let keys = 15;
+        // Owners depend on the ports the kernel picked: with 30 keys the
+        // chance that the dead node owns none is (2/3)^30, 5 in a million.
+        let keys = 30;
         for key in 0..keys {
             assert_status(&nodes[0].client().get(&format!("/n{key}")), 200);
         }
@@ -314,6 +339,35 @@ fn members_from_peers_dns_share_the_keys() {
         }
         for key in 0..keys {
             assert_eq!(requests_for(&origin, &format!("/s{key}")), 1, "/s{key}");
+        }
+    });
+}
+
+#[test]
+fn a_peer_that_never_answers_is_marked_down_and_its_keys_fetched_locally() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        // Accepts connections (the kernel's backlog does) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let me = free_addrs(1)[0];
+        let members = [me, silent.local_addr().unwrap()];
+        let config = node_config(shards, &origin, me, &members)
+            .set("cluster", "peer_timeout", "\"300ms\"")
+            .set("cluster", "peer_backoff", "\"60s\"");
+        let node = Proxy::start(&config);
+        let keys = 16;
+        for key in 0..keys {
+            let target = format!("/t{key}");
+            let response = node.client().get(&target);
+            assert_status(&response, 200);
+            assert_eq!(response.body_text(), format!("body of {target}"));
+        }
+        let log = node.output();
+        let marks = log.matches("marked down").count();
+        // Each shard waits for the silent peer once, then skips it.
+        assert!((1..=shards).contains(&marks), "{marks} down marks:\n{log}");
+        for key in 0..keys {
+            assert_eq!(requests_for(&origin, &format!("/t{key}")), 1);
         }
     });
 }

@@ -15,6 +15,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use compio::time::timeout;
+
 use super::{
     freshness,
     reply::{plan_reply, reply_stored},
@@ -135,7 +137,8 @@ async fn ask_owner(
         extra: &signature,
     };
     write_head(ex, edit);
-    let (mut conn, times) = match peer_exchange(ex, owner).await {
+    let exchanged = timeout(cluster.peer_timeout, peer_exchange(ex, owner)).await;
+    let (mut conn, times) = match exchanged.unwrap_or(Err(ProxyError::UpstreamTimeout)) {
         Ok(exchanged) => exchanged,
         Err(e) => {
             log::warn!(
@@ -221,7 +224,8 @@ fn last_digest(resp: &ResponseHead, head: &[u8]) -> Option<Vec<u8>> {
 
 /// Sends `client.out` to `peer` over a pooled or new connection and reads
 /// the response head. Returns the connection and the request and response
-/// times.
+/// times. The caller bounds it by `peer_timeout`: a cancelled exchange drops
+/// its connection (io_uring keeps the buffers until the kernel lets go).
 async fn peer_exchange(
     ex: &mut Exchange<'_>,
     peer: SocketAddr,
