@@ -206,6 +206,37 @@ fn peer_requests_with_a_bad_signature_are_refused_with_403() {
     });
 }
 
+#[test]
+fn a_node_with_another_secret_is_refused_and_marked_down() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let addrs = free_addrs(2);
+        let (a, b) = (addrs[0], addrs[1]);
+        let node_a = Proxy::start(&node_config(shards, &origin, a, &addrs));
+        let other_secret = node_config(shards, &origin, b, &addrs).set(
+            "cluster",
+            "secret",
+            "\"not-the-secret-of-the-others\"",
+        );
+        let node_b = Proxy::start(&other_secret);
+        // 16 keys: both nodes own some unless 2^-15 bad luck with the ports.
+        let keys = 16;
+        for key in 0..keys {
+            let target = format!("/x{key}");
+            for node in [&node_a, &node_b] {
+                let response = node.client().get(&target);
+                assert_status(&response, 200);
+                assert_eq!(response.body_text(), format!("body of {target}"));
+            }
+        }
+        for node in [&node_a, &node_b] {
+            let log = node.output();
+            assert!(log.contains("refused our signature"), "{log}");
+            assert!(log.contains("marked down"), "{log}");
+        }
+    });
+}
+
 /// The sum over the shards' `cluster:` counter lines of the number after `label`.
 fn counted(log: &str, label: &str) -> usize {
     log.lines()

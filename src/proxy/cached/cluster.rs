@@ -150,12 +150,7 @@ async fn ask_owner(
         }
     };
     let resp = &*ex.resp;
-    let whole = read_whole(ctx, &mut conn, resp).await;
-    let digest_value = whole
-        .as_ref()
-        .ok()
-        .and_then(|(head, _)| last_digest(resp, head));
-    let (head, body) = match whole {
+    let (head, body) = match read_whole(ctx, &mut conn, resp).await {
         Ok(whole) => whole,
         Err(e) => {
             log::warn!(
@@ -167,14 +162,7 @@ async fn ask_owner(
             return None;
         }
     };
-    if !digest_value.is_some_and(|value| digest::matches(&value, &body)) {
-        cluster.digest_mismatch();
-        log::warn!(
-            "shard {}: peer {owner} answered {} with a missing or wrong Content-Digest; \
-             not served, fetching from the origin",
-            ctx.id,
-            resp.status
-        );
+    if !verified(ctx, cluster, owner, resp, &head, &body) {
         ctx.pool.discard(conn);
         return None;
     }
@@ -212,6 +200,45 @@ fn as_entry(
     )
     .ok()
     .map(Arc::new)
+}
+
+/// Whether the owner's answer may be served: its last `Content-Digest`
+/// matches the body. A wrong or missing digest is counted and logged. An
+/// answer without one may also be the owner's own error: a 403 means it
+/// refused our signature (the nodes' secrets or clocks disagree), so it is
+/// marked down; a 5xx means its fetch failed, which the origin may not repeat.
+fn verified(
+    ctx: &ShardContext,
+    cluster: &ClusterShard,
+    owner: SocketAddr,
+    resp: &ResponseHead,
+    head: &[u8],
+    body: &[u8],
+) -> bool {
+    let id = ctx.id;
+    match last_digest(resp, head) {
+        Some(value) if digest::matches(&value, body) => return true,
+        None if resp.status == 403 => {
+            log::error!("shard {id}: peer {owner} refused our signature: do the nodes share one secret and a clock?");
+            cluster.peer_failed(owner);
+            return false;
+        }
+        None if resp.status >= 500 => {
+            log::warn!(
+                "shard {id}: peer {owner} answered {}; fetching from the origin",
+                resp.status
+            );
+            return false;
+        }
+        _ => {}
+    }
+    cluster.digest_mismatch();
+    log::warn!(
+        "shard {id}: peer {owner} answered {} with a missing or wrong Content-Digest; \
+         not served, fetching from the origin",
+        resp.status
+    );
+    false
 }
 
 /// The value of the last `Content-Digest` line of the response head `head`:
