@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::cache::{cache_config, requests_for, scripted_origin, Reply};
+use crate::support::cache::{
+    cache_config, method_requests_for, requests_for, scripted_origin, Reply,
+};
 use crate::support::origin::Origin;
 use crate::support::*;
 
@@ -127,6 +129,50 @@ fn concurrent_misses_on_every_node_make_one_origin_fetch() {
         }
         assert_eq!(origin.heads(), 1, "origin fetches of one hot key");
     });
+}
+
+/// GETs `target` on every node and checks the answer.
+fn get_everywhere(nodes: &[Proxy], target: &str) {
+    for node in nodes {
+        let response = node.client().get(target);
+        assert_status(&response, 200);
+        assert_eq!(response.body_text(), format!("body of {target}"));
+    }
+}
+
+#[test]
+fn a_purge_on_any_node_removes_the_owner_s_copy() {
+    for_each_shard_count(|shards| invalidate_through_every_node(shards, "PURGE"));
+}
+
+#[test]
+fn an_unsafe_method_on_any_node_invalidates_the_owner_s_copy() {
+    for_each_shard_count(|shards| invalidate_through_every_node(shards, "DELETE"));
+}
+
+/// Caches six keys, sends `method` for each through nodes 0, 1, 2, 0, ...
+/// (so some through a node that does not own the key: all six owned by the
+/// node they go through has odds 1/729), then checks every key is fetched
+/// from the origin exactly once more, wherever it is asked for.
+fn invalidate_through_every_node(shards: usize, method: &str) {
+    let origin = cacheable_origin();
+    let (nodes, _) = three_nodes(shards, &origin);
+    let targets: Vec<String> = (0..6).map(|key| format!("/{method}{key}")).collect();
+    for target in &targets {
+        get_everywhere(&nodes, target);
+    }
+    for (i, target) in targets.iter().enumerate() {
+        let response = nodes[i % nodes.len()].client().request(method, target);
+        assert_status(&response, 200);
+    }
+    for target in &targets {
+        get_everywhere(&nodes, target);
+        assert_eq!(
+            method_requests_for(&origin, "GET", target),
+            2,
+            "{target}: fetched again once after {method}"
+        );
+    }
 }
 
 /// A `Shardproxy-Peer` value signed with `secret` at `time` by `sender`.

@@ -137,8 +137,9 @@ async fn ask_owner(
         extra: &signature,
     };
     write_head(ex, edit);
-    let exchanged = timeout(cluster.peer_timeout, peer_exchange(ex, owner)).await;
-    let (mut conn, times) = match exchanged.unwrap_or(Err(ProxyError::UpstreamTimeout)) {
+    let request = (&mut ex.client.out, Method::Get);
+    let exchanged = peer_exchange(ctx, cluster, request, ex.resp, owner).await;
+    let (mut conn, times) = match exchanged {
         Ok(exchanged) => exchanged,
         Err(e) => {
             log::warn!(
@@ -249,31 +250,38 @@ fn last_digest(resp: &ResponseHead, head: &[u8]) -> Option<Vec<u8>> {
         .map(<[u8]>::to_vec)
 }
 
-/// Sends `client.out` to `peer` over a pooled or new connection and reads
-/// the response head. Returns the connection and the request and response
-/// times. The caller bounds it by `peer_timeout`: a cancelled exchange drops
-/// its connection (io_uring keeps the buffers until the kernel lets go).
-async fn peer_exchange(
-    ex: &mut Exchange<'_>,
+/// Sends the request in `out` to `peer` over a pooled or new connection
+/// and reads the response head into `resp`, within `peer_timeout` (a
+/// cancelled exchange drops its connection; io_uring keeps the buffers until
+/// the kernel lets go). Returns the connection and the request and response
+/// times. Used for fetches and for PURGEs sent to the owner.
+pub(super) async fn peer_exchange(
+    ctx: &ShardContext,
+    cluster: &ClusterShard,
+    request: (&mut Vec<u8>, Method),
+    resp: &mut ResponseHead,
     peer: SocketAddr,
 ) -> Result<(UpstreamConn, (Secs, Secs)), ProxyError> {
-    let ctx = ex.ctx;
-    let mut conn = match ctx.pool.take(peer) {
-        Some(mut conn) => {
-            conn.buf = ctx.upstream_buffers.lease().await;
-            conn
+    let (out, method) = request;
+    let exchange = async {
+        let mut conn = match ctx.pool.take(peer) {
+            Some(mut conn) => {
+                conn.buf = ctx.upstream_buffers.lease().await;
+                conn
+            }
+            None => connect(ctx, peer).await?,
+        };
+        let request_time = age::now();
+        match exchange_head(ctx, out, &mut conn, method, resp, peer).await {
+            Ok(()) => Ok((conn, (request_time, age::now()))),
+            Err(e) => {
+                ctx.pool.discard(conn);
+                Err(e)
+            }
         }
-        None => connect(ctx, peer).await?,
     };
-    let request_time = age::now();
-    let out = &mut ex.client.out;
-    match exchange_head(ctx, out, &mut conn, Method::Get, ex.resp, peer).await {
-        Ok(()) => Ok((conn, (request_time, age::now()))),
-        Err(e) => {
-            ctx.pool.discard(conn);
-            Err(e)
-        }
-    }
+    let exchanged = timeout(cluster.peer_timeout, exchange).await;
+    exchanged.unwrap_or(Err(ProxyError::UpstreamTimeout))
 }
 
 /// On the owner, for a peer: the fetch from the origin, read whole, filled

@@ -15,10 +15,12 @@
 //! a trip to the origin for the cache), `reply` (answering from a stored
 //! response), `invalidate` (unsafe methods, PURGE), `refresh`
 //! (stale-while-revalidate in the background), `cluster` (a miss whose key
-//! another node owns, and requests from other nodes). Other shards are reached only
+//! another node owns, and requests from other nodes), `cluster_purge`
+//! (invalidations sent on to the owner node). Other shards are reached only
 //! through `CacheShard`'s messages; no `RefCell` borrow spans an `.await`.
 
 mod cluster;
+mod cluster_purge;
 mod fetch;
 mod invalidate;
 mod refresh;
