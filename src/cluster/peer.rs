@@ -39,6 +39,8 @@ struct Down {
 pub struct ClusterCounters {
     /// Fetches this shard sent to the key's owner node.
     pub peer_requests_sent: u64,
+    /// Verified answers the owner node gave (the rest went to the origin).
+    pub peer_answers: u64,
     /// Signed requests from other nodes this shard admitted.
     pub peer_requests_received: u64,
     /// Peer requests refused with 403 (missing parts, wrong or stale signature).
@@ -140,8 +142,9 @@ impl ClusterShard {
         self.count(|c| c.peers_marked_down += 1);
     }
 
-    /// Clears `peer`'s failure mark after an exchange that worked.
+    /// Clears `peer`'s failure mark after an answer that verified, and counts it.
     pub fn peer_ok(&self, peer: SocketAddr) {
+        self.count(|c| c.peer_answers += 1);
         let mut down = self.down.borrow_mut();
         if let Some(i) = down.iter().position(|(a, _)| *a == peer) {
             down.swap_remove(i);
@@ -191,8 +194,8 @@ impl ClusterShard {
     pub fn log_counters(&self, shard: usize) {
         let c = self.counters.get();
         log::info!(
-            "shard {shard} cluster: peer requests sent {} received {} | signature rejections {} | digest mismatches {} | peers marked down {} | members {}",
-            c.peer_requests_sent, c.peer_requests_received, c.signature_rejections,
+            "shard {shard} cluster: peer requests sent {} answered {} received {} | signature rejections {} | digest mismatches {} | peers marked down {} | members {}",
+            c.peer_requests_sent, c.peer_answers, c.peer_requests_received, c.signature_rejections,
             c.digest_mismatches, c.peers_marked_down, self.members.borrow().len()
         );
     }

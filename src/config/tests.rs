@@ -206,7 +206,7 @@ fn cluster_keys_parse() {
     let config = Config::parse(DEFAULT_CONFIG, "built-in").unwrap();
     assert!(config.cluster.is_none(), "no [cluster]: a single node");
     let text = with(
-        "[cluster]\nself = \"127.0.0.1:8080\"\n\
+        "[cache]\nenabled = true\n[cluster]\nself = \"127.0.0.1:8080\"\n\
          peers = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"127.0.0.1:8081\"]\n\
          secret = \"a secret of sixteen+\"\npeer_backoff = \"2s\"\n",
     );
@@ -240,8 +240,13 @@ fn cluster_errors_name_key_and_line() {
         ),
     ];
     for (text, key, line) in cases {
-        let err = Config::parse(&with(text), "x.toml").unwrap_err();
+        let text = format!("[cache]\nenabled = true\n{text}");
+        let line = line.map(|l| l + 2);
+        let err = Config::parse(&with(&text), "x.toml").unwrap_err();
         assert!(err.message.contains(key), "{text}: {err}");
         assert_eq!(err.line, line, "{text}: {err}");
     }
+    let without_cache = "[cluster]\nself = \"127.0.0.1:1\"\nsecret = \"0123456789abcdef\"\n";
+    let err = Config::parse(&with(without_cache), "x.toml").unwrap_err();
+    assert!(err.message.contains("[cache] enabled"), "{err}");
 }
