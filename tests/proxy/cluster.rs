@@ -8,6 +8,7 @@
 //! and a node that dies (its keys go to the next owner or the origin).
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -445,6 +446,50 @@ fn a_peer_that_never_answers_is_marked_down_and_its_keys_fetched_locally() {
         assert!((1..=shards).contains(&marks), "{marks} down marks:\n{log}");
         for key in 0..keys {
             assert_eq!(requests_for(&origin, &format!("/t{key}")), 1);
+        }
+    });
+}
+
+#[test]
+fn a_node_killed_mid_run_costs_the_other_nodes_clients_nothing() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let (mut nodes, _) = three_nodes(shards, &origin);
+        let survivors: Vec<SocketAddr> = nodes[..2].iter().map(Proxy::addr).collect();
+        let killed = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (addr, killed) = (survivors[c % 2], Arc::clone(&killed));
+                thread::spawn(move || {
+                    // Requests until the kill and 40 after it (bounded either way).
+                    let (mut failures, mut after_kill) = (Vec::new(), 0);
+                    for i in 0..20_000 {
+                        if killed.load(Ordering::Relaxed) {
+                            after_kill += 1;
+                            if after_kill > 40 {
+                                break;
+                            }
+                        }
+                        let target = format!("/m{}", (i * 7 + c) % 20);
+                        match Client::connect(addr).try_get(&target) {
+                            Ok(r)
+                                if r.status == 200
+                                    && r.body_text() == format!("body of {target}") => {}
+                            other => failures.push(format!("{target}: {other:?}")),
+                        }
+                    }
+                    (failures, after_kill)
+                })
+            })
+            .collect();
+        // Kill the third node once the run is under way.
+        origin.wait_for_requests(5);
+        drop(nodes.pop());
+        killed.store(true, Ordering::Relaxed);
+        for client in clients {
+            let (failures, after_kill) = client.join().unwrap();
+            assert!(failures.is_empty(), "requests failed: {failures:#?}");
+            assert!(after_kill > 40, "the run ended before the kill");
         }
     });
 }
