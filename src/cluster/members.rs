@@ -78,7 +78,9 @@ impl DnsMembers {
         board
     }
 
-    /// Starts the resolver thread, once per process (every shard calls this).
+    /// Starts the resolver thread, once per process (every shard calls
+    /// this). It lives as long as the process: it holds no socket or file,
+    /// and sleeps between lookups.
     pub fn start(self: &Arc<DnsMembers>) {
         if self.started.swap(true, Ordering::AcqRel) {
             return;

@@ -42,9 +42,9 @@ pub fn score(key_hash: u64, member: MemberHash) -> u64 {
 }
 
 /// The index of the member with the highest score among those `live` says
-/// may own keys; `None` when none may. Ties (equal 64-bit scores) go to the
-/// lower index, which every node sees the same way only if their lists are
-/// in the same order, so ties are left to chance: 2^-64.
+/// may own keys; `None` when none may. Ties (equal 64-bit scores, odds
+/// 2^-64) go to the lower index: member lists are sorted by address
+/// (`members`), so every node breaks a tie the same way.
 pub fn owner<T>(
     key_hash: u64,
     members: &[T],

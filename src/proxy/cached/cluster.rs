@@ -159,7 +159,11 @@ async fn ask_owner(
                 ctx.id
             );
             ctx.pool.discard(conn);
-            cluster.peer_failed(owner);
+            // Too large for this node's max_object_size is the configs
+            // disagreeing, not the peer failing.
+            if !matches!(e, ProxyError::PeerResponseTooLarge) {
+                cluster.peer_failed(owner);
+            }
             return None;
         }
     };
