@@ -493,3 +493,32 @@ fn a_node_killed_mid_run_costs_the_other_nodes_clients_nothing() {
         }
     });
 }
+
+#[test]
+fn objects_too_large_to_store_are_still_served_on_every_node() {
+    for_each_shard_count(|shards| {
+        let body = crate::support::cache::pattern(7, 300 * 1024);
+        let served = body.clone();
+        let origin = scripted_origin(move |_, _| {
+            Reply::ok(served.clone())
+                .cache_control("max-age=60")
+                .chunked()
+        });
+        let addrs = free_addrs(3);
+        let nodes: Vec<Proxy> = addrs
+            .iter()
+            .map(|me| {
+                let config =
+                    node_config(shards, &origin, *me, &addrs).cache("max_object_size", "\"64KiB\"");
+                Proxy::start(&config)
+            })
+            .collect();
+        for key in 0..6 {
+            for node in &nodes {
+                let response = node.client().get(&format!("/big{key}"));
+                assert_status(&response, 200);
+                assert!(response.body == body, "/big{key}: wrong body");
+            }
+        }
+    });
+}
