@@ -10,7 +10,8 @@
 //! signing, counters), `sign` (HMAC-SHA256 peer request signatures),
 //! `digest` (RFC 9530 Content-Digest on peer responses). The request path's
 //! side (sending a miss to the owner, answering a peer) is
-//! `proxy/cached/cluster.rs`.
+//! `proxy/cached/cluster.rs`; invalidations sent on to the owner node are
+//! `proxy/cached/cluster_purge.rs`.
 
 pub mod digest;
 pub mod members;

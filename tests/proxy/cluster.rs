@@ -2,10 +2,14 @@
 //! `self` and `peers` are ports the kernel picked (bound on port 0 first,
 //! then released for the node to listen on). One origin counts what it
 //! receives, so "the cluster fetched a key once" is "the origin saw one
-//! request for it" however the clients spread over the nodes. Also: peer
-//! signatures (forged, stale, missing → 403), responses with a wrong
-//! `Content-Digest` from a fake peer (never served; the origin answers),
-//! and a node that dies (its keys go to the next owner or the origin).
+//! request for it" however the clients spread over the nodes, and
+//! concurrent misses on every node. Also: peer signatures (forged, stale,
+//! missing → 403; nodes with different secrets refuse and skip each other),
+//! responses with a wrong `Content-Digest` from a fake peer (never served;
+//! the origin answers), a peer that never answers (`peer_timeout`), a node
+//! that dies between or during runs (its keys go to the next owner or the
+//! origin), PURGE and unsafe methods reaching the owner node, members from
+//! `peers_dns`, and objects too large to store.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
