@@ -9,6 +9,7 @@
 //! - [`upstream`]: server selection and the per-shard keep-alive pool.
 //! - [`http`]: message syntax — head parsing, body framing, header rewriting.
 //! - [`cache`]: RFC 9111 cache building blocks — policy, keys, per-shard store.
+//! - [`cluster`]: nodes sharing one cache — key owners by rendezvous hashing, signed peer requests.
 //! - [`buffer`]: streaming buffers and the per-shard pool they are leased from.
 //! - [`net`]: socket I/O with owned buffers and deadlines.
 //! - [`preflight`]: turns a missing io_uring into a message with a fix.
@@ -17,6 +18,7 @@
 
 pub mod buffer;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod http;

@@ -13,6 +13,10 @@ mod bodies;
 mod cache;
 #[path = "proxy/cli.rs"]
 mod cli;
+#[path = "proxy/cluster.rs"]
+mod cluster;
+#[path = "proxy/deploy.rs"]
+mod deploy;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/harness.rs"]

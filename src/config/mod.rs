@@ -6,6 +6,7 @@
 //! through an `Arc` — the one deliberate cross-shard object on the setup path.
 
 mod cache;
+mod cluster;
 mod error;
 mod net;
 mod raw;
@@ -17,6 +18,7 @@ mod units;
 mod upstream;
 
 pub use cache::CacheConfig;
+pub use cluster::ClusterConfig;
 pub use error::ConfigError;
 pub use net::IpNet;
 pub use resilience::{Failure, Failures, HealthCheck, OutlierPolicy, RetryPolicy};
@@ -41,6 +43,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub timeouts: Timeouts,
     pub cache: CacheConfig,
+    /// `[cluster]`, when this node shares its cache with others.
+    pub cluster: Option<ClusterConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
 }

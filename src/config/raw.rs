@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache: RawCache,
     #[serde(default)]
+    pub cluster: RawCluster,
+    #[serde(default)]
     pub upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
@@ -173,4 +175,19 @@ pub struct RawCache {
     pub near_cache_size: Option<Size>,
     pub near_cache_ttl: Option<Text>,
     pub purge_allow: Option<Vec<Text>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    #[serde(rename = "self")]
+    pub self_addr: Option<Text>,
+    pub peers: Option<Spanned<Vec<Text>>>,
+    pub peers_dns: Option<Text>,
+    pub dns_refresh: Option<Text>,
+    pub secret: Option<Text>,
+    pub secret_file: Option<Text>,
+    pub signature_max_age: Option<Text>,
+    pub peer_timeout: Option<Text>,
+    pub peer_backoff: Option<Text>,
 }

@@ -134,12 +134,21 @@ impl Resolver<'_> {
         let (upstreams, by_name) = self.upstreams(raw.upstream)?;
         let routes = self.routes(raw.route, &by_name)?;
         let cache = self.cache(raw.cache)?;
+        let cluster = self.cluster(raw.cluster)?;
+        if cluster.is_some() && !cache.enabled {
+            return Err(self.error(
+                None,
+                "invalid `cluster.self`: a cluster shares a cache; set `[cache] enabled = true`"
+                    .into(),
+            ));
+        }
         Ok(Config {
             server,
             tuning,
             http,
             timeouts,
             cache,
+            cluster,
             upstreams,
             routes,
         })

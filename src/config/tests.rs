@@ -200,3 +200,53 @@ fn weighted_servers() {
     assert_eq!(config.upstreams[0].servers[0].weight, 3);
     assert_eq!(config.upstreams[0].servers[1].weight, 1);
 }
+
+#[test]
+fn cluster_keys_parse() {
+    let config = Config::parse(DEFAULT_CONFIG, "built-in").unwrap();
+    assert!(config.cluster.is_none(), "no [cluster]: a single node");
+    let text = with(
+        "[cache]\nenabled = true\n[cluster]\nself = \"127.0.0.1:8080\"\n\
+         peers = [\"127.0.0.1:8080\", \"127.0.0.1:8081\", \"127.0.0.1:8081\"]\n\
+         secret = \"a secret of sixteen+\"\npeer_backoff = \"2s\"\n",
+    );
+    let cluster = Config::parse(&text, "x.toml").unwrap().cluster.unwrap();
+    assert_eq!(cluster.self_addr, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(cluster.peers, ["127.0.0.1:8081".parse().unwrap()]);
+    assert_eq!(cluster.secret, b"a secret of sixteen+");
+    assert_eq!(cluster.peer_backoff, std::time::Duration::from_secs(2));
+    assert_eq!(
+        cluster.signature_max_age,
+        std::time::Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn cluster_errors_name_key_and_line() {
+    let cases = [
+        ("[cluster]\npeers = [\"127.0.0.1:1\"]\n", "cluster.peers", Some(2)),
+        ("[cluster]\nself = \"nowhere\"\nsecret = \"0123456789abcdef\"\n", "cluster.self", Some(2)),
+        ("[cluster]\nself = \"127.0.0.1:1\"\n", "cluster.secret", None),
+        ("[cluster]\nself = \"127.0.0.1:1\"\nsecret = \"short\"\n", "cluster.secret", None),
+        (
+            "[cluster]\nself = \"127.0.0.1:1\"\nsecret = \"0123456789abcdef\"\npeers_dns = \"svc\"\n",
+            "cluster.peers_dns",
+            Some(4),
+        ),
+        (
+            "[cluster]\nself = \"127.0.0.1:1\"\nsecret_file = \"/nonexistent/secret\"\n",
+            "cluster.secret_file",
+            Some(3),
+        ),
+    ];
+    for (text, key, line) in cases {
+        let text = format!("[cache]\nenabled = true\n{text}");
+        let line = line.map(|l| l + 2);
+        let err = Config::parse(&with(&text), "x.toml").unwrap_err();
+        assert!(err.message.contains(key), "{text}: {err}");
+        assert_eq!(err.line, line, "{text}: {err}");
+    }
+    let without_cache = "[cluster]\nself = \"127.0.0.1:1\"\nsecret = \"0123456789abcdef\"\n";
+    let err = Config::parse(&with(without_cache), "x.toml").unwrap_err();
+    assert!(err.message.contains("[cache] enabled"), "{err}");
+}

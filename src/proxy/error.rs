@@ -45,6 +45,10 @@ pub enum ProxyError {
     Shed,
     #[error("waited queue_timeout for a server under max_conns")]
     QueueTimeout,
+    #[error("peer request refused: {0}")]
+    PeerForbidden(crate::cluster::sign::SignatureError),
+    #[error("response too large to hand to a peer whole")]
+    PeerResponseTooLarge,
 }
 
 impl ProxyError {
@@ -60,6 +64,7 @@ impl ProxyError {
             },
             ProxyError::BadRequestBody(_) => 400,
             ProxyError::NoRoute => 404,
+            ProxyError::PeerForbidden(_) => 403,
             ProxyError::BodyTooLarge => 413,
             ProxyError::ClientHeaderTimeout | ProxyError::ClientBodyTimeout => 408,
             ProxyError::ClientGone(_) => return None,
@@ -67,7 +72,8 @@ impl ProxyError {
             | ProxyError::UpstreamClosed
             | ProxyError::UpstreamIo(_)
             | ProxyError::BadResponse(_)
-            | ProxyError::BadResponseBody(_) => 502,
+            | ProxyError::BadResponseBody(_)
+            | ProxyError::PeerResponseTooLarge => 502,
             ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => 504,
             // Overload and no server: 503, which always carries Retry-After.
             ProxyError::NoServerUp | ProxyError::Shed | ProxyError::QueueTimeout => 503,

@@ -13,6 +13,7 @@ use std::{
 use crate::{
     buffer::BufferPool,
     cache::ownership::CacheShard,
+    cluster::ClusterShard,
     config::Config,
     http::{
         head::{Limits, RequestHead, ResponseHead},
@@ -58,6 +59,8 @@ pub struct ShardContext {
     heads: RefCell<Vec<(RequestHead, ResponseHead)>>,
     /// This shard's part of the response cache, when `[cache] enabled`.
     pub cache: Option<CacheShard>,
+    /// This shard's view of the other nodes, when `[cluster]` is configured.
+    pub cluster: Option<ClusterShard>,
 }
 
 impl ShardContext {
@@ -112,6 +115,7 @@ impl ShardContext {
             out_vecs: RefCell::new(Vec::new()),
             heads: RefCell::new(Vec::new()),
             cache,
+            cluster: config.cluster.as_ref().map(ClusterShard::new),
             config,
         }
     }

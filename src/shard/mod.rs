@@ -178,6 +178,9 @@ async fn run(plan: ShardPlan, engine: Engine) {
     drop(mesh_task);
     ctx.pool.clear();
     log_cache_counters(&ctx);
+    if let Some(cluster) = &ctx.cluster {
+        cluster.log_counters(id);
+    }
 }
 
 fn log_cache_counters(ctx: &ShardContext) {

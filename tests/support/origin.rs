@@ -160,6 +160,11 @@ impl Origin {
         self.wait_until(&format!("{n} requests"), |c| c.requests.len() >= n);
     }
 
+    /// Blocks until the origin has parsed `n` request heads.
+    pub fn wait_for_heads(&self, n: usize) {
+        self.wait_until(&format!("{n} request heads"), |c| c.heads >= n);
+    }
+
     /// Blocks until `n` upstream connections have been closed (by either end).
     pub fn wait_for_closed_connections(&self, n: usize) {
         self.wait_until(&format!("{n} closed connections"), |c| {

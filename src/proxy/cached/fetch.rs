@@ -69,6 +69,11 @@ pub(in crate::proxy) async fn fetch(
     ex: &mut Exchange<'_>,
     fetch: Fetch<'_>,
 ) -> Result<Next, ProxyError> {
+    // In a cluster the key's owner node may fetch it instead (`cluster`).
+    let fetch = match Box::pin(super::cluster::route(ex, fetch)).await {
+        super::cluster::Routed::Done(result) => return result,
+        super::cluster::Routed::Local(fetch) => fetch,
+    };
     let Fetch {
         fill,
         stale,
@@ -142,7 +147,7 @@ pub(super) fn write_conditional(
 /// under the upstream's policy. Returns the connection and when the request
 /// left (the first try: with retries the age comes out a little older,
 /// which errs on the safe side).
-async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyError> {
+pub(super) async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyError> {
     let mut retries = Retries::new(ex.ctx, ex.target, Method::Get);
     let mut conn = retries.connection().await?;
     let request_time = age::now();

@@ -1,7 +1,11 @@
 //! What unsafe methods and PURGE remove from the cache (RFC 9111 §4.4).
 //! Removal happens on the key's owner and in every shard's near cache,
-//! through `CacheShard`; nothing here touches another shard directly.
+//! through `CacheShard`; nothing here touches another shard directly. In a
+//! cluster the owner node is told too (`cluster_purge`).
 
+use std::rc::Rc;
+
+use super::cluster_purge::purge_on_owner;
 use crate::proxy::{
     error::ProxyError,
     exchange::{Exchange, Forward, Lookup, Next},
@@ -16,6 +20,7 @@ use crate::{
         head::{Method, ResponseHead},
         status::write_error,
     },
+    shard::context::ShardContext,
 };
 
 /// Requests the cache does not answer go to the upstream as they are; the
@@ -35,6 +40,7 @@ pub(super) fn uncached<'c>(ex: &Exchange<'_>, cache: &'c CacheShard) -> Lookup<'
     let mut target_key = Vec::new();
     write_key(&mut target_key, Scheme::Http, &host, req.target.of(buf));
     let invalidation = Invalidation {
+        ctx: Rc::clone(ex.ctx),
         cache,
         method,
         host,
@@ -51,6 +57,8 @@ pub(super) fn uncached<'c>(ex: &Exchange<'_>, cache: &'c CacheShard) -> Lookup<'
 /// response head is known and before the client sees it, so the client's next
 /// request cannot meet the old copy.
 pub struct Invalidation<'a> {
+    /// For telling the owner node (`cluster_purge`).
+    ctx: Rc<ShardContext>,
     cache: &'a CacheShard,
     method: Method,
     host: Vec<u8>,
@@ -66,6 +74,7 @@ impl Invalidation<'_> {
         cache
             .invalidate(hash_key(&self.target_key), &self.target_key)
             .await;
+        purge_on_owner(&self.ctx, &self.target_key).await;
         let mut key = Vec::new();
         for name in [&b"location"[..], b"content-location"] {
             let Some(value) = crate::cache::first_field(&resp.fields, buf, name) else {
@@ -73,14 +82,17 @@ impl Invalidation<'_> {
             };
             if location_key(&mut key, Scheme::Http, &self.host, value) {
                 cache.invalidate(hash_key(&key), &key).await;
+                purge_on_owner(&self.ctx, &key).await;
             }
         }
     }
 }
 
-/// PURGE: removes the key on its owner (allowed clients only).
+/// PURGE: removes the key on its owner (allowed clients, or a peer node
+/// whose signature `cluster::admit` checked), and on its owner node.
 pub(super) async fn purge(ex: &mut Exchange<'_>, cache: &CacheShard) -> Result<Next, ProxyError> {
-    let (req, buf) = (ex.req, ex.client.buf.filled());
+    let (req, buf, ctx) = (ex.req, ex.client.buf.filled(), ex.ctx);
+    let from_peer = super::cluster::from_peer(ex, buf);
     let mut key = Vec::new();
     if let Some(host) = req.host {
         write_key(&mut key, Scheme::Http, host.of(buf), req.target.of(buf));
@@ -88,22 +100,31 @@ pub(super) async fn purge(ex: &mut Exchange<'_>, cache: &CacheShard) -> Result<N
     let keep_alive = req.fields.wants_keep_alive() && !ex.ctx.draining.get();
     ex.consume_head();
     let client = &mut *ex.client;
-    let allowed = std::str::from_utf8(&client.ip)
-        .ok()
-        .and_then(|ip| ip.parse().ok())
-        .is_some_and(|ip| {
-            cache
-                .config()
-                .purge_allow
-                .iter()
-                .any(|net| net.contains(ip))
-        });
+    let allowed = from_peer
+        || std::str::from_utf8(&client.ip)
+            .ok()
+            .and_then(|ip| ip.parse().ok())
+            .is_some_and(|ip| {
+                cache
+                    .config()
+                    .purge_allow
+                    .iter()
+                    .any(|net| net.contains(ip))
+            });
     let status = if !allowed {
         403
-    } else if cache.invalidate(hash_key(&key), &key).await {
-        200
     } else {
-        404
+        let here = cache.invalidate(hash_key(&key), &key).await;
+        let owner = if from_peer {
+            None
+        } else {
+            purge_on_owner(ctx, &key).await
+        };
+        if here || owner == Some(true) {
+            200
+        } else {
+            404
+        }
     };
     client.out.clear();
     write_error(&mut client.out, status, !keep_alive);

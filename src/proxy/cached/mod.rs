@@ -14,9 +14,13 @@
 //! use per RFC 9111, answer or say what to fetch), `fetch` (phases 4 to 6 of
 //! a trip to the origin for the cache), `reply` (answering from a stored
 //! response), `invalidate` (unsafe methods, PURGE), `refresh`
-//! (stale-while-revalidate in the background). Other shards are reached only
+//! (stale-while-revalidate in the background), `cluster` (a miss whose key
+//! another node owns, and requests from other nodes), `cluster_purge`
+//! (invalidations sent on to the owner node). Other shards are reached only
 //! through `CacheShard`'s messages; no `RefCell` borrow spans an `.await`.
 
+mod cluster;
+mod cluster_purge;
 mod fetch;
 mod invalidate;
 mod refresh;
@@ -56,6 +60,7 @@ pub(in crate::proxy) async fn lookup<'c>(
     ex: &mut Exchange<'_>,
     cache: &'c CacheShard,
 ) -> Result<Lookup<'c>, ProxyError> {
+    cluster::admit(ex)?;
     let (req, buf) = (ex.req, ex.client.buf.filled());
     if req.method.of(buf) == b"PURGE" {
         return purge(ex, cache).await.map(Lookup::Answered);

@@ -32,6 +32,8 @@ pub(super) struct StoredReply {
     close: bool,
     http10: bool,
     via: bool,
+    /// The request came from a peer node: add `Content-Digest` (`cluster`).
+    digest: bool,
 }
 
 /// `head`: the request head's bytes, in the client buffer or a copy of them.
@@ -50,6 +52,7 @@ pub(super) fn plan_reply(
         close: !side.keep_alive || side.draining,
         http10: side.http10,
         via: side.via,
+        digest: super::cluster::from_peer(ex, head),
     }
 }
 
@@ -75,6 +78,9 @@ pub(super) async fn reply_stored(
         "Cache-Status: shardproxy; {detail}; ttl={}\r\n",
         entry.ttl(now)
     );
+    if plan.digest && !plan.not_modified {
+        crate::cluster::digest::write_field(out, entry.body());
+    }
     if plan.via {
         out.extend_from_slice(b"Via: ");
         out.extend_from_slice(VIA);
