@@ -9,6 +9,8 @@ mod support;
 mod bodies;
 #[path = "proxy/cache.rs"]
 mod cache;
+#[path = "proxy/cache_head.rs"]
+mod cache_head;
 #[path = "proxy/cli.rs"]
 mod cli;
 #[path = "proxy/forwarding.rs"]
@@ -21,6 +23,8 @@ mod large_bodies;
 mod limits;
 #[path = "proxy/pooling.rs"]
 mod pooling;
+#[path = "proxy/ranges.rs"]
+mod ranges;
 #[path = "proxy/shutdown.rs"]
 mod shutdown;
 #[path = "proxy/strict_parsing.rs"]

@@ -55,8 +55,9 @@ fn understood(status: u16) -> bool {
 /// Whether a shared cache may store this response (RFC 9111 §3, §3.5).
 ///
 /// Only responses to GET are stored: a HEAD response has no body to serve
-/// a later GET. A HEAD miss may be sent upstream as GET to fill the cache
-/// (as nginx does) and answered head-only; that choice is the proxy's.
+/// a later GET. `req` may be a HEAD because the proxy fills a HEAD miss
+/// with a GET (as nginx does) and answers head-only from the entry: the
+/// response judged here is then the GET's.
 /// 206 and 304 are never stored (this cache keeps whole representations; a
 /// 304 freshens an entry instead, see `CachedResponse::freshen`).
 pub fn storable(
@@ -66,7 +67,7 @@ pub fn storable(
     resp_buf: &[u8],
     opts: &StoreOptions,
 ) -> Result<ResponseDirectives, NotStorable> {
-    if req.method() != Method::Get {
+    if !matches!(req.method(), Method::Get | Method::Head) {
         return Err(NotStorable::Method);
     }
     let status = resp.status;
@@ -299,6 +300,13 @@ pub fn is_client_validator(name: &[u8]) -> bool {
     ]
     .iter()
     .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Request fields a fetch for the cache does not forward: the client's
+/// validators ([`is_client_validator`]) and `Range`, because the cache
+/// fetches whole representations and answers ranges from them (`range`).
+pub fn is_dropped_by_cache_fetch(name: &[u8]) -> bool {
+    is_client_validator(name) || name.eq_ignore_ascii_case(b"range")
 }
 
 /// Appends the validator fields of a revalidation request (RFC 9111 §4.3.1):

@@ -57,12 +57,16 @@ pub struct RequestEdit<'a> {
     pub drop_field: fn(&[u8]) -> bool,
     /// Complete field lines (each ending in CRLF) to add.
     pub extra: &'a [u8],
+    /// The method to send instead of the client's (the cache fills a HEAD
+    /// miss with a GET).
+    pub method: Option<&'a [u8]>,
 }
 
 impl RequestEdit<'_> {
     pub const NONE: RequestEdit<'static> = RequestEdit {
         drop_field: |_| false,
         extra: b"",
+        method: None,
     };
 }
 
@@ -88,7 +92,7 @@ pub fn write_request_head_edited(
     edit: RequestEdit<'_>,
 ) {
     let fields = &head.fields;
-    out.extend_from_slice(head.method.of(buf));
+    out.extend_from_slice(edit.method.unwrap_or(head.method.of(buf)));
     out.push(b' ');
     out.extend_from_slice(head.target.of(buf));
     out.extend_from_slice(b" HTTP/1.1\r\n");

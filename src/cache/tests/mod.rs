@@ -5,6 +5,7 @@ mod age;
 mod control;
 mod key;
 mod policy;
+mod range;
 mod store;
 mod stored;
 

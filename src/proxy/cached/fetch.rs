@@ -8,7 +8,12 @@
 
 use std::{io::Write, sync::Arc};
 
-use super::{freshness, reply::plan_reply, reply::reply_stored, FillGuard};
+use super::{
+    freshness,
+    reply::{plan_reply, reply_stored},
+    whole::{answered_from_entry, fill_then_reply},
+    FillGuard,
+};
 use crate::proxy::{
     error::ProxyError,
     exchange::{Exchange, Next},
@@ -21,7 +26,9 @@ use crate::{
         age,
         entry::CachedResponse,
         ownership::CacheShard,
-        policy::{is_client_validator, is_error_status, storable, write_validators, StoreOptions},
+        policy::{
+            is_dropped_by_cache_fetch, is_error_status, storable, write_validators, StoreOptions,
+        },
         Secs,
     },
     http::{
@@ -49,16 +56,16 @@ pub(super) struct Stale {
 }
 
 /// What the response steps need from the request step.
-struct Sent {
+pub(super) struct Sent {
     /// How the client wants its response, read when the fetch began.
-    side: ClientSide,
+    pub side: ClientSide,
     /// The client's request head, copied before its bytes were consumed:
     /// storing the response and answering from the entry both need it.
-    head: Vec<u8>,
+    pub head: Vec<u8>,
     /// When the request left and its response head arrived, for the age of
     /// what is stored (RFC 9111 §4.2.3).
-    request_time: Secs,
-    response_time: Secs,
+    pub request_time: Secs,
+    pub response_time: Secs,
 }
 
 /// Goes to the origin for a GET. The client's own validators are not
@@ -100,6 +107,9 @@ pub(in crate::proxy) async fn fetch(
             ex.ctx.pool.discard(conn);
             serve_stale(ex, fill.key.cache, &sent.head, &stale.entry).await
         }
+        _ if answered_from_entry(ex.req, &sent.head) => {
+            fill_then_reply(ex, conn, fill, forwarded, &sent).await
+        }
         _ => store_and_stream(ex, conn, fill, forwarded, &sent).await,
     }
 }
@@ -116,8 +126,9 @@ fn write_upstream_head(ex: &mut Exchange<'_>, stale: Option<&Stale>) -> Vec<u8> 
     head
 }
 
-/// Writes the head of a request for the cache: the client's validators
-/// dropped, the stored entry's added when revalidating one.
+/// Writes the head of a request for the cache: always a GET, the client's
+/// validators and Range dropped, the stored entry's validators added when
+/// revalidating one.
 pub(super) fn write_conditional(
     out: &mut Vec<u8>,
     head: &[u8],
@@ -130,9 +141,11 @@ pub(super) fn write_conditional(
     if let Some(entry) = stale {
         write_validators(&mut validators, entry);
     }
+    // Always a GET: a HEAD miss is filled with the whole response.
     let edit = RequestEdit {
-        drop_field: is_client_validator,
+        drop_field: is_dropped_by_cache_fetch,
         extra: &validators,
+        method: Some(b"GET"),
     };
     write_request_head_edited(out, head, req, client_ip, forward, edit);
 }
@@ -186,13 +199,7 @@ async fn freshen(
         &freshness(route),
     );
     conn.buf.consume(resp.fields.head_len);
-    let end = ResponseEnd {
-        complete: true,
-        close_client: false,
-        upstream_reusable: resp.fields.wants_keep_alive(),
-    };
-    let upstream = &ex.ctx.config.upstreams[route.upstream];
-    finish(ex.ctx, conn, upstream, end, true);
+    finish_read(ex, conn);
     let fresh = Arc::new(freshened.map_err(|_| {
         ProxyError::BadResponse(HeadError::Malformed("304 for another representation"))
     })?);
@@ -205,20 +212,16 @@ async fn freshen(
 /// Streams the response to the client; if it may be stored, a `Tee` copies
 /// the payload on the way (up to `max_object_size`), and a complete copy is
 /// filled into the cache.
-async fn store_and_stream(
+pub(super) async fn store_and_stream(
     ex: &mut Exchange<'_>,
     mut conn: UpstreamConn,
     fill: FillGuard<'_>,
     forwarded: &str,
     sent: &Sent,
 ) -> Result<Next, ProxyError> {
-    let (req, resp, route) = (ex.req, &*ex.resp, ex.route);
-    let opts = StoreOptions {
-        allow_set_cookie: route.cache_set_cookie,
-    };
+    let (resp, route) = (&*ex.resp, ex.route);
     let resp_bytes = conn.buf.filled();
-    let cacheable = resp.fields.framing != Framing::UntilClose
-        && storable(req, &sent.head, resp, resp_bytes, &opts).is_ok();
+    let cacheable = may_store(ex, sent, resp_bytes);
     let stored_head = cacheable.then(|| resp_bytes[..resp.fields.head_len].to_vec());
     let mut status_field = Vec::with_capacity(64);
     let _ = write!(
@@ -243,21 +246,54 @@ async fn store_and_stream(
         }
     };
     let stored = match (end.complete, tee.and_then(Tee::finish), stored_head) {
-        (true, Some(payload), Some(head)) => CachedResponse::from_response(
-            resp,
-            &head,
-            Arc::from(payload),
-            req,
-            &sent.head,
-            sent.request_time,
-            sent.response_time,
-            &freshness(route),
-        )
-        .ok()
-        .map(Arc::new),
+        (true, Some(payload), Some(head)) => new_entry(ex, &head, payload, sent),
         _ => None,
     };
     fill.complete(stored);
     let upstream = &ex.ctx.config.upstreams[route.upstream];
     Ok(finish(ex.ctx, conn, upstream, end, true))
+}
+
+/// Whether the response whose head is at the front of `resp_bytes` may be
+/// stored: RFC 9111 allows it and its end is not the connection's close.
+pub(super) fn may_store(ex: &Exchange<'_>, sent: &Sent, resp_bytes: &[u8]) -> bool {
+    let opts = StoreOptions {
+        allow_set_cookie: ex.route.cache_set_cookie,
+    };
+    let resp = &*ex.resp;
+    resp.fields.framing != Framing::UntilClose
+        && storable(ex.req, &sent.head, resp, resp_bytes, &opts).is_ok()
+}
+
+/// The entry for the response in `ex.resp` (head bytes `head`) with its
+/// whole decoded `payload`; `None` if it cannot be built.
+pub(super) fn new_entry(
+    ex: &Exchange<'_>,
+    head: &[u8],
+    payload: Vec<u8>,
+    sent: &Sent,
+) -> Option<Arc<CachedResponse>> {
+    CachedResponse::from_response(
+        ex.resp,
+        head,
+        Arc::from(payload),
+        ex.req,
+        &sent.head,
+        sent.request_time,
+        sent.response_time,
+        &freshness(ex.route),
+    )
+    .ok()
+    .map(Arc::new)
+}
+
+/// Pools (or closes) a connection whose response was read to its end here.
+pub(super) fn finish_read(ex: &Exchange<'_>, conn: UpstreamConn) {
+    let end = ResponseEnd {
+        complete: true,
+        close_client: false,
+        upstream_reusable: ex.resp.fields.wants_keep_alive(),
+    };
+    let upstream = &ex.ctx.config.upstreams[ex.route.upstream];
+    finish(ex.ctx, conn, upstream, end, true);
 }

@@ -21,6 +21,7 @@ mod fetch;
 mod invalidate;
 mod refresh;
 mod reply;
+mod whole;
 
 pub(super) use fetch::{fetch, Fetch};
 pub use invalidate::Invalidation;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use super::{
     error::ProxyError,
-    exchange::{Exchange, Forward, Lookup, Next},
+    exchange::{Exchange, Lookup, Next},
 };
 use crate::{
     cache::{
@@ -42,7 +43,7 @@ use crate::{
         Secs,
     },
     config::RouteConfig,
-    http::head::{Framing, Method},
+    http::head::Framing,
 };
 use fetch::Stale;
 use invalidate::{purge, uncached};
@@ -71,8 +72,9 @@ pub(in crate::proxy) async fn lookup<'c>(
         bytes,
     };
     let directives = RequestDirectives::parse(&req.fields, buf);
-    // HEAD never fetches for the cache: it has no body to store.
-    let want = if req.method() == Method::Get && !directives.only_if_cached {
+    // A HEAD miss fetches with a GET too (`whole`): the entry it fills
+    // answers the HEAD and every later GET.
+    let want = if !directives.only_if_cached {
         Want::Fill
     } else {
         Want::Peek
@@ -129,9 +131,9 @@ async fn find(ex: &Exchange<'_>, key: &CacheKey<'_>, want: Want) -> Found {
     }
 }
 
-/// Nothing stored fits: only-if-cached is a 504, a HEAD goes upstream
-/// without filling, a GET fetches (and fills, if it is the key's fetcher).
-/// Dropping `fill` on the other paths releases the key's waiters.
+/// Nothing stored fits: only-if-cached is a 504, else the request fetches
+/// (and fills, if it is the key's fetcher). Dropping `fill` on the 504
+/// releases the key's waiters.
 fn miss<'c>(
     ex: &mut Exchange<'_>,
     fill: FillGuard<'c>,
@@ -141,10 +143,6 @@ fn miss<'c>(
     if directives.only_if_cached {
         ex.consume_head();
         return Err(ProxyError::UpstreamTimeout);
-    }
-    if ex.req.method() == Method::Head {
-        drop(fill);
-        return Ok(Lookup::Forward(Forward::plain(b"")));
     }
     Ok(Lookup::Fetch(Fetch {
         fill,

@@ -5,9 +5,13 @@
 
 use std::{rc::Rc, sync::Arc};
 
-use super::{fetch::write_conditional, freshness, CacheKey};
+use super::{
+    fetch::write_conditional,
+    freshness,
+    whole::{read_payload, Payload},
+    CacheKey,
+};
 use crate::proxy::{
-    relay::{read_some, Tee},
     response::ResponseEnd,
     upstream::{acquire, exchange_head, finish},
 };
@@ -92,9 +96,10 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
         ))
         .ok()
     } else {
-        let limit = cache.config().max_object_size as usize;
-        let framing = resp.fields.framing;
-        let Some(body) = read_whole_body(&ctx, &mut answered.conn, framing, limit).await else {
+        let limit = cache.config().max_object_size;
+        let mut body = BodyState::new(resp.fields.framing);
+        let read = read_payload(&ctx, &mut answered.conn, &mut body, limit).await;
+        let Ok(Payload::Whole(body)) = read else {
             ctx.pool.discard(answered.conn);
             return;
         };
@@ -160,29 +165,4 @@ fn replacement(
         &freshness(route),
     )
     .ok()
-}
-
-/// Reads a response body with no client to send it to, up to `limit`
-/// payload bytes. `None`: it failed or was too large.
-async fn read_whole_body(
-    ctx: &ShardContext,
-    conn: &mut UpstreamConn,
-    framing: Framing,
-    limit: usize,
-) -> Option<Vec<u8>> {
-    let mut body = BodyState::new(framing);
-    let mut tee = Tee::new(limit);
-    let idle = ctx.config.timeouts.body_idle;
-    while !body.is_done() {
-        if conn.buf.is_empty() {
-            match read_some(&conn.stream, &mut conn.buf, idle).await {
-                Ok(0) if matches!(body, BodyState::UntilClose) => break,
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-        let accepted = body.accept_with(conn.buf.filled(), |p| tee.push(p)).ok()?;
-        conn.buf.consume(accepted.bytes);
-    }
-    tee.finish()
 }
