@@ -17,6 +17,8 @@ mod cli;
 mod forwarding;
 #[path = "proxy/harness.rs"]
 mod harness;
+#[path = "proxy/interim.rs"]
+mod interim;
 #[path = "proxy/large_bodies.rs"]
 mod large_bodies;
 #[path = "proxy/limits.rs"]

@@ -27,7 +27,7 @@ use super::{
     client::Client,
     duplex::stream_request,
     error::ProxyError,
-    response::{send_response, ClientSide, ResponseEnd, ToClient},
+    response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
@@ -262,7 +262,9 @@ async fn whole_request(
     plan: &Forward<'_>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let method = ex.req.method();
-    exchange_head(ex.ctx, &mut ex.client.out, conn, method, ex.resp, server).await?;
+    let interim = Interim::to(&ex.client.stream, side);
+    let out = &mut ex.client.out;
+    exchange_head(ex.ctx, out, conn, method, ex.resp, server, interim).await?;
     if let Some(invalidation) = &plan.invalidation {
         invalidation.apply(ex.resp, conn.buf.filled()).await;
     }

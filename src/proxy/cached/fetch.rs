@@ -18,7 +18,7 @@ use crate::proxy::{
     error::ProxyError,
     exchange::{Exchange, Next},
     relay::Tee,
-    response::{send_response, ClientSide, ResponseEnd, ToClient},
+    response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
@@ -83,7 +83,7 @@ pub(in crate::proxy) async fn fetch(
     let side = ex.side();
     // 4. Upstream exchange.
     let head = write_upstream_head(ex, stale.as_ref());
-    let (conn, request_time) = match exchange(ex).await {
+    let (conn, request_time) = match exchange(ex, side).await {
         Ok(exchanged) => exchanged,
         Err(e) => {
             return match stale.as_ref().filter(|s| s.if_error) {
@@ -152,11 +152,25 @@ pub(super) fn write_conditional(
 
 /// Sends the request in `client.out` and reads the response head. Returns the
 /// connection and when the request left.
-async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyError> {
+async fn exchange(
+    ex: &mut Exchange<'_>,
+    side: ClientSide,
+) -> Result<(UpstreamConn, Secs), ProxyError> {
     let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
     let request_time = age::now();
+    let interim = Interim::to(&ex.client.stream, side);
     let out = &mut ex.client.out;
-    match exchange_head(ex.ctx, out, &mut conn, Method::Get, ex.resp, server).await {
+    match exchange_head(
+        ex.ctx,
+        out,
+        &mut conn,
+        Method::Get,
+        ex.resp,
+        server,
+        interim,
+    )
+    .await
+    {
         Ok(()) => Ok((conn, request_time)),
         Err(e) => {
             ex.ctx.pool.discard(conn);

@@ -122,7 +122,8 @@ async fn exchange(ctx: &ShardContext, upstream: usize, out: &mut Vec<u8>) -> Opt
     let (mut conn, server) = acquire(ctx, upstream).await.ok()?;
     let request_time = age::now();
     let mut resp = ResponseHead::default();
-    if exchange_head(ctx, out, &mut conn, Method::Get, &mut resp, server)
+    // No client to tell about interim responses.
+    if exchange_head(ctx, out, &mut conn, Method::Get, &mut resp, server, None)
         .await
         .is_err()
     {
