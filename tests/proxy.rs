@@ -35,3 +35,5 @@ mod strict_parsing;
 mod timeouts;
 #[path = "proxy/upstream_failures.rs"]
 mod upstream_failures;
+#[path = "proxy/validators.rs"]
+mod validators;

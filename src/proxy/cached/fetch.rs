@@ -32,7 +32,7 @@ use crate::{
         Secs,
     },
     http::{
-        head::{Framing, HeadError, Method, RequestHead},
+        head::{Framing, Method, RequestHead},
         rewrite::{write_request_head_edited, ForwardOptions, RequestEdit},
     },
     upstream::pool::UpstreamConn,
@@ -101,16 +101,31 @@ pub(in crate::proxy) async fn fetch(
     // 5. Respond and 6. after, by what came back.
     let status = ex.resp.status;
     match &stale {
-        Some(stale) if status == 304 => freshen(ex, conn, &stale.entry, fill, &sent).await,
+        Some(stale) if status == 304 => {
+            freshen(ex, conn, &stale.entry, fill, forwarded, sent).await
+        }
         Some(stale) if stale.if_error && is_error_status(status) => {
             // The error response is never read: the connection cannot be reused.
             ex.ctx.pool.discard(conn);
             serve_stale(ex, fill.key.cache, &sent.head, &stale.entry).await
         }
-        _ if answered_from_entry(ex.req, &sent.head) => {
-            fill_then_reply(ex, conn, fill, forwarded, &sent).await
-        }
-        _ => store_and_stream(ex, conn, fill, forwarded, &sent).await,
+        _ => respond(ex, conn, fill, forwarded, &sent).await,
+    }
+}
+
+/// Phases 5 and 6 for a full response: answered from the entry it fills
+/// (HEAD, Range) or streamed while a copy is stored.
+async fn respond(
+    ex: &mut Exchange<'_>,
+    conn: UpstreamConn,
+    fill: FillGuard<'_>,
+    forwarded: &str,
+    sent: &Sent,
+) -> Result<Next, ProxyError> {
+    if answered_from_entry(ex.req, &sent.head) {
+        fill_then_reply(ex, conn, fill, forwarded, sent).await
+    } else {
+        store_and_stream(ex, conn, fill, forwarded, sent).await
     }
 }
 
@@ -194,13 +209,16 @@ async fn serve_stale(
 
 /// A 304 answered the revalidation: the entry, freshened with its fields,
 /// is stored again and answers the client (with a 304 of its own if the
-/// client's conditional matches).
+/// client's conditional matches). A 304 whose validators select no stored
+/// response (another ETag) cannot freshen anything: the request is repeated
+/// unconditionally and the full response answers (RFC 9111 §4.3.3, §4.3.4).
 async fn freshen(
     ex: &mut Exchange<'_>,
     mut conn: UpstreamConn,
     entry: &CachedResponse,
     fill: FillGuard<'_>,
-    sent: &Sent,
+    forwarded: &str,
+    sent: Sent,
 ) -> Result<Next, ProxyError> {
     let resp = &*ex.resp;
     let (request_time, response_time) = (sent.request_time, sent.response_time);
@@ -214,13 +232,41 @@ async fn freshen(
     );
     conn.buf.consume(resp.fields.head_len);
     finish_read(ex, conn);
-    let fresh = Arc::new(freshened.map_err(|_| {
-        ProxyError::BadResponse(HeadError::Malformed("304 for another representation"))
-    })?);
+    let Ok(fresh) = freshened else {
+        return refetch(ex, fill, forwarded, sent).await;
+    };
+    let fresh = Arc::new(fresh);
     fill.complete(Some(Arc::clone(&fresh)));
     let now = age::now();
     let plan = plan_reply(ex, &sent.head, &fresh, now);
     reply_stored(ex.client, &fresh, now, "fwd=stale; fwd-status=304", plan).await
+}
+
+/// Sends the client's request again without validators (after a 304 for
+/// another representation) and answers with what comes back.
+async fn refetch(
+    ex: &mut Exchange<'_>,
+    fill: FillGuard<'_>,
+    forwarded: &str,
+    sent: Sent,
+) -> Result<Next, ProxyError> {
+    let (client, forward) = (&mut *ex.client, ex.ctx.forward);
+    client.out.clear();
+    write_conditional(
+        &mut client.out,
+        &sent.head,
+        ex.req,
+        &client.ip,
+        forward,
+        None,
+    );
+    let (conn, request_time) = exchange(ex, sent.side).await?;
+    let sent = Sent {
+        request_time,
+        response_time: age::now(),
+        ..sent
+    };
+    respond(ex, conn, fill, forwarded, &sent).await
 }
 
 /// Streams the response to the client; if it may be stored, a `Tee` copies
