@@ -33,6 +33,8 @@ mod shutdown;
 mod strict_parsing;
 #[path = "proxy/timeouts.rs"]
 mod timeouts;
+#[path = "proxy/unknown_methods.rs"]
+mod unknown_methods;
 #[path = "proxy/upstream_failures.rs"]
 mod upstream_failures;
 #[path = "proxy/validators.rs"]

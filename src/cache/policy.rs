@@ -341,9 +341,5 @@ pub fn is_error_status(status: u16) -> bool {
 /// an unsafe method answered with a non-error status (2xx or 3xx).
 /// Unknown methods count as unsafe.
 pub fn invalidates(method: Method, status: u16) -> bool {
-    let unsafe_method = !matches!(
-        method,
-        Method::Get | Method::Head | Method::Options | Method::Trace
-    );
-    unsafe_method && (200..400).contains(&status)
+    !method.is_safe() && (200..400).contains(&status)
 }

@@ -110,6 +110,15 @@ impl Method {
         }
     }
 
+    /// Safe methods (RFC 9110 §9.2.1): GET, HEAD, OPTIONS, TRACE. Any
+    /// other, including every method without a name here, may change state.
+    pub fn is_safe(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Options | Method::Trace
+        )
+    }
+
     /// Idempotent methods (RFC 9110 §9.2.2) may be sent again after a failure.
     pub fn is_idempotent(self) -> bool {
         matches!(
