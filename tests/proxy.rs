@@ -11,6 +11,8 @@ mod bodies;
 mod cache;
 #[path = "proxy/cache_head.rs"]
 mod cache_head;
+#[path = "proxy/cdn_cache_control.rs"]
+mod cdn_cache_control;
 #[path = "proxy/cli.rs"]
 mod cli;
 #[path = "proxy/forwarding.rs"]

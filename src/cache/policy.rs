@@ -9,7 +9,7 @@
 //! [`evaluate_conditional`] before serving a hit.
 
 use super::age::{heuristically_cacheable, parse_http_date};
-use super::control::{MaxStale, RequestDirectives, ResponseDirectives};
+use super::control::{MaxStale, RequestDirectives, ResponseDirectives, Targets};
 use super::entry::{CachedResponse, Meta};
 use super::key::vary_star;
 use super::{field_elements, first_field, has_field, Secs};
@@ -21,6 +21,8 @@ pub struct StoreOptions {
     /// Store responses carrying Set-Cookie (off by default: a cookie meant
     /// for one client would be handed to every client).
     pub allow_set_cookie: bool,
+    /// Targeted cache-control fields obeyed before Cache-Control (RFC 9213).
+    pub targets: Targets,
 }
 
 /// Why a response is not stored. Each maps to `Cache-Status: fwd=...;
@@ -74,7 +76,7 @@ pub fn storable(
     if status < 200 || status == 206 || status == 304 {
         return Err(NotStorable::Status);
     }
-    let d = ResponseDirectives::parse(&resp.fields, resp_buf);
+    let d = ResponseDirectives::parse_for(&resp.fields, resp_buf, &opts.targets);
     let req_d = RequestDirectives::parse(&req.fields, req_buf);
     if req_d.no_store {
         return Err(NotStorable::NoStore);
@@ -105,7 +107,7 @@ pub fn storable(
     let explicit = d.public
         || d.max_age.is_some()
         || d.s_maxage.is_some()
-        || has_field(&resp.fields, resp_buf, b"expires");
+        || (!d.targeted && has_field(&resp.fields, resp_buf, b"expires"));
     if !(explicit || heuristically_cacheable(status)) {
         return Err(NotStorable::NoFreshness);
     }

@@ -62,6 +62,7 @@ fn storable_rules() {
     let cookie = resp(200, &["Set-Cookie: a=b", "Cache-Control: max-age=60"]);
     let allow = StoreOptions {
         allow_set_cookie: true,
+        ..StoreOptions::default()
     };
     assert!(storable(
         &get(&[]).head,

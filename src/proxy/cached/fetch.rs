@@ -11,6 +11,7 @@ use std::{io::Write, sync::Arc};
 use super::{
     freshness,
     reply::{plan_reply, reply_stored},
+    store_options,
     whole::{answered_from_entry, fill_then_reply},
     FillGuard,
 };
@@ -26,9 +27,7 @@ use crate::{
         age,
         entry::CachedResponse,
         ownership::CacheShard,
-        policy::{
-            is_dropped_by_cache_fetch, is_error_status, storable, write_validators, StoreOptions,
-        },
+        policy::{is_dropped_by_cache_fetch, is_error_status, storable, write_validators},
         Secs,
     },
     http::{
@@ -228,7 +227,7 @@ async fn freshen(
         conn.buf.filled(),
         request_time,
         response_time,
-        &freshness(route),
+        &freshness(&ex.ctx.config.cache, route),
     );
     conn.buf.consume(resp.fields.head_len);
     finish_read(ex, conn);
@@ -317,9 +316,7 @@ pub(super) async fn store_and_stream(
 /// Whether the response whose head is at the front of `resp_bytes` may be
 /// stored: RFC 9111 allows it and its end is not the connection's close.
 pub(super) fn may_store(ex: &Exchange<'_>, sent: &Sent, resp_bytes: &[u8]) -> bool {
-    let opts = StoreOptions {
-        allow_set_cookie: ex.route.cache_set_cookie,
-    };
+    let opts = store_options(&ex.ctx.config.cache, ex.route);
     let resp = &*ex.resp;
     resp.fields.framing != Framing::UntilClose
         && storable(ex.req, &sent.head, resp, resp_bytes, &opts).is_ok()
@@ -341,7 +338,7 @@ pub(super) fn new_entry(
         &sent.head,
         sent.request_time,
         sent.response_time,
-        &freshness(ex.route),
+        &freshness(&ex.ctx.config.cache, ex.route),
     )
     .ok()
     .map(Arc::new)

@@ -35,14 +35,14 @@ use super::{
 use crate::{
     cache::{
         age::{self, FreshnessOptions},
-        control::RequestDirectives,
+        control::{RequestDirectives, Targets},
         entry::CachedResponse,
         key::{hash_key, request_key, vary_matches, Scheme},
         ownership::{Answer, CacheShard, Want},
-        policy::{decide_for, Use},
+        policy::{decide_for, StoreOptions, Use},
         Secs,
     },
-    config::RouteConfig,
+    config::{CacheConfig, RouteConfig},
     http::head::Framing,
 };
 use fetch::Stale;
@@ -262,9 +262,25 @@ impl Drop for FillGuard<'_> {
     }
 }
 
-fn freshness(route: &RouteConfig) -> FreshnessOptions {
+/// How lifetimes are computed on `route`.
+fn freshness(cache: &CacheConfig, route: &RouteConfig) -> FreshnessOptions {
     FreshnessOptions {
         default_ttl: route.cache_default_ttl.map(|d| d.as_secs()),
+        targets: targets(cache),
         ..FreshnessOptions::default()
     }
+}
+
+/// What may be stored on `route`.
+fn store_options(cache: &CacheConfig, route: &RouteConfig) -> StoreOptions {
+    StoreOptions {
+        allow_set_cookie: route.cache_set_cookie,
+        targets: targets(cache),
+    }
+}
+
+/// The targeted cache-control fields obeyed (RFC 9213): the configured own
+/// name, then CDN-Cache-Control.
+fn targets(cache: &CacheConfig) -> Targets {
+    Targets::new(cache.targeted_cache_control.as_deref())
 }

@@ -7,7 +7,7 @@ use std::{rc::Rc, sync::Arc};
 
 use super::{
     fetch::write_conditional,
-    freshness,
+    freshness, store_options,
     whole::{read_payload, Payload},
     CacheKey,
 };
@@ -16,13 +16,8 @@ use crate::proxy::{
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
-    cache::{
-        age,
-        entry::CachedResponse,
-        policy::{storable, StoreOptions},
-        Secs,
-    },
-    config::RouteConfig,
+    cache::{age, entry::CachedResponse, policy::storable, Secs},
+    config::{CacheConfig, RouteConfig},
     http::{
         body::BodyState,
         head::{parse_request, Framing, Method, RequestHead, ResponseHead},
@@ -86,7 +81,7 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
     let resp = &answered.resp;
     let fresh = if resp.status == 304 {
         let (request_time, response_time) = (answered.request_time, answered.response_time);
-        let freshness = freshness(&route);
+        let freshness = freshness(&ctx.config.cache, &route);
         (stale.freshen(
             resp,
             &answered.head,
@@ -103,7 +98,7 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
             ctx.pool.discard(answered.conn);
             return;
         };
-        replacement(&route, &req, &head, &answered, body)
+        replacement(&ctx.config.cache, &route, &req, &head, &answered, body)
     };
     fill.complete(fresh.map(Arc::new));
     let fields = &answered.resp.fields;
@@ -144,17 +139,22 @@ async fn exchange(ctx: &ShardContext, upstream: usize, out: &mut Vec<u8>) -> Opt
 
 /// The entry that replaces the stale one, if the response may be stored.
 fn replacement(
+    cache: &CacheConfig,
     route: &RouteConfig,
     req: &RequestHead,
     req_head: &[u8],
     answered: &Answered,
     body: Vec<u8>,
 ) -> Option<CachedResponse> {
-    let opts = StoreOptions {
-        allow_set_cookie: route.cache_set_cookie,
-    };
     let resp = &answered.resp;
-    storable(req, req_head, resp, &answered.head, &opts).ok()?;
+    storable(
+        req,
+        req_head,
+        resp,
+        &answered.head,
+        &store_options(cache, route),
+    )
+    .ok()?;
     CachedResponse::from_response(
         resp,
         &answered.head,
@@ -163,7 +163,7 @@ fn replacement(
         req_head,
         answered.request_time,
         answered.response_time,
-        &freshness(route),
+        &freshness(cache, route),
     )
     .ok()
 }
