@@ -35,6 +35,8 @@ mod shutdown;
 mod strict_parsing;
 #[path = "proxy/timeouts.rs"]
 mod timeouts;
+#[path = "proxy/trailers.rs"]
+mod trailers;
 #[path = "proxy/unknown_methods.rs"]
 mod unknown_methods;
 #[path = "proxy/upstream_failures.rs"]

@@ -37,7 +37,11 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
 fn excluded(fields: &Fields, buf: &[u8], kind: HeaderKind, name: &[u8]) -> bool {
     matches!(
         kind,
-        HeaderKind::HopByHop | HeaderKind::ContentLength | HeaderKind::TransferEncoding
+        HeaderKind::HopByHop
+            | HeaderKind::ContentLength
+            | HeaderKind::TransferEncoding
+            // The body is stored decoded: its trailers are not kept.
+            | HeaderKind::Trailer
     ) || (!fields.connection_options.is_empty() && fields.is_connection_option(buf, name))
 }
 
