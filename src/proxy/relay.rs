@@ -131,15 +131,14 @@ impl Tee {
 /// Copies a chunked body from `src` to `dst` as plain payload bytes, for
 /// clients that cannot read chunked coding (HTTP/1.0); the connection is
 /// closed after, which is how such a client learns the body ended.
-/// `decoder` says where in the body `buf` starts (a fresh one at its start).
 pub async fn relay_dechunked(
     src: &Socket,
     buf: &mut IoBuf,
     dst: &Socket,
     idle: Duration,
     mut tee: Option<&mut Tee>,
-    mut decoder: ChunkedDecoder,
 ) -> Result<(), RelayError> {
+    let mut decoder = ChunkedDecoder::default();
     while !decoder.is_done() {
         if buf.is_empty() && read_some(src, buf, idle).await? == 0 {
             return Err(RelayError::SourceClosed);

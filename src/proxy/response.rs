@@ -204,15 +204,7 @@ pub async fn send_response(
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
 
     let relayed = if dechunk {
-        relay_dechunked(
-            upstream,
-            buf,
-            client,
-            side.body_idle,
-            tee,
-            Default::default(),
-        )
-        .await
+        relay_dechunked(upstream, buf, client, side.body_idle, tee).await
     } else {
         relay_body(
             upstream,

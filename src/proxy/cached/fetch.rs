@@ -32,7 +32,7 @@ use crate::{
     },
     http::{
         head::{Framing, Method, RequestHead},
-        rewrite::{write_request_head_edited, ForwardOptions, RequestEdit},
+        rewrite::{write_request_head, write_request_head_edited, ForwardOptions, RequestEdit},
     },
     upstream::pool::UpstreamConn,
 };
@@ -55,6 +55,7 @@ pub(super) struct Stale {
 }
 
 /// What the response steps need from the request step.
+#[derive(Clone)]
 pub(super) struct Sent {
     /// How the client wants its response, read when the fetch began.
     pub side: ClientSide,
@@ -232,7 +233,7 @@ async fn freshen(
     conn.buf.consume(resp.fields.head_len);
     finish_read(ex, conn);
     let Ok(fresh) = freshened else {
-        return refetch(ex, fill, forwarded, sent).await;
+        return refetch(ex, fill, forwarded, sent, Again::Unconditional).await;
     };
     let fresh = Arc::new(fresh);
     fill.complete(Some(Arc::clone(&fresh)));
@@ -241,31 +242,43 @@ async fn freshen(
     reply_stored(ex.client, &fresh, now, "fwd=stale; fwd-status=304", plan).await
 }
 
-/// Sends the client's request again without validators (after a 304 for
-/// another representation) and answers with what comes back.
-async fn refetch(
+/// How a request goes to the origin a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Again {
+    /// Without validators, after a 304 for another representation; what
+    /// comes back is stored and answers as usual.
+    Unconditional,
+    /// As the client sent it (Range, validators and all), passed through:
+    /// for a Range request whose whole object will not be stored.
+    AsSent,
+}
+
+/// Sends the client's request again (`again` says how) and answers with
+/// what comes back.
+pub(super) async fn refetch(
     ex: &mut Exchange<'_>,
     fill: FillGuard<'_>,
     forwarded: &str,
     sent: Sent,
+    again: Again,
 ) -> Result<Next, ProxyError> {
     let (client, forward) = (&mut *ex.client, ex.ctx.forward);
-    client.out.clear();
-    write_conditional(
-        &mut client.out,
-        &sent.head,
-        ex.req,
-        &client.ip,
-        forward,
-        None,
-    );
+    let (out, ip) = (&mut client.out, &client.ip);
+    out.clear();
+    match again {
+        Again::Unconditional => write_conditional(out, &sent.head, ex.req, ip, forward, None),
+        Again::AsSent => write_request_head(out, &sent.head, ex.req, ip, forward),
+    }
     let (conn, request_time) = exchange(ex, sent.side).await?;
     let sent = Sent {
         request_time,
         response_time: age::now(),
         ..sent
     };
-    respond(ex, conn, fill, forwarded, &sent).await
+    match again {
+        Again::Unconditional => respond(ex, conn, fill, forwarded, &sent).await,
+        Again::AsSent => store_and_stream(ex, conn, fill, forwarded, &sent).await,
+    }
 }
 
 /// Streams the response to the client; if it may be stored, a `Tee` copies
