@@ -9,6 +9,8 @@
 //! ignored, and of repeated directives the first wins (§4.2.1).
 
 use super::field_lines;
+use super::targeted::{usable_field, well_typed};
+pub use super::targeted::{Targets, MAX_TARGET_NAME};
 use crate::http::head::{is_token, Fields};
 use crate::http::list_elements;
 
@@ -181,48 +183,6 @@ pub fn all_directives<'b>(
     field_lines(fields, buf, b"cache-control").flat_map(directives)
 }
 
-/// Longest own targeted field name accepted (`cache.targeted_cache_control`).
-pub const MAX_TARGET_NAME: usize = 64;
-
-/// The targeted cache-control fields (RFC 9213) this cache obeys instead of
-/// Cache-Control, most specific first: its own configured name, if any,
-/// then `CDN-Cache-Control`. Kept inline (no allocation) so that the option
-/// structs carrying it stay `Copy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Targets {
-    own: [u8; MAX_TARGET_NAME],
-    own_len: u8,
-}
-
-impl Default for Targets {
-    /// CDN-Cache-Control only.
-    fn default() -> Self {
-        Targets {
-            own: [0; MAX_TARGET_NAME],
-            own_len: 0,
-        }
-    }
-}
-
-impl Targets {
-    /// `own`: the configured field name (validated as a token by the
-    /// config); a name longer than [`MAX_TARGET_NAME`] is ignored.
-    pub fn new(own: Option<&str>) -> Targets {
-        let mut targets = Targets::default();
-        if let Some(name) = own.filter(|n| n.len() <= MAX_TARGET_NAME) {
-            targets.own[..name.len()].copy_from_slice(name.as_bytes());
-            targets.own_len = name.len() as u8;
-        }
-        targets
-    }
-
-    /// The field names in precedence order.
-    fn names(&self) -> impl Iterator<Item = &[u8]> {
-        let own = (self.own_len > 0).then(|| &self.own[..usize::from(self.own_len)]);
-        own.into_iter().chain([&b"cdn-cache-control"[..]])
-    }
-}
-
 /// Response directives a shared cache acts on (RFC 9111 §5.2.2, RFC 5861).
 /// The qualified forms `no-cache="f"` and `private="f"` are treated as their
 /// unqualified forms, which §5.2.2.4 and §5.2.2.7 allow and which is always
@@ -253,17 +213,21 @@ impl ResponseDirectives {
     }
 
     /// The directives of a response for a cache with these targeted
-    /// fields (RFC 9213 §2.1): those of the first targeted field that has
-    /// any, else Cache-Control's.
+    /// fields (RFC 9213 §2.1): those of the first targeted field that is a
+    /// valid Structured Field dictionary with a usable directive, else
+    /// Cache-Control's.
     pub fn parse_for(fields: &Fields, buf: &[u8], targets: &Targets) -> ResponseDirectives {
         for name in targets.names() {
-            let targeted = || field_lines(fields, buf, name).flat_map(directives);
-            if targeted().next().is_some() {
-                return ResponseDirectives {
-                    targeted: true,
-                    ..ResponseDirectives::from_directives(targeted())
-                };
+            if !usable_field(fields, buf, name) {
+                continue;
             }
+            let typed = field_lines(fields, buf, name)
+                .flat_map(directives)
+                .filter(well_typed);
+            return ResponseDirectives {
+                targeted: true,
+                ..ResponseDirectives::from_directives(typed)
+            };
         }
         ResponseDirectives::from_directives(all_directives(fields, buf))
     }

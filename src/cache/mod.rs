@@ -6,6 +6,7 @@
 //! passes in parsed heads, their buffers and times (Unix seconds), and moves
 //! the `Arc`-shared stored responses wherever it needs them. Files:
 //! - [`control`]: allocation-free Cache-Control parsing into directive sets.
+//! - [`targeted`]: RFC 9213 targeted fields (CDN-Cache-Control, an own name).
 //! - [`age`]: HTTP dates, freshness lifetime and current age (RFC 9111 §4.2).
 //! - [`policy`]: storability, whether a stored response may be used, and
 //!   conditional requests (RFC 9110 §13, RFC 9111 §4.3).
@@ -26,6 +27,7 @@ pub mod policy;
 pub mod range;
 pub mod store;
 pub mod stored;
+pub mod targeted;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Targeted cache-control fields (RFC 9213): `CDN-Cache-Control` replaces
 //! `Cache-Control` (and `Expires`) for this cache whenever it is present,
-//! in both directions (no-store, private, no-cache, max-age, s-maxage); a
+//! in both directions (no-store, private, no-cache, max-age, s-maxage)
+//! unless it is not a valid Structured Field dictionary (then ignored); a
 //! configured own field (`cache.targeted_cache_control`) takes precedence
 //! over both; an own field that is not configured means nothing. Targeted
 //! fields are forwarded downstream unchanged (RFC 9213 lets a cache remove
@@ -45,6 +46,15 @@ fn targeted_origin() -> Origin {
                 ("CDN-Cache-Control", "no-cache".into()),
                 ("ETag", "\"e\"".into()),
             ],
+            // Not a Structured Field dictionary / max-age not an integer: ignored.
+            "/cdn-invalid" => vec![
+                ("Cache-Control", "no-store".into()),
+                ("CDN-Cache-Control", "max-age=10000, &&&&&".into()),
+            ],
+            "/cdn-mistyped" => vec![
+                ("Cache-Control", "no-store".into()),
+                ("CDN-Cache-Control", "max-age=\"10000\"".into()),
+            ],
             "/own-no-store" => vec![
                 ("CDN-Cache-Control", "max-age=60".into()),
                 (OWN, "no-store".into()),
@@ -84,6 +94,8 @@ fn cdn_cache_control_overrides_cache_control() {
             ("/cdn-max-age", true),
             ("/cdn-s-maxage", true),
             ("/cdn-over-expires", true),
+            ("/cdn-invalid", false),
+            ("/cdn-mistyped", false),
             // Not configured here: just another field.
             ("/own-no-store", true),
             ("/own-max-age", false),

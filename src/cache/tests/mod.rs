@@ -8,6 +8,7 @@ mod policy;
 mod range;
 mod store;
 mod stored;
+mod targeted;
 
 use std::sync::Arc;
 
