@@ -83,38 +83,9 @@ pub(super) async fn reply_stored(
     detail: &str,
     plan: StoredReply,
 ) -> Result<Next, ProxyError> {
-    let age = entry.current_age(now);
     let out = &mut client.out;
     out.clear();
-    let (parsed, head) = (entry.parsed(), entry.head());
-    // A ranged body is built per request; it is sent from its own vector so
-    // that the connection's `out` never grows to a body's size.
-    let mut ranged_body = None;
-    match &plan.answer {
-        Answer::NotModified => write_not_modified_head(out, parsed, head, age),
-        Answer::Whole { .. } => write_hit_head(out, parsed, head, age),
-        Answer::Ranges(Ranged::Partial(ranges)) => {
-            let content_type = first_field(&parsed.fields, head, b"content-type");
-            let boundary = boundary(entry, now);
-            let part = partial(entry.body(), ranges, content_type, &boundary);
-            let several = ranges.len() > 1;
-            let status = (206, &b"Partial Content"[..]);
-            write_ranged_head(out, status, parsed, head, age, |name| {
-                name.eq_ignore_ascii_case(b"content-length")
-                    || (several && name.eq_ignore_ascii_case(b"content-type"))
-            });
-            out.extend_from_slice(&part.fields);
-            ranged_body = Some(part.body);
-        }
-        Answer::Ranges(_) => {
-            let status = (416, &b"Range Not Satisfiable"[..]);
-            write_ranged_head(out, status, parsed, head, age, |name| {
-                name.eq_ignore_ascii_case(b"content-length")
-                    || name.eq_ignore_ascii_case(b"content-type")
-            });
-            unsatisfiable_fields(out, entry.body().len() as u64);
-        }
-    }
+    let ranged_body = write_status_and_fields(out, entry, now, &plan.answer);
     let _ = write!(
         out,
         "Cache-Status: shardproxy; {detail}; ttl={}\r\n",
@@ -159,6 +130,45 @@ pub(super) async fn reply_stored(
     } else {
         Next::KeepAlive
     })
+}
+
+/// Writes the status line and the stored fields for `answer` (with `Age`),
+/// and for a 206 its own fields; returns the 206's body. A ranged body is
+/// built per request and sent from its own vector, so that the
+/// connection's `out` never grows to a body's size.
+fn write_status_and_fields(
+    out: &mut Vec<u8>,
+    entry: &CachedResponse,
+    now: Secs,
+    answer: &Answer,
+) -> Option<Vec<u8>> {
+    let age = entry.current_age(now);
+    let (parsed, head) = (entry.parsed(), entry.head());
+    match answer {
+        Answer::NotModified => write_not_modified_head(out, parsed, head, age),
+        Answer::Whole { .. } => write_hit_head(out, parsed, head, age),
+        Answer::Ranges(Ranged::Partial(ranges)) => {
+            let content_type = first_field(&parsed.fields, head, b"content-type");
+            let part = partial(entry.body(), ranges, content_type, &boundary(entry, now));
+            let several = ranges.len() > 1;
+            let status = (206, &b"Partial Content"[..]);
+            write_ranged_head(out, status, parsed, head, age, |name| {
+                name.eq_ignore_ascii_case(b"content-length")
+                    || (several && name.eq_ignore_ascii_case(b"content-type"))
+            });
+            out.extend_from_slice(&part.fields);
+            return Some(part.body);
+        }
+        Answer::Ranges(_) => {
+            let status = (416, &b"Range Not Satisfiable"[..]);
+            write_ranged_head(out, status, parsed, head, age, |name| {
+                name.eq_ignore_ascii_case(b"content-length")
+                    || name.eq_ignore_ascii_case(b"content-type")
+            });
+            unsatisfiable_fields(out, entry.body().len() as u64);
+        }
+    }
+    None
 }
 
 /// A multipart boundary for one answer: the entry's address and the time,
