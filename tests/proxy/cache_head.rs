@@ -1,7 +1,8 @@
 //! HEAD through the cache: a HEAD miss is filled with a GET (the origin sees
 //! GET, the client gets the head only, with the GET's Content-Length), and a
 //! later GET is a hit; a HEAD whose GET cannot be stored gets the head and
-//! the cache keeps nothing; concurrent HEAD and GET misses coalesce.
+//! the cache keeps nothing; an unstorable answer without a body (a 204)
+//! passes through to HEAD and Range requests alike.
 
 use crate::support::cache::{
     cache_config, method_requests_for, pattern, scripted_origin, CacheStatus, Reply,
@@ -64,5 +65,27 @@ fn head_miss_of_an_unstorable_response_gets_the_head_only() {
             assert_eq!(get.body.len().to_string(), length, "{path}");
             assert_eq!(method_requests_for(&origin, "GET", path), 2, "{path}");
         }
+    });
+}
+
+#[test]
+fn bodiless_unstorable_answers_to_head_and_range_misses_pass_through() {
+    for_each_shard_count(|shards| {
+        let origin = scripted_origin(|_, _| {
+            Reply::status(204)
+                .header("X-Origin", "yes")
+                .cache_control("no-store")
+        });
+        let proxy = Proxy::start(&cache_config(shards, &origin, &[]));
+        let mut client = proxy.client();
+        let head = client.request("HEAD", "/empty");
+        assert_status(&head, 204);
+        assert_eq!(head.header("x-origin"), Some("yes"));
+        let ranged = client.request_with("GET", "/empty", &[("Range", "bytes=0-1")]);
+        assert_status(&ranged, 204);
+        assert!(ranged.body.is_empty());
+        // One request each, on a connection still in step.
+        assert_status(&client.request("HEAD", "/empty"), 204);
+        assert_eq!(origin.request_count(), 3);
     });
 }

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use super::{
-    fetch::{finish_read, may_store, new_entry, refetch, Again, Sent},
+    fetch::{finish_read, may_store, new_entry, refetch, store_and_stream, Again, Sent},
     reply::{plan_reply, reply_stored},
     FillGuard,
 };
@@ -107,6 +107,11 @@ pub(super) async fn fill_then_reply(
         Framing::None | Framing::Chunked => true,
     };
     let storable = fits && may_store(ex, sent, conn.buf.filled());
+    if !storable && resp.fields.framing == Framing::None {
+        // No body to cut ranges from or to leave out (a 204, a 304, an
+        // empty 200): passed on as it is, for HEAD and GET alike.
+        return store_and_stream(ex, conn, fill, forwarded, sent).await;
+    }
     let mut detail = format!("{forwarded}; fwd-status={}", resp.status);
     let resp_head = conn.buf.filled()[..resp.fields.head_len].to_vec();
     conn.buf.consume(resp.fields.head_len);
