@@ -11,6 +11,10 @@ mod balancing;
 mod bodies;
 #[path = "proxy/cache.rs"]
 mod cache;
+#[path = "proxy/cache_head.rs"]
+mod cache_head;
+#[path = "proxy/cdn_cache_control.rs"]
+mod cdn_cache_control;
 #[path = "proxy/cli.rs"]
 mod cli;
 #[path = "proxy/cluster.rs"]
@@ -23,6 +27,8 @@ mod forwarding;
 mod harness;
 #[path = "proxy/health.rs"]
 mod health;
+#[path = "proxy/interim.rs"]
+mod interim;
 #[path = "proxy/large_bodies.rs"]
 mod large_bodies;
 #[path = "proxy/limits.rs"]
@@ -33,6 +39,8 @@ mod outlier;
 mod pooling;
 #[path = "proxy/priority.rs"]
 mod priority;
+#[path = "proxy/ranges.rs"]
+mod ranges;
 #[path = "proxy/retries.rs"]
 mod retries;
 #[path = "proxy/shutdown.rs"]
@@ -41,5 +49,11 @@ mod shutdown;
 mod strict_parsing;
 #[path = "proxy/timeouts.rs"]
 mod timeouts;
+#[path = "proxy/trailers.rs"]
+mod trailers;
+#[path = "proxy/unknown_methods.rs"]
+mod unknown_methods;
 #[path = "proxy/upstream_failures.rs"]
 mod upstream_failures;
+#[path = "proxy/validators.rs"]
+mod validators;

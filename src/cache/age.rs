@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::control::ResponseDirectives;
+use super::control::{ResponseDirectives, Targets};
 use super::{first_field, Secs};
 use crate::http::head::ResponseHead;
 
@@ -54,6 +54,8 @@ pub struct FreshnessOptions {
     /// Last-Modified heuristic when set). Applies to heuristically cacheable
     /// statuses only, as the heuristic does.
     pub default_ttl: Option<Secs>,
+    /// Targeted cache-control fields obeyed before Cache-Control (RFC 9213).
+    pub targets: Targets,
 }
 
 impl Default for FreshnessOptions {
@@ -62,6 +64,7 @@ impl Default for FreshnessOptions {
             heuristic_percent: 10,
             heuristic_cap: 86_400,
             default_ttl: None,
+            targets: Targets::default(),
         }
     }
 }
@@ -144,7 +147,9 @@ pub fn freshness_lifetime(
         return Lifetime::Explicit(s.into());
     }
     let date = times.date.unwrap_or(response_time);
-    match times.expires {
+    // A targeted field replaces Expires as well as Cache-Control (RFC 9213 §2.1).
+    let expires = if dirs.targeted { None } else { times.expires };
+    match expires {
         Some(Some(expires)) => return Lifetime::Explicit(expires.saturating_sub(date)),
         Some(None) => return Lifetime::Explicit(0),
         None => {}

@@ -9,6 +9,8 @@
 //! ignored, and of repeated directives the first wins (§4.2.1).
 
 use super::field_lines;
+use super::targeted::{usable_field, well_typed};
+pub use super::targeted::{Targets, MAX_TARGET_NAME};
 use crate::http::head::{is_token, Fields};
 use crate::http::list_elements;
 
@@ -199,12 +201,40 @@ pub struct ResponseDirectives {
     pub immutable: bool,
     pub stale_while_revalidate: Option<u32>,
     pub stale_if_error: Option<u32>,
+    /// They came from a targeted field (RFC 9213), which also means
+    /// Expires is to be ignored.
+    pub targeted: bool,
 }
 
 impl ResponseDirectives {
+    /// The directives of a response for a cache that obeys CDN-Cache-Control.
     pub fn parse(fields: &Fields, buf: &[u8]) -> ResponseDirectives {
+        ResponseDirectives::parse_for(fields, buf, &Targets::default())
+    }
+
+    /// The directives of a response for a cache with these targeted
+    /// fields (RFC 9213 §2.1): those of the first targeted field that is a
+    /// valid Structured Field dictionary with a usable directive, else
+    /// Cache-Control's.
+    pub fn parse_for(fields: &Fields, buf: &[u8], targets: &Targets) -> ResponseDirectives {
+        for name in targets.names() {
+            if !usable_field(fields, buf, name) {
+                continue;
+            }
+            let typed = field_lines(fields, buf, name)
+                .flat_map(directives)
+                .filter(well_typed);
+            return ResponseDirectives {
+                targeted: true,
+                ..ResponseDirectives::from_directives(typed)
+            };
+        }
+        ResponseDirectives::from_directives(all_directives(fields, buf))
+    }
+
+    fn from_directives<'b>(all: impl Iterator<Item = Directive<'b>>) -> ResponseDirectives {
         let mut d = ResponseDirectives::default();
-        for dir in all_directives(fields, buf) {
+        for dir in all {
             let n = dir.name;
             let restrictive_secs = || match dir.seconds() {
                 Some(Ok(s)) => s,

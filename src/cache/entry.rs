@@ -96,7 +96,7 @@ fn describe(
     response_time: Secs,
     opts: &FreshnessOptions,
 ) -> Meta {
-    let directives = ResponseDirectives::parse(&parsed.fields, head);
+    let directives = ResponseDirectives::parse_for(&parsed.fields, head, &opts.targets);
     let times = ResponseTimes::parse(parsed, head);
     let span = |name: &[u8]| first_field(&parsed.fields, head, name).map(|v| Span::within(head, v));
     Meta {

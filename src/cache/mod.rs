@@ -6,10 +6,12 @@
 //! passes in parsed heads, their buffers and times (Unix seconds), and moves
 //! the `Arc`-shared stored responses wherever it needs them. Files:
 //! - [`control`]: allocation-free Cache-Control parsing into directive sets.
+//! - [`targeted`]: RFC 9213 targeted fields (CDN-Cache-Control, an own name).
 //! - [`age`]: HTTP dates, freshness lifetime and current age (RFC 9111 §4.2).
 //! - [`policy`]: storability, whether a stored response may be used, and
 //!   conditional requests (RFC 9110 §13, RFC 9111 §4.3).
 //! - [`entry`]: one stored response, its metadata, and 304 freshening.
+//! - [`range`]: Range and If-Range against a stored response, 206 and 416 pieces.
 //! - [`stored`]: the head bytes kept for a stored response, and 304 merging.
 //! - [`key`]: the primary key, its hash, the owner shard, and Vary matching.
 //! - [`store`]: one shard's byte-budgeted store with SIEVE eviction.
@@ -22,8 +24,10 @@ pub mod entry;
 pub mod key;
 pub mod ownership;
 pub mod policy;
+pub mod range;
 pub mod store;
 pub mod stored;
+pub mod targeted;
 
 #[cfg(test)]
 mod tests;

@@ -321,8 +321,14 @@ impl CacheShard {
 
     /// Ends a fetch: stores `response` on the owner (or only releases the
     /// waiters if `None`: the response was not cacheable, or too large).
+    /// A replacement also drops this shard's own near copy at once: the
+    /// owner's `Forget` arrives later, and the client that caused the fill
+    /// may ask again before it does (and must not meet the old copy).
     pub fn fill(&self, hash: u64, key: &[u8], response: Option<Arc<CachedResponse>>) {
         let owner = self.owner(hash);
+        if response.is_some() {
+            self.forget(hash, key);
+        }
         if owner == self.id {
             self.owner_fill(hash, key, response);
         } else {

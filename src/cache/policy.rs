@@ -9,7 +9,7 @@
 //! [`evaluate_conditional`] before serving a hit.
 
 use super::age::{heuristically_cacheable, parse_http_date};
-use super::control::{MaxStale, RequestDirectives, ResponseDirectives};
+use super::control::{MaxStale, RequestDirectives, ResponseDirectives, Targets};
 use super::entry::{CachedResponse, Meta};
 use super::key::vary_star;
 use super::{field_elements, first_field, has_field, Secs};
@@ -21,6 +21,8 @@ pub struct StoreOptions {
     /// Store responses carrying Set-Cookie (off by default: a cookie meant
     /// for one client would be handed to every client).
     pub allow_set_cookie: bool,
+    /// Targeted cache-control fields obeyed before Cache-Control (RFC 9213).
+    pub targets: Targets,
 }
 
 /// Why a response is not stored. Each maps to `Cache-Status: fwd=...;
@@ -55,8 +57,9 @@ fn understood(status: u16) -> bool {
 /// Whether a shared cache may store this response (RFC 9111 §3, §3.5).
 ///
 /// Only responses to GET are stored: a HEAD response has no body to serve
-/// a later GET. A HEAD miss may be sent upstream as GET to fill the cache
-/// (as nginx does) and answered head-only; that choice is the proxy's.
+/// a later GET. `req` may be a HEAD because the proxy fills a HEAD miss
+/// with a GET (as nginx does) and answers head-only from the entry: the
+/// response judged here is then the GET's.
 /// 206 and 304 are never stored (this cache keeps whole representations; a
 /// 304 freshens an entry instead, see `CachedResponse::freshen`).
 pub fn storable(
@@ -66,14 +69,14 @@ pub fn storable(
     resp_buf: &[u8],
     opts: &StoreOptions,
 ) -> Result<ResponseDirectives, NotStorable> {
-    if req.method() != Method::Get {
+    if !matches!(req.method(), Method::Get | Method::Head) {
         return Err(NotStorable::Method);
     }
     let status = resp.status;
     if status < 200 || status == 206 || status == 304 {
         return Err(NotStorable::Status);
     }
-    let d = ResponseDirectives::parse(&resp.fields, resp_buf);
+    let d = ResponseDirectives::parse_for(&resp.fields, resp_buf, &opts.targets);
     let req_d = RequestDirectives::parse(&req.fields, req_buf);
     if req_d.no_store {
         return Err(NotStorable::NoStore);
@@ -104,7 +107,7 @@ pub fn storable(
     let explicit = d.public
         || d.max_age.is_some()
         || d.s_maxage.is_some()
-        || has_field(&resp.fields, resp_buf, b"expires");
+        || (!d.targeted && has_field(&resp.fields, resp_buf, b"expires"));
     if !(explicit || heuristically_cacheable(status)) {
         return Err(NotStorable::NoFreshness);
     }
@@ -301,6 +304,13 @@ pub fn is_client_validator(name: &[u8]) -> bool {
     .any(|n| name.eq_ignore_ascii_case(n))
 }
 
+/// Request fields a fetch for the cache does not forward: the client's
+/// validators ([`is_client_validator`]) and `Range`, because the cache
+/// fetches whole representations and answers ranges from them (`range`).
+pub fn is_dropped_by_cache_fetch(name: &[u8]) -> bool {
+    is_client_validator(name) || name.eq_ignore_ascii_case(b"range")
+}
+
 /// Appends the validator fields of a revalidation request (RFC 9111 §4.3.1):
 /// If-None-Match from the stored ETag, If-Modified-Since from the stored
 /// Last-Modified. Returns false when the entry has neither (the request is
@@ -333,9 +343,5 @@ pub fn is_error_status(status: u16) -> bool {
 /// an unsafe method answered with a non-error status (2xx or 3xx).
 /// Unknown methods count as unsafe.
 pub fn invalidates(method: Method, status: u16) -> bool {
-    let unsafe_method = !matches!(
-        method,
-        Method::Get | Method::Head | Method::Options | Method::Trace
-    );
-    unsafe_method && (200..400).contains(&status)
+    !method.is_safe() && (200..400).contains(&status)
 }

@@ -37,7 +37,11 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
 fn excluded(fields: &Fields, buf: &[u8], kind: HeaderKind, name: &[u8]) -> bool {
     matches!(
         kind,
-        HeaderKind::HopByHop | HeaderKind::ContentLength | HeaderKind::TransferEncoding
+        HeaderKind::HopByHop
+            | HeaderKind::ContentLength
+            | HeaderKind::TransferEncoding
+            // The body is stored decoded: its trailers are not kept.
+            | HeaderKind::Trailer
     ) || (!fields.connection_options.is_empty() && fields.is_connection_option(buf, name))
 }
 
@@ -126,9 +130,35 @@ fn push_end_to_end_fields(out: &mut Vec<u8>, fields: &Fields, buf: &[u8], respon
 /// written, so the caller can append Cache-Status, Via and Connection first.
 pub fn write_hit_head(out: &mut Vec<u8>, stored: &ResponseHead, buf: &[u8], age: Secs) {
     push_status_line(out, stored.status, stored.reason.of(buf));
+    push_hit_fields(out, stored, buf, age, |_| false);
+}
+
+/// The status line and fields of a range answer from the cache (206 or
+/// 416): every stored field except Age and those `leave_out` names (the
+/// caller writes its own Content-Length, Content-Type), then `Age`. Like
+/// [`write_hit_head`], without the final CRLF.
+pub fn write_ranged_head(
+    out: &mut Vec<u8>,
+    status: (u16, &[u8]),
+    stored: &ResponseHead,
+    buf: &[u8],
+    age: Secs,
+    leave_out: impl Fn(&[u8]) -> bool,
+) {
+    push_status_line(out, status.0, status.1);
+    push_hit_fields(out, stored, buf, age, leave_out);
+}
+
+fn push_hit_fields(
+    out: &mut Vec<u8>,
+    stored: &ResponseHead,
+    buf: &[u8],
+    age: Secs,
+    leave_out: impl Fn(&[u8]) -> bool,
+) {
     for h in &stored.fields.headers {
         let name = h.name.of(buf);
-        if !is(name, b"age") {
+        if !is(name, b"age") && !leave_out(name) {
             push_field(out, name, h.value.of(buf));
         }
     }

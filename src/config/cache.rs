@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::{raw, resolver::Resolver, ConfigError, IpNet};
+use super::{raw, raw::Text, resolver::Resolver, ConfigError, IpNet};
+use crate::{cache::control::MAX_TARGET_NAME, http::head::is_token};
 
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -17,6 +18,9 @@ pub struct CacheConfig {
     pub near_cache_ttl: Duration,
     /// Clients allowed to send PURGE.
     pub purge_allow: Vec<IpNet>,
+    /// This cache's own targeted cache-control field (RFC 9213), obeyed
+    /// before CDN-Cache-Control and Cache-Control.
+    pub targeted_cache_control: Option<String>,
 }
 
 impl Resolver<'_> {
@@ -57,6 +61,26 @@ impl Resolver<'_> {
                 Duration::from_secs(1),
             )?,
             purge_allow,
+            targeted_cache_control: self
+                .field_name("cache.targeted_cache_control", raw.targeted_cache_control)?,
         })
+    }
+
+    /// A header field name (a token, at most `MAX_TARGET_NAME` bytes) that
+    /// is not one of the fields it would be obeyed before.
+    fn field_name(&self, key: &str, raw: Option<Text>) -> Result<Option<String>, ConfigError> {
+        let Some(value) = raw else { return Ok(None) };
+        let name = value.get_ref();
+        let lower = name.to_ascii_lowercase();
+        let why = if name.is_empty() || !name.bytes().all(is_token) {
+            "must be a header field name (letters, digits, `-` and the like)".to_owned()
+        } else if name.len() > MAX_TARGET_NAME {
+            format!("is too long (at most {MAX_TARGET_NAME} bytes)")
+        } else if lower == "cache-control" || lower == "cdn-cache-control" {
+            "names a field the cache reads anyway; pick a name of your own".to_owned()
+        } else {
+            return Ok(Some(name.clone()));
+        };
+        Err(self.invalid(key, value.span(), why))
     }
 }

@@ -175,6 +175,7 @@ pub struct RawCache {
     pub near_cache_size: Option<Size>,
     pub near_cache_ttl: Option<Text>,
     pub purge_allow: Option<Vec<Text>>,
+    pub targeted_cache_control: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

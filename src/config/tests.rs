@@ -42,6 +42,42 @@ fn errors_name_key_and_line() {
     assert!(err.message.contains("`b`"), "{err}");
 }
 
+#[test]
+fn targeted_cache_control_is_a_field_name_of_its_own() {
+    let ok = Config::parse(
+        &with("[cache]\ntargeted_cache_control = \"Shardproxy-Cache-Control\""),
+        "x",
+    )
+    .expect("a valid name");
+    assert_eq!(
+        ok.cache.targeted_cache_control.as_deref(),
+        Some("Shardproxy-Cache-Control")
+    );
+    assert_eq!(
+        Config::parse(&with(""), "x")
+            .unwrap()
+            .cache
+            .targeted_cache_control,
+        None
+    );
+    for bad in [
+        "",
+        "Bad Name",
+        "x:y",
+        "CDN-Cache-Control",
+        "cache-control",
+        &"x".repeat(65),
+    ] {
+        let text = with(&format!("[cache]\ntargeted_cache_control = \"{bad}\""));
+        let err = Config::parse(&text, "x").unwrap_err();
+        assert_eq!(err.line, Some(2), "{bad:?}: {err}");
+        assert!(
+            err.message.contains("cache.targeted_cache_control"),
+            "{err}"
+        );
+    }
+}
+
 /// A minimal valid config with `extra` prepended; `extra` starts at line 1.
 fn with(extra: &str) -> String {
     format!("{extra}\n{DEFAULT_CONFIG}")

@@ -61,8 +61,11 @@ pub enum Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderKind {
     Other,
-    /// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade.
+    /// Connection, Keep-Alive, Proxy-Connection, TE, Upgrade.
     HopByHop,
+    /// Announces the trailer fields of a chunked body (RFC 9110 §6.6.2):
+    /// passed on exactly when the chunked body (trailers included) is.
+    Trailer,
     Host,
     Expect,
     ContentLength,
@@ -108,6 +111,15 @@ impl Method {
             b"CONNECT" => Method::Connect,
             _ => Method::Other,
         }
+    }
+
+    /// Safe methods (RFC 9110 §9.2.1): GET, HEAD, OPTIONS, TRACE. Any
+    /// other, including every method without a name here, may change state.
+    pub fn is_safe(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Options | Method::Trace
+        )
     }
 
     /// Idempotent methods (RFC 9110 §9.2.2) may be sent again after a failure.
@@ -471,7 +483,8 @@ fn classify(name: &[u8]) -> HeaderKind {
         3 if is(b"via") => HeaderKind::Via,
         4 if is(b"host") => HeaderKind::Host,
         6 if is(b"expect") => HeaderKind::Expect,
-        7 if is(b"trailer") || is(b"upgrade") => HeaderKind::HopByHop,
+        7 if is(b"trailer") => HeaderKind::Trailer,
+        7 if is(b"upgrade") => HeaderKind::HopByHop,
         10 if is(b"connection") || is(b"keep-alive") => HeaderKind::HopByHop,
         14 if is(b"content-length") => HeaderKind::ContentLength,
         15 if is(b"x-forwarded-for") => HeaderKind::XForwardedFor,

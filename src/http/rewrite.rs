@@ -1,11 +1,14 @@
 //! Writes the head a message carries to the other side of the proxy: hop-by-hop
 //! fields removed (RFC 9110 §7.6.1), forwarding fields added, every other
-//! field passed on in its original order and case.
+//! field passed on in its original order and case. `Trailer` goes with the
+//! trailer section it announces: kept when a chunked body passes through
+//! verbatim (trailers and all), dropped when the body is de-chunked or not
+//! chunked at all (no trailers can follow).
 //!
 //! Output goes into a per-connection `Vec` that is cleared, never shrunk, so
 //! the steady state allocates nothing.
 
-use super::head::{Fields, HeaderKind, RequestHead, ResponseHead};
+use super::head::{Fields, Framing, HeaderKind, RequestHead, ResponseHead};
 
 /// Which forwarding fields to add, from `[http]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -57,12 +60,16 @@ pub struct RequestEdit<'a> {
     pub drop_field: fn(&[u8]) -> bool,
     /// Complete field lines (each ending in CRLF) to add.
     pub extra: &'a [u8],
+    /// The method to send instead of the client's (the cache fills a HEAD
+    /// miss with a GET).
+    pub method: Option<&'a [u8]>,
 }
 
 impl RequestEdit<'_> {
     pub const NONE: RequestEdit<'static> = RequestEdit {
         drop_field: |_| false,
         extra: b"",
+        method: None,
     };
 }
 
@@ -88,7 +95,7 @@ pub fn write_request_head_edited(
     edit: RequestEdit<'_>,
 ) {
     let fields = &head.fields;
-    out.extend_from_slice(head.method.of(buf));
+    out.extend_from_slice(edit.method.unwrap_or(head.method.of(buf)));
     out.push(b' ');
     out.extend_from_slice(head.target.of(buf));
     out.extend_from_slice(b" HTTP/1.1\r\n");
@@ -102,6 +109,7 @@ pub fn write_request_head_edited(
         }
         match h.kind {
             HeaderKind::Expect => {}
+            HeaderKind::Trailer if fields.framing != Framing::Chunked => {}
             HeaderKind::XForwardedFor if opts.x_forwarded_for && Some(i) == last_xff => {
                 push_appended(out, name, value, client_ip)
             }
@@ -165,6 +173,7 @@ pub fn write_response_head(
         }
         match h.kind {
             HeaderKind::TransferEncoding if framing.dechunk => {}
+            HeaderKind::Trailer if framing.dechunk || fields.framing != Framing::Chunked => {}
             HeaderKind::Via if via && Some(i) == last_via => push_appended(out, name, value, VIA),
             _ => push_field(out, name, value),
         }
@@ -242,6 +251,33 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-for: 1.2.3.4, 10.0.0.1\r\nVia: 1.0 other, 1.1 shardproxy\r\n\
              X-Forwarded-Proto: https\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn trailer_goes_with_a_chunked_body_only() {
+        let chunked =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n";
+        assert!(rewrite_request(chunked, ALL).contains("Trailer: X-Sum\r\n"));
+        let sized = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTrailer: X-Sum\r\n\r\n";
+        assert!(!rewrite_request(sized, ALL).contains("Trailer"));
+
+        let respond = |raw: &[u8], dechunk: bool| {
+            let mut head = ResponseHead::default();
+            assert!(parse_response(raw, &LIMITS, Method::Get, &mut head).unwrap());
+            let mut out = Vec::new();
+            let framing = ClientFraming {
+                close: dechunk,
+                http10: dechunk,
+                dechunk,
+            };
+            write_response_head(&mut out, raw, &head, false, framing, b"");
+            String::from_utf8(out).unwrap()
+        };
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n";
+        assert!(respond(chunked, false).contains("Trailer: X-Sum\r\n"));
+        assert!(!respond(chunked, true).contains("Trailer"));
+        let sized = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTrailer: X-Sum\r\n\r\n";
+        assert!(!respond(sized, false).contains("Trailer"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
     exchange::{Exchange, Forward},
     relay::{relay_body, RelayError},
     response::{
-        read_response_head, send_response, ClientSide, HeadDeadline, ResponseEnd, ToClient,
+        read_response_head, send_response, ClientSide, HeadDeadline, Interim, ResponseEnd, ToClient,
     },
 };
 use crate::{http::body::BodyState, shard::context::ShardContext, upstream::pool::UpstreamConn};
@@ -90,7 +90,8 @@ pub(super) async fn stream_request(
             limits,
             method,
             resp,
-            deadline
+            deadline,
+            Interim::to(client_stream, side),
         ));
         head_while_sending(request.as_mut(), head, timeouts.upstream_first_byte).await?
     };

@@ -28,7 +28,7 @@ use super::{
     client::Client,
     duplex::stream_request,
     error::ProxyError,
-    response::{send_response, ClientSide, ResponseEnd, ToClient},
+    response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     retrying::Retries,
     target::Target,
     upstream::finish,
@@ -274,8 +274,9 @@ async fn whole_request(
     plan: &Forward<'_>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let method = ex.req.method();
+    let interim = Interim::to(&ex.client.stream, side);
     retries
-        .exchange(&mut ex.client.out, conn, method, ex.resp)
+        .exchange(&mut ex.client.out, conn, method, ex.resp, interim)
         .await?;
     if let Some(invalidation) = &plan.invalidation {
         invalidation.apply(ex.resp, conn.buf.filled()).await;

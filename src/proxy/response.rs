@@ -1,5 +1,5 @@
 //! The response's way back (the end of phase 4 and phase 5): read the
-//! upstream's head (dropping interim 1xx), rewrite it for the client, and
+//! upstream's head (forwarding interim 1xx), rewrite it for the client, and
 //! stream the body. Sockets are borrowed shared (`&Socket`): compio lets the
 //! two directions of one socket run at once, which the full-duplex path
 //! needs. Touches only the two sockets and buffers it is lent.
@@ -36,8 +36,46 @@ pub struct HeadDeadline<'a> {
 /// A wait long enough to stand for "no deadline" (a timer must have one).
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Reads the final response head into `resp`. Interim 1xx responses are
-/// dropped: the proxy already answered 100-continue itself.
+/// Where interim (1xx) responses go: the client, as they arrive (RFC 9110
+/// §15.2: a proxy forwards them). `None` where there is no client (a
+/// background refresh) or the client speaks HTTP/1.0, which must not get
+/// any (§15.2).
+#[derive(Clone, Copy)]
+pub struct Interim<'a> {
+    pub client: &'a Socket,
+    pub via: bool,
+    pub write_timeout: Duration,
+}
+
+impl<'a> Interim<'a> {
+    pub fn to(client: &'a Socket, side: ClientSide) -> Option<Interim<'a>> {
+        (!side.http10).then_some(Interim {
+            client,
+            via: side.via,
+            write_timeout: side.body_idle,
+        })
+    }
+
+    /// Sends the 1xx head at the front of `buf` (parsed into `resp`) to the
+    /// client, hop-by-hop fields dropped.
+    async fn forward(&self, buf: &[u8], resp: &ResponseHead) -> Result<(), ProxyError> {
+        let mut out = Vec::with_capacity(resp.fields.head_len + 32);
+        let framing = ClientFraming {
+            close: false,
+            http10: false,
+            dechunk: false,
+        };
+        write_response_head(&mut out, buf, resp, self.via, framing, b"");
+        self.client
+            .send_vec(&mut out, self.write_timeout)
+            .await
+            .map_err(|e| ProxyError::ClientGone(e.into()))
+    }
+}
+
+/// Reads the final response head into `resp`. Interim 1xx responses (103
+/// Early Hints, a 100 Continue the upstream sends itself) go to `interim`
+/// as they arrive, else are dropped; they are never part of what is stored.
 pub async fn read_response_head(
     upstream: &Socket,
     buf: &mut IoBuf,
@@ -45,6 +83,7 @@ pub async fn read_response_head(
     method: Method,
     resp: &mut ResponseHead,
     deadline: HeadDeadline<'_>,
+    interim: Option<Interim<'_>>,
 ) -> Result<(), ProxyError> {
     let mut received = !buf.is_empty();
     loop {
@@ -59,6 +98,9 @@ pub async fn read_response_head(
                     )))
                 }
                 100..=199 => {
+                    if let Some(interim) = &interim {
+                        interim.forward(buf.filled(), resp).await?;
+                    }
                     buf.consume(resp.fields.head_len);
                     continue;
                 }

@@ -16,6 +16,7 @@ use compio::time::sleep;
 
 use super::{
     error::ProxyError,
+    response::Interim,
     target::Target,
     upstream::{acquire, exchange_head, server_of},
 };
@@ -111,9 +112,15 @@ impl<'c> Retries<'c> {
         conn: &mut UpstreamConn,
         method: Method,
         resp: &mut ResponseHead,
+        interim: Option<Interim<'_>>,
     ) -> Result<(), ProxyError> {
         loop {
-            let outcome = exchange_head(self.ctx, request, conn, method, resp, conn.addr).await;
+            // Interim 1xx responses a failed try forwarded do not stop a
+            // retry: a client may get any number of them before the final
+            // response, which no try has begun to send.
+            let server = conn.addr;
+            let outcome =
+                exchange_head(self.ctx, request, conn, method, resp, server, interim).await;
             let failure = match &outcome {
                 Ok(()) => Failure::Status(resp.status),
                 Err(e) => match e.failure() {

@@ -15,7 +15,7 @@ use compio::{net::TcpStream, time::timeout};
 use super::{
     error::ProxyError,
     exchange::Next,
-    response::{read_response_head, HeadDeadline, ResponseEnd},
+    response::{read_response_head, HeadDeadline, Interim, ResponseEnd},
     target::Target,
 };
 use crate::{
@@ -167,8 +167,9 @@ pub(super) async fn connect(
 }
 
 /// Sends `request` (a complete request, body included) and reads the
-/// response head into `resp`. A dead pooled connection is replaced and the
-/// request sent again once, if that is safe.
+/// response head into `resp`, passing interim 1xx responses to `interim`.
+/// A dead pooled connection is replaced and the request sent again once, if
+/// that is safe.
 pub(super) async fn exchange_head(
     ctx: &ShardContext,
     request: &mut Vec<u8>,
@@ -176,6 +177,7 @@ pub(super) async fn exchange_head(
     method: Method,
     resp: &mut ResponseHead,
     server: SocketAddr,
+    interim: Option<Interim<'_>>,
 ) -> Result<(), ProxyError> {
     // Only a request whose bytes we still hold in full can be sent twice.
     let retryable = method.is_idempotent();
@@ -198,6 +200,7 @@ pub(super) async fn exchange_head(
                     method,
                     resp,
                     deadline,
+                    interim,
                 )
                 .await
             }

@@ -12,7 +12,7 @@
 //! seconds): only the tests of stale entries sleep, once, just over 2 s.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -262,32 +262,14 @@ fn hits_count_the_age_the_origin_reported() {
 
 // ---- coalescing ----
 
-/// Starts `clients` threads that each connect, send a GET of `path`, and
-/// wait on a barrier; returns once every request is written, plus a settle
-/// time for the proxy to read them all. The handles give each response.
+/// `clients` concurrent GETs of `path` (see `support::cache::send_concurrently`).
 fn send_concurrently<'scope>(
     scope: &'scope thread::Scope<'scope, '_>,
     proxy: &'scope Proxy,
     path: &'static str,
     clients: usize,
 ) -> Vec<thread::ScopedJoinHandle<'scope, Result<Response, ReadError>>> {
-    let sent = Arc::new(Barrier::new(clients + 1));
-    let handles = (0..clients)
-        .map(|_| {
-            let sent = Arc::clone(&sent);
-            scope.spawn(move || {
-                let mut client = proxy.client();
-                client.send(client::request_head("GET", path).as_bytes());
-                sent.wait();
-                client.try_read_response("GET")
-            })
-        })
-        .collect();
-    sent.wait();
-    // The proxy cannot be observed queueing the waiters; give it a moment
-    // to read every request it has been sent.
-    thread::sleep(Duration::from_millis(300));
-    handles
+    cache::send_concurrently(scope, proxy, client::request_head("GET", path), clients)
 }
 
 #[test]

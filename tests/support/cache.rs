@@ -5,14 +5,17 @@
 
 use std::collections::HashMap;
 use std::net::TcpStream;
-use std::sync::Mutex;
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::client::Response;
 use super::digest::PatternBody;
 use super::origin::{self, After, Origin, Request};
+use super::proxy::Proxy;
 use super::proxy::ProxyConfig;
 use super::wire::encode_chunk;
+use super::wire::ReadError;
 
 /// The name the proxy uses as its Cache-Status member.
 pub const CACHE_NAME: &str = "shardproxy";
@@ -170,6 +173,36 @@ pub fn cache_config(shards: usize, origin: &Origin, route_keys: &[(&str, &str)])
         .with_cache()
         .upstream("o", &[origin.addr()])
         .route_with(None, "/", "o", route_keys)
+}
+
+/// Starts `clients` threads that each connect, send `head` (a GET or HEAD
+/// request head), and wait on a barrier; returns once every request is
+/// written, plus a settle time for the proxy to read them all. The handles
+/// give each response.
+pub fn send_concurrently<'scope>(
+    scope: &'scope thread::Scope<'scope, '_>,
+    proxy: &'scope Proxy,
+    head: String,
+    clients: usize,
+) -> Vec<thread::ScopedJoinHandle<'scope, Result<Response, ReadError>>> {
+    let sent = Arc::new(Barrier::new(clients + 1));
+    let method = head.split(' ').next().unwrap_or("GET").to_owned();
+    let handles = (0..clients)
+        .map(|_| {
+            let (sent, head, method) = (Arc::clone(&sent), head.clone(), method.clone());
+            scope.spawn(move || {
+                let mut client = proxy.client();
+                client.send(head.as_bytes());
+                sent.wait();
+                client.try_read_response(&method)
+            })
+        })
+        .collect();
+    sent.wait();
+    // The proxy cannot be observed queueing the waiters; give it a moment
+    // to read every request it has been sent.
+    thread::sleep(Duration::from_millis(300));
+    handles
 }
 
 /// The proxy's member of a `Cache-Status` field (RFC 9211), parsed.

@@ -1,6 +1,6 @@
 use crate::cache::control::{
     directives, parse_delta_seconds, Directive, MaxStale, RequestDirectives, ResponseDirectives,
-    DELTA_MAX,
+    Targets, DELTA_MAX, MAX_TARGET_NAME,
 };
 
 use super::{get, resp};
@@ -86,6 +86,7 @@ fn response_directives_every_one() {
             immutable: true,
             stale_while_revalidate: Some(10),
             stale_if_error: Some(20),
+            targeted: false,
         }
     );
     assert!(d.forbids_stale());
@@ -150,4 +151,38 @@ fn pragma_only_without_cache_control() {
     assert!(RequestDirectives::parse(&q.head.fields, &q.buf).no_cache);
     let q = get(&["Pragma: no-cache", "Cache-Control: max-age=10"]);
     assert!(!RequestDirectives::parse(&q.head.fields, &q.buf).no_cache);
+}
+
+#[test]
+fn targeted_fields_replace_cache_control() {
+    let own = Targets::new(Some("Shardproxy-Cache-Control"));
+    let parse = |fields: &[&str], targets: &Targets| {
+        let r = resp(200, fields);
+        ResponseDirectives::parse_for(&r.head.fields, &r.buf, targets)
+    };
+    // CDN-Cache-Control wins over Cache-Control, whole (nothing merged).
+    let d = parse(
+        &[
+            "Cache-Control: no-store, max-age=5",
+            "CDN-Cache-Control: max-age=60",
+        ],
+        &Targets::default(),
+    );
+    assert_eq!((d.max_age, d.no_store, d.targeted), (Some(60), false, true));
+    // The own name wins over both, when configured.
+    let fields = [
+        "Cache-Control: max-age=5",
+        "CDN-Cache-Control: no-store",
+        "shardproxy-cache-control: s-maxage=30",
+    ];
+    let d = parse(&fields, &own);
+    assert_eq!((d.s_maxage, d.no_store), (Some(30), false));
+    let d = parse(&fields, &Targets::default());
+    assert!(d.no_store, "an unconfigured own name is just another field");
+    // An empty targeted field does not count; Cache-Control applies.
+    let d = parse(&["CDN-Cache-Control: ", "Cache-Control: max-age=7"], &own);
+    assert_eq!((d.max_age, d.targeted), (Some(7), false));
+    // A name longer than the limit is ignored rather than truncated.
+    let long = "x".repeat(MAX_TARGET_NAME + 1);
+    assert_eq!(Targets::new(Some(&long)), Targets::default());
 }

@@ -5,8 +5,10 @@ mod age;
 mod control;
 mod key;
 mod policy;
+mod range;
 mod store;
 mod stored;
+mod targeted;
 
 use std::sync::Arc;
 

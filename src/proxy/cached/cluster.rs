@@ -20,7 +20,7 @@ use compio::time::timeout;
 use super::{
     fetch, freshness,
     reply::{plan_reply, reply_stored},
-    Fetch,
+    store_options, Fetch,
 };
 use crate::{
     buffer::IoBuf,
@@ -28,7 +28,7 @@ use crate::{
         age,
         entry::CachedResponse,
         first_field, has_field,
-        policy::{is_client_validator, storable, StoreOptions},
+        policy::{is_dropped_by_cache_fetch, storable},
         Secs,
     },
     cluster::{
@@ -133,8 +133,9 @@ async fn ask_owner(
     let mut signature = Vec::with_capacity(96);
     cluster.sign(&mut signature, ex.req.method.of(buf), ex.req.target.of(buf));
     let edit = RequestEdit {
-        drop_field: is_client_validator,
+        drop_field: is_dropped_by_cache_fetch,
         extra: &signature,
+        method: Some(b"GET"),
     };
     write_head(ex, edit);
     let request = (&mut ex.client.out, Method::Get);
@@ -192,7 +193,7 @@ fn as_entry(
     times: (Secs, Secs),
 ) -> Option<Arc<CachedResponse>> {
     let (request_time, response_time) = times;
-    let (resp, opts) = (&*ex.resp, freshness(ex.route));
+    let (resp, opts) = (&*ex.resp, freshness(&ex.ctx.config.cache, ex.route));
     CachedResponse::from_response(
         resp,
         head,
@@ -276,7 +277,7 @@ pub(super) async fn peer_exchange(
             None => connect(ctx, peer).await?,
         };
         let request_time = age::now();
-        match exchange_head(ctx, out, &mut conn, method, resp, peer).await {
+        match exchange_head(ctx, out, &mut conn, method, resp, peer, None).await {
             Ok(()) => Ok((conn, (request_time, age::now()))),
             Err(e) => {
                 ctx.pool.discard(conn);
@@ -296,9 +297,10 @@ async fn answer_peer(ex: &mut Exchange<'_>, plan: Fetch<'_>) -> Result<Next, Pro
     let edit = RequestEdit {
         drop_field: not_for_origin,
         extra: b"",
+        method: Some(b"GET"),
     };
     write_head(ex, edit);
-    let (mut conn, request_time) = fetch::exchange(ex).await?;
+    let (mut conn, request_time) = fetch::exchange(ex, None).await?;
     let response_time = age::now();
     let resp = &*ex.resp;
     let (head, body) = match read_whole(ctx, &mut conn, resp).await {
@@ -310,9 +312,7 @@ async fn answer_peer(ex: &mut Exchange<'_>, plan: Fetch<'_>) -> Result<Next, Pro
     };
     pool_or_close(ex, conn);
     let request_head = ex.client.buf.filled()[..ex.req.fields.head_len].to_vec();
-    let opts = StoreOptions {
-        allow_set_cookie: ex.route.cache_set_cookie,
-    };
+    let opts = store_options(&ctx.config.cache, ex.route);
     let cacheable = resp.fields.framing != Framing::UntilClose
         && storable(ex.req, &request_head, resp, &head, &opts).is_ok();
     let entry = as_entry(
@@ -350,7 +350,7 @@ fn write_head(ex: &mut Exchange<'_>, edit: RequestEdit<'_>) {
 /// What the owner does not pass on to the origin: the client's validators
 /// (the cache wants the whole response) and the peer signature.
 fn not_for_origin(name: &[u8]) -> bool {
-    is_client_validator(name) || name.eq_ignore_ascii_case(PEER_FIELD)
+    is_dropped_by_cache_fetch(name) || name.eq_ignore_ascii_case(PEER_FIELD)
 }
 
 /// Takes the response head (a copy, its spans unchanged) and the whole

@@ -8,12 +8,18 @@
 
 use std::{io::Write, sync::Arc};
 
-use super::{freshness, reply::plan_reply, reply::reply_stored, FillGuard};
+use super::{
+    freshness,
+    reply::{plan_reply, reply_stored},
+    store_options,
+    whole::{answered_from_entry, fill_then_reply},
+    FillGuard,
+};
 use crate::proxy::{
     error::ProxyError,
     exchange::{Exchange, Next},
     relay::Tee,
-    response::{send_response, ClientSide, ResponseEnd, ToClient},
+    response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     retrying::Retries,
     upstream::finish,
 };
@@ -22,12 +28,12 @@ use crate::{
         age,
         entry::CachedResponse,
         ownership::CacheShard,
-        policy::{is_client_validator, is_error_status, storable, write_validators, StoreOptions},
+        policy::{is_dropped_by_cache_fetch, is_error_status, storable, write_validators},
         Secs,
     },
     http::{
-        head::{Framing, HeadError, Method, RequestHead},
-        rewrite::{write_request_head_edited, ForwardOptions, RequestEdit},
+        head::{Framing, Method, RequestHead},
+        rewrite::{write_request_head, write_request_head_edited, ForwardOptions, RequestEdit},
     },
     upstream::pool::UpstreamConn,
 };
@@ -50,16 +56,17 @@ pub(super) struct Stale {
 }
 
 /// What the response steps need from the request step.
-struct Sent {
+#[derive(Clone)]
+pub(super) struct Sent {
     /// How the client wants its response, read when the fetch began.
-    side: ClientSide,
+    pub side: ClientSide,
     /// The client's request head, copied before its bytes were consumed:
     /// storing the response and answering from the entry both need it.
-    head: Vec<u8>,
+    pub head: Vec<u8>,
     /// When the request left and its response head arrived, for the age of
     /// what is stored (RFC 9111 §4.2.3).
-    request_time: Secs,
-    response_time: Secs,
+    pub request_time: Secs,
+    pub response_time: Secs,
 }
 
 /// Goes to the origin for a GET. The client's own validators are not
@@ -82,7 +89,7 @@ pub(in crate::proxy) async fn fetch(
     let side = ex.side();
     // 4. Upstream exchange.
     let head = write_upstream_head(ex, stale.as_ref());
-    let (conn, request_time) = match exchange(ex).await {
+    let (conn, request_time) = match exchange(ex, Some(side)).await {
         Ok(exchanged) => exchanged,
         Err(e) => {
             return match stale.as_ref().filter(|s| s.if_error) {
@@ -100,13 +107,31 @@ pub(in crate::proxy) async fn fetch(
     // 5. Respond and 6. after, by what came back.
     let status = ex.resp.status;
     match &stale {
-        Some(stale) if status == 304 => freshen(ex, conn, &stale.entry, fill, &sent).await,
+        Some(stale) if status == 304 => {
+            freshen(ex, conn, &stale.entry, fill, forwarded, sent).await
+        }
         Some(stale) if stale.if_error && is_error_status(status) => {
             // The error response is never read: the connection cannot be reused.
             ex.ctx.pool.discard(conn);
             serve_stale(ex, fill.key.cache, &sent.head, &stale.entry).await
         }
-        _ => store_and_stream(ex, conn, fill, forwarded, &sent).await,
+        _ => respond(ex, conn, fill, forwarded, &sent).await,
+    }
+}
+
+/// Phases 5 and 6 for a full response: answered from the entry it fills
+/// (HEAD, Range) or streamed while a copy is stored.
+async fn respond(
+    ex: &mut Exchange<'_>,
+    conn: UpstreamConn,
+    fill: FillGuard<'_>,
+    forwarded: &str,
+    sent: &Sent,
+) -> Result<Next, ProxyError> {
+    if answered_from_entry(ex.req, &sent.head) {
+        fill_then_reply(ex, conn, fill, forwarded, sent).await
+    } else {
+        store_and_stream(ex, conn, fill, forwarded, sent).await
     }
 }
 
@@ -122,8 +147,9 @@ fn write_upstream_head(ex: &mut Exchange<'_>, stale: Option<&Stale>) -> Vec<u8> 
     head
 }
 
-/// Writes the head of a request for the cache: the client's validators
-/// dropped, the stored entry's added when revalidating one.
+/// Writes the head of a request for the cache: always a GET, the client's
+/// validators and Range dropped, the stored entry's validators added when
+/// revalidating one.
 pub(super) fn write_conditional(
     out: &mut Vec<u8>,
     head: &[u8],
@@ -136,23 +162,33 @@ pub(super) fn write_conditional(
     if let Some(entry) = stale {
         write_validators(&mut validators, entry);
     }
+    // Always a GET: a HEAD miss is filled with the whole response.
     let edit = RequestEdit {
-        drop_field: is_client_validator,
+        drop_field: is_dropped_by_cache_fetch,
         extra: &validators,
+        method: Some(b"GET"),
     };
     write_request_head_edited(out, head, req, client_ip, forward, edit);
 }
 
 /// Sends the request in `client.out` and reads the response head, retried
-/// under the upstream's policy. Returns the connection and when the request
-/// left (the first try: with retries the age comes out a little older,
-/// which errs on the safe side).
-pub(super) async fn exchange(ex: &mut Exchange<'_>) -> Result<(UpstreamConn, Secs), ProxyError> {
+/// under the upstream's policy; interim 1xx responses go on to the client
+/// (none when `side` is `None`: the answer is for a peer node). Returns the
+/// connection and when the request left (the first try: with retries the
+/// age comes out a little older, which errs on the safe side).
+pub(super) async fn exchange(
+    ex: &mut Exchange<'_>,
+    side: Option<ClientSide>,
+) -> Result<(UpstreamConn, Secs), ProxyError> {
     let mut retries = Retries::new(ex.ctx, ex.target, Method::Get);
     let mut conn = retries.connection().await?;
     let request_time = age::now();
+    let interim = side.and_then(|side| Interim::to(&ex.client.stream, side));
     let out = &mut ex.client.out;
-    match retries.exchange(out, &mut conn, Method::Get, ex.resp).await {
+    match retries
+        .exchange(out, &mut conn, Method::Get, ex.resp, interim)
+        .await
+    {
         Ok(()) => Ok((conn, request_time)),
         Err(e) => {
             ex.ctx.pool.discard(conn);
@@ -176,13 +212,16 @@ async fn serve_stale(
 
 /// A 304 answered the revalidation: the entry, freshened with its fields,
 /// is stored again and answers the client (with a 304 of its own if the
-/// client's conditional matches).
+/// client's conditional matches). A 304 whose validators select no stored
+/// response (another ETag) cannot freshen anything: the request is repeated
+/// unconditionally and the full response answers (RFC 9111 §4.3.3, §4.3.4).
 async fn freshen(
     ex: &mut Exchange<'_>,
     mut conn: UpstreamConn,
     entry: &CachedResponse,
     fill: FillGuard<'_>,
-    sent: &Sent,
+    forwarded: &str,
+    sent: Sent,
 ) -> Result<Next, ProxyError> {
     let resp = &*ex.resp;
     let (request_time, response_time) = (sent.request_time, sent.response_time);
@@ -192,42 +231,72 @@ async fn freshen(
         conn.buf.filled(),
         request_time,
         response_time,
-        &freshness(route),
+        &freshness(&ex.ctx.config.cache, route),
     );
     conn.buf.consume(resp.fields.head_len);
-    let end = ResponseEnd {
-        complete: true,
-        close_client: false,
-        upstream_reusable: resp.fields.wants_keep_alive(),
+    finish_read(ex, conn);
+    let Ok(fresh) = freshened else {
+        return refetch(ex, fill, forwarded, sent, Again::Unconditional).await;
     };
-    let upstream = &ex.ctx.config.upstreams[route.upstream];
-    finish(ex.ctx, conn, upstream, end, true);
-    let fresh = Arc::new(freshened.map_err(|_| {
-        ProxyError::BadResponse(HeadError::Malformed("304 for another representation"))
-    })?);
+    let fresh = Arc::new(fresh);
     fill.complete(Some(Arc::clone(&fresh)));
     let now = age::now();
     let plan = plan_reply(ex, &sent.head, &fresh, now);
     reply_stored(ex.client, &fresh, now, "fwd=stale; fwd-status=304", plan).await
 }
 
+/// How a request goes to the origin a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Again {
+    /// Without validators, after a 304 for another representation; what
+    /// comes back is stored and answers as usual.
+    Unconditional,
+    /// As the client sent it (Range, validators and all), passed through:
+    /// for a Range request whose whole object will not be stored.
+    AsSent,
+}
+
+/// Sends the client's request again (`again` says how) and answers with
+/// what comes back.
+pub(super) async fn refetch(
+    ex: &mut Exchange<'_>,
+    fill: FillGuard<'_>,
+    forwarded: &str,
+    sent: Sent,
+    again: Again,
+) -> Result<Next, ProxyError> {
+    let (client, forward) = (&mut *ex.client, ex.ctx.forward);
+    let (out, ip) = (&mut client.out, &client.ip);
+    out.clear();
+    match again {
+        Again::Unconditional => write_conditional(out, &sent.head, ex.req, ip, forward, None),
+        Again::AsSent => write_request_head(out, &sent.head, ex.req, ip, forward),
+    }
+    let (conn, request_time) = exchange(ex, Some(sent.side)).await?;
+    let sent = Sent {
+        request_time,
+        response_time: age::now(),
+        ..sent
+    };
+    match again {
+        Again::Unconditional => respond(ex, conn, fill, forwarded, &sent).await,
+        Again::AsSent => store_and_stream(ex, conn, fill, forwarded, &sent).await,
+    }
+}
+
 /// Streams the response to the client; if it may be stored, a `Tee` copies
 /// the payload on the way (up to `max_object_size`), and a complete copy is
 /// filled into the cache.
-async fn store_and_stream(
+pub(super) async fn store_and_stream(
     ex: &mut Exchange<'_>,
     mut conn: UpstreamConn,
     fill: FillGuard<'_>,
     forwarded: &str,
     sent: &Sent,
 ) -> Result<Next, ProxyError> {
-    let (req, resp, route) = (ex.req, &*ex.resp, ex.route);
-    let opts = StoreOptions {
-        allow_set_cookie: route.cache_set_cookie,
-    };
+    let (resp, route) = (&*ex.resp, ex.route);
     let resp_bytes = conn.buf.filled();
-    let cacheable = resp.fields.framing != Framing::UntilClose
-        && storable(req, &sent.head, resp, resp_bytes, &opts).is_ok();
+    let cacheable = may_store(ex, sent, resp_bytes);
     let stored_head = cacheable.then(|| resp_bytes[..resp.fields.head_len].to_vec());
     let mut status_field = Vec::with_capacity(64);
     let _ = write!(
@@ -252,21 +321,52 @@ async fn store_and_stream(
         }
     };
     let stored = match (end.complete, tee.and_then(Tee::finish), stored_head) {
-        (true, Some(payload), Some(head)) => CachedResponse::from_response(
-            resp,
-            &head,
-            Arc::from(payload),
-            req,
-            &sent.head,
-            sent.request_time,
-            sent.response_time,
-            &freshness(route),
-        )
-        .ok()
-        .map(Arc::new),
+        (true, Some(payload), Some(head)) => new_entry(ex, &head, payload, sent),
         _ => None,
     };
     fill.complete(stored);
     let upstream = &ex.ctx.config.upstreams[route.upstream];
     Ok(finish(ex.ctx, conn, upstream, end, true))
+}
+
+/// Whether the response whose head is at the front of `resp_bytes` may be
+/// stored: RFC 9111 allows it and its end is not the connection's close.
+pub(super) fn may_store(ex: &Exchange<'_>, sent: &Sent, resp_bytes: &[u8]) -> bool {
+    let opts = store_options(&ex.ctx.config.cache, ex.route);
+    let resp = &*ex.resp;
+    resp.fields.framing != Framing::UntilClose
+        && storable(ex.req, &sent.head, resp, resp_bytes, &opts).is_ok()
+}
+
+/// The entry for the response in `ex.resp` (head bytes `head`) with its
+/// whole decoded `payload`; `None` if it cannot be built.
+pub(super) fn new_entry(
+    ex: &Exchange<'_>,
+    head: &[u8],
+    payload: Vec<u8>,
+    sent: &Sent,
+) -> Option<Arc<CachedResponse>> {
+    CachedResponse::from_response(
+        ex.resp,
+        head,
+        Arc::from(payload),
+        ex.req,
+        &sent.head,
+        sent.request_time,
+        sent.response_time,
+        &freshness(&ex.ctx.config.cache, ex.route),
+    )
+    .ok()
+    .map(Arc::new)
+}
+
+/// Pools (or closes) a connection whose response was read to its end here.
+pub(super) fn finish_read(ex: &Exchange<'_>, conn: UpstreamConn) {
+    let end = ResponseEnd {
+        complete: true,
+        close_client: false,
+        upstream_reusable: ex.resp.fields.wants_keep_alive(),
+    };
+    let upstream = &ex.ctx.config.upstreams[ex.route.upstream];
+    finish(ex.ctx, conn, upstream, end, true);
 }

@@ -25,14 +25,13 @@ use crate::{
 
 /// Requests the cache does not answer go to the upstream as they are; the
 /// unsafe ones invalidate the target and the same-host Location /
-/// Content-Location when they succeed.
+/// Content-Location when they succeed. Every method not known to be safe is
+/// unsafe (RFC 9111 §4.4): POST, PUT, DELETE, PATCH and any method this
+/// proxy has no name for (WebDAV's PROPFIND, MKCOL, ..., UPnP's M-SEARCH).
 pub(super) fn uncached<'c>(ex: &Exchange<'_>, cache: &'c CacheShard) -> Lookup<'c> {
     let req = ex.req;
     let method = req.method();
-    if !matches!(
-        method,
-        Method::Post | Method::Put | Method::Delete | Method::Patch
-    ) {
+    if method.is_safe() {
         return Lookup::Forward(Forward::plain(b""));
     }
     let buf = ex.client.buf.filled();

@@ -25,6 +25,7 @@ mod fetch;
 mod invalidate;
 mod refresh;
 mod reply;
+mod whole;
 
 pub(super) use fetch::{fetch, Fetch};
 pub use invalidate::Invalidation;
@@ -33,20 +34,20 @@ use std::sync::Arc;
 
 use super::{
     error::ProxyError,
-    exchange::{Exchange, Forward, Lookup, Next},
+    exchange::{Exchange, Lookup, Next},
 };
 use crate::{
     cache::{
         age::{self, FreshnessOptions},
-        control::RequestDirectives,
+        control::{RequestDirectives, Targets},
         entry::CachedResponse,
         key::{hash_key, request_key, vary_matches, Scheme},
         ownership::{Answer, CacheShard, Want},
-        policy::{decide_for, Use},
+        policy::{decide_for, StoreOptions, Use},
         Secs,
     },
-    config::RouteConfig,
-    http::head::{Framing, Method},
+    config::{CacheConfig, RouteConfig},
+    http::head::Framing,
 };
 use fetch::Stale;
 use invalidate::{purge, uncached};
@@ -76,8 +77,9 @@ pub(in crate::proxy) async fn lookup<'c>(
         bytes,
     };
     let directives = RequestDirectives::parse(&req.fields, buf);
-    // HEAD never fetches for the cache: it has no body to store.
-    let want = if req.method() == Method::Get && !directives.only_if_cached {
+    // A HEAD miss fetches with a GET too (`whole`): the entry it fills
+    // answers the HEAD and every later GET.
+    let want = if !directives.only_if_cached {
         Want::Fill
     } else {
         Want::Peek
@@ -134,9 +136,9 @@ async fn find(ex: &Exchange<'_>, key: &CacheKey<'_>, want: Want) -> Found {
     }
 }
 
-/// Nothing stored fits: only-if-cached is a 504, a HEAD goes upstream
-/// without filling, a GET fetches (and fills, if it is the key's fetcher).
-/// Dropping `fill` on the other paths releases the key's waiters.
+/// Nothing stored fits: only-if-cached is a 504, else the request fetches
+/// (and fills, if it is the key's fetcher). Dropping `fill` on the 504
+/// releases the key's waiters.
 fn miss<'c>(
     ex: &mut Exchange<'_>,
     fill: FillGuard<'c>,
@@ -146,10 +148,6 @@ fn miss<'c>(
     if directives.only_if_cached {
         ex.consume_head();
         return Err(ProxyError::UpstreamTimeout);
-    }
-    if ex.req.method() == Method::Head {
-        drop(fill);
-        return Ok(Lookup::Forward(Forward::plain(b"")));
     }
     Ok(Lookup::Fetch(Fetch {
         fill,
@@ -269,9 +267,25 @@ impl Drop for FillGuard<'_> {
     }
 }
 
-fn freshness(route: &RouteConfig) -> FreshnessOptions {
+/// How lifetimes are computed on `route`.
+fn freshness(cache: &CacheConfig, route: &RouteConfig) -> FreshnessOptions {
     FreshnessOptions {
         default_ttl: route.cache_default_ttl.map(|d| d.as_secs()),
+        targets: targets(cache),
         ..FreshnessOptions::default()
     }
+}
+
+/// What may be stored on `route`.
+fn store_options(cache: &CacheConfig, route: &RouteConfig) -> StoreOptions {
+    StoreOptions {
+        allow_set_cookie: route.cache_set_cookie,
+        targets: targets(cache),
+    }
+}
+
+/// The targeted cache-control fields obeyed (RFC 9213): the configured own
+/// name, then CDN-Cache-Control.
+fn targets(cache: &CacheConfig) -> Targets {
+    Targets::new(cache.targeted_cache_control.as_deref())
 }

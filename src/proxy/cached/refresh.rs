@@ -5,21 +5,20 @@
 
 use std::{rc::Rc, sync::Arc};
 
-use super::{fetch::write_conditional, freshness, CacheKey};
+use super::{
+    fetch::write_conditional,
+    freshness, store_options,
+    whole::{read_payload, Payload},
+    CacheKey,
+};
 use crate::proxy::{
-    relay::{read_some, Tee},
     response::ResponseEnd,
     target::Target,
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
-    cache::{
-        age,
-        entry::CachedResponse,
-        policy::{storable, StoreOptions},
-        Secs,
-    },
-    config::RouteConfig,
+    cache::{age, entry::CachedResponse, policy::storable, Secs},
+    config::{CacheConfig, RouteConfig},
     http::{
         body::BodyState,
         head::{parse_request, Framing, Method, RequestHead, ResponseHead},
@@ -83,7 +82,7 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
     let resp = &answered.resp;
     let fresh = if resp.status == 304 {
         let (request_time, response_time) = (answered.request_time, answered.response_time);
-        let freshness = freshness(&route);
+        let freshness = freshness(&ctx.config.cache, &route);
         (stale.freshen(
             resp,
             &answered.head,
@@ -93,13 +92,14 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
         ))
         .ok()
     } else {
-        let limit = cache.config().max_object_size as usize;
-        let framing = resp.fields.framing;
-        let Some(body) = read_whole_body(&ctx, &mut answered.conn, framing, limit).await else {
+        let limit = cache.config().max_object_size;
+        let mut body = BodyState::new(resp.fields.framing);
+        let read = read_payload(&ctx, &mut answered.conn, &mut body, limit).await;
+        let Ok(Payload::Whole(body)) = read else {
             ctx.pool.discard(answered.conn);
             return;
         };
-        replacement(&route, &req, &head, &answered, body)
+        replacement(&ctx.config.cache, &route, &req, &head, &answered, body)
     };
     fill.complete(fresh.map(Arc::new));
     let fields = &answered.resp.fields;
@@ -119,7 +119,8 @@ async fn exchange(ctx: &ShardContext, target: &Target, out: &mut Vec<u8>) -> Opt
     let server = conn.addr;
     let request_time = age::now();
     let mut resp = ResponseHead::default();
-    if exchange_head(ctx, out, &mut conn, Method::Get, &mut resp, server)
+    // No client to tell about interim responses.
+    if exchange_head(ctx, out, &mut conn, Method::Get, &mut resp, server, None)
         .await
         .is_err()
     {
@@ -140,17 +141,22 @@ async fn exchange(ctx: &ShardContext, target: &Target, out: &mut Vec<u8>) -> Opt
 
 /// The entry that replaces the stale one, if the response may be stored.
 fn replacement(
+    cache: &CacheConfig,
     route: &RouteConfig,
     req: &RequestHead,
     req_head: &[u8],
     answered: &Answered,
     body: Vec<u8>,
 ) -> Option<CachedResponse> {
-    let opts = StoreOptions {
-        allow_set_cookie: route.cache_set_cookie,
-    };
     let resp = &answered.resp;
-    storable(req, req_head, resp, &answered.head, &opts).ok()?;
+    storable(
+        req,
+        req_head,
+        resp,
+        &answered.head,
+        &store_options(cache, route),
+    )
+    .ok()?;
     CachedResponse::from_response(
         resp,
         &answered.head,
@@ -159,32 +165,7 @@ fn replacement(
         req_head,
         answered.request_time,
         answered.response_time,
-        &freshness(route),
+        &freshness(cache, route),
     )
     .ok()
-}
-
-/// Reads a response body with no client to send it to, up to `limit`
-/// payload bytes. `None`: it failed or was too large.
-async fn read_whole_body(
-    ctx: &ShardContext,
-    conn: &mut UpstreamConn,
-    framing: Framing,
-    limit: usize,
-) -> Option<Vec<u8>> {
-    let mut body = BodyState::new(framing);
-    let mut tee = Tee::new(limit);
-    let idle = ctx.config.timeouts.body_idle;
-    while !body.is_done() {
-        if conn.buf.is_empty() {
-            match read_some(&conn.stream, &mut conn.buf, idle).await {
-                Ok(0) if matches!(body, BodyState::UntilClose) => break,
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-        let accepted = body.accept_with(conn.buf.filled(), |p| tee.push(p)).ok()?;
-        conn.buf.consume(accepted.bytes);
-    }
-    tee.finish()
 }

@@ -13,7 +13,10 @@ use crate::proxy::{
 use crate::{
     cache::{
         entry::CachedResponse,
+        first_field,
         policy::{evaluate_conditional, Precondition},
+        range::{partial, ranged, unsatisfiable_fields, Ranged},
+        stored::{write_hit_head, write_not_modified_head, write_ranged_head},
         Secs,
     },
     http::{head::Method, rewrite::VIA},
@@ -25,15 +28,25 @@ const COALESCE_BODY: usize = 16 * 1024;
 
 /// How a stored response will answer one request; worked out while the
 /// request head is still at hand, before its bytes are consumed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct StoredReply {
-    not_modified: bool,
-    with_body: bool,
+    answer: Answer,
     close: bool,
     http10: bool,
     via: bool,
     /// The request came from a peer node: add `Content-Digest` (`cluster`).
     digest: bool,
+}
+
+/// What the stored response answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// The client's own conditional matched: 304.
+    NotModified,
+    /// The stored head, and the body unless the request is a HEAD.
+    Whole { with_body: bool },
+    /// A Range GET: 206 (one range or multipart/byteranges) or 416.
+    Ranges(Ranged),
 }
 
 /// `head`: the request head's bytes, in the client buffer or a copy of them.
@@ -45,10 +58,17 @@ pub(super) fn plan_reply(
 ) -> StoredReply {
     let req = ex.req;
     let not_modified = evaluate_conditional(req, head, entry, now) == Precondition::NotModified;
+    let answer = match (not_modified, req.method()) {
+        (true, _) => Answer::NotModified,
+        (false, Method::Get) => match ranged(&req.fields, head, entry) {
+            Ranged::Full => Answer::Whole { with_body: true },
+            ranges => Answer::Ranges(ranges),
+        },
+        (false, _) => Answer::Whole { with_body: false },
+    };
     let side = ex.side();
     StoredReply {
-        not_modified,
-        with_body: req.method() == Method::Get && !not_modified,
+        answer,
         close: !side.keep_alive || side.draining,
         http10: side.http10,
         via: side.via,
@@ -57,7 +77,8 @@ pub(super) fn plan_reply(
 }
 
 /// Answers from a stored response: 304 if the client's conditional matched,
-/// else the stored head (with Age and Cache-Status) and, for GET, the body.
+/// a 206 or 416 for a Range GET, else the stored head (with Age and
+/// Cache-Status) and, for GET, the body.
 pub(super) async fn reply_stored(
     client: &mut Client,
     entry: &CachedResponse,
@@ -65,20 +86,15 @@ pub(super) async fn reply_stored(
     detail: &str,
     plan: StoredReply,
 ) -> Result<Next, ProxyError> {
-    let age = entry.current_age(now);
     let out = &mut client.out;
     out.clear();
-    if plan.not_modified {
-        crate::cache::stored::write_not_modified_head(out, entry.parsed(), entry.head(), age);
-    } else {
-        crate::cache::stored::write_hit_head(out, entry.parsed(), entry.head(), age);
-    }
+    let ranged_body = write_status_and_fields(out, entry, now, &plan.answer);
     let _ = write!(
         out,
         "Cache-Status: shardproxy; {detail}; ttl={}\r\n",
         entry.ttl(now)
     );
-    if plan.digest && !plan.not_modified {
+    if plan.digest && matches!(plan.answer, Answer::Whole { .. }) {
         crate::cluster::digest::write_field(out, entry.body());
     }
     if plan.via {
@@ -93,25 +109,83 @@ pub(super) async fn reply_stored(
     }
     out.extend_from_slice(b"\r\n");
     let body = entry.body();
-    if plan.with_body && body.len() <= COALESCE_BODY {
+    let whole_body = plan.answer == Answer::Whole { with_body: true };
+    if whole_body && body.len() <= COALESCE_BODY {
         out.extend_from_slice(body);
     }
-    client
-        .send_out()
-        .await
-        .map_err(|e| ProxyError::ClientGone(e.into()))?;
-    if plan.with_body && body.len() > COALESCE_BODY {
+    let gone = |e: crate::net::IoError| ProxyError::ClientGone(e.into());
+    client.send_out().await.map_err(gone)?;
+    if whole_body && body.len() > COALESCE_BODY {
+        let write_timeout = client.write_timeout;
         client
             .stream
-            .send_shared(body, client.write_timeout)
+            .send_shared(body, write_timeout)
             .await
-            .map_err(|e| ProxyError::ClientGone(e.into()))?;
+            .map_err(gone)?;
+    }
+    if let Some(mut part) = ranged_body {
+        let write_timeout = client.write_timeout;
+        client
+            .stream
+            .send_vec(&mut part, write_timeout)
+            .await
+            .map_err(gone)?;
     }
     Ok(if plan.close {
         Next::Close
     } else {
         Next::KeepAlive
     })
+}
+
+/// Writes the status line and the stored fields for `answer` (with `Age`),
+/// and for a 206 its own fields; returns the 206's body. A ranged body is
+/// built per request and sent from its own vector, so that the
+/// connection's `out` never grows to a body's size.
+fn write_status_and_fields(
+    out: &mut Vec<u8>,
+    entry: &CachedResponse,
+    now: Secs,
+    answer: &Answer,
+) -> Option<Vec<u8>> {
+    let age = entry.current_age(now);
+    let (parsed, head) = (entry.parsed(), entry.head());
+    match answer {
+        Answer::NotModified => write_not_modified_head(out, parsed, head, age),
+        Answer::Whole { .. } => write_hit_head(out, parsed, head, age),
+        Answer::Ranges(Ranged::Partial(ranges)) => {
+            let content_type = first_field(&parsed.fields, head, b"content-type");
+            let part = partial(entry.body(), ranges, content_type, &boundary(entry, now));
+            let several = ranges.len() > 1;
+            let status = (206, &b"Partial Content"[..]);
+            write_ranged_head(out, status, parsed, head, age, |name| {
+                name.eq_ignore_ascii_case(b"content-length")
+                    || (several && name.eq_ignore_ascii_case(b"content-type"))
+            });
+            out.extend_from_slice(&part.fields);
+            return Some(part.body);
+        }
+        Answer::Ranges(_) => {
+            let status = (416, &b"Range Not Satisfiable"[..]);
+            write_ranged_head(out, status, parsed, head, age, |name| {
+                name.eq_ignore_ascii_case(b"content-length")
+                    || name.eq_ignore_ascii_case(b"content-type")
+            });
+            unsatisfiable_fields(out, entry.body().len() as u64);
+        }
+    }
+    None
+}
+
+/// A multipart boundary for one answer: the entry's address and the time,
+/// in hex. It only has to be absent from the parts, and 31 hex digits after
+/// a fixed prefix do not turn up in a body by chance.
+fn boundary(entry: &CachedResponse, now: Secs) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let at = entry as *const CachedResponse as usize;
+    format!("shardproxy-{now:x}{nanos:08x}{at:x}")
 }
 
 /// Serves a stored response to the request whose head is still at the front of `client.buf`.
