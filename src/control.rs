@@ -1,17 +1,24 @@
 //! The control thread (the process's main thread once shards run): starts the
-//! shards, then waits for SIGINT/SIGTERM and relays them to every shard over
-//! crossbeam channels. Shards poll their channel; nothing here ever blocks a shard.
+//! shards and the admin thread, then waits for signals and relays them to
+//! every shard over crossbeam channels: SIGINT/SIGTERM shut down, SIGHUP (or
+//! the admin's `POST /reload`) reloads the config file. Shards poll their
+//! channel; nothing here ever blocks a shard.
 //!
 //! Signals are blocked in every thread (the mask is inherited by the shards)
 //! and taken synchronously here with `sigtimedwait`, so no async-signal-safety
 //! concerns reach the rest of the program.
 
-use std::{sync::Arc, thread::JoinHandle, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::{
-    config::{Config, IoBackend},
+    admin::{self, Admin, ReloadRequest, ReloadState},
+    config::{Config, ConfigSource, IoBackend},
     listener::bind_shared,
     preflight,
     shard::{self, mesh, Control, ShardPlan},
@@ -25,8 +32,11 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the proxy until a shutdown signal has been handled. `Err`: a startup
 /// failure, with a message naming the cause and the fix.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
+    let started = Instant::now();
     let io = choose_backend(config.server.io)?;
+    // Bound before the shards start, so its log line comes before theirs.
+    let admin_listener = config.admin.listen.map(admin::bind).transpose()?;
     let online: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_else(|| vec![0]);
@@ -81,28 +91,28 @@ pub fn run(config: Config) -> Result<(), String> {
             Ok(Err(e)) => e,
             Err(_) => "a shard did not start in time".to_string(),
         };
-        broadcast(&controls, Control::Shutdown);
+        broadcast(&controls, &Control::Shutdown);
         return Err(failure);
     }
 
-    let mut shutting_down = false;
-    loop {
-        if threads.iter().all(|t| t.is_finished()) {
-            break;
-        }
-        match wait_signal(&signals, Duration::from_millis(200)) {
-            Some(sig) if !shutting_down => {
-                log::info!("received signal {sig}: shutting down gracefully");
-                shutting_down = true;
-                broadcast(&controls, Control::Shutdown);
-            }
-            Some(sig) => {
-                log::warn!("received signal {sig} again: exiting now");
-                std::process::exit(1);
-            }
-            None => {}
-        }
+    let mut supervisor = Supervisor {
+        source,
+        running: config,
+        controls,
+        reloads: Arc::new(Mutex::new(ReloadState::default())),
+    };
+    let (reload_tx, reload_rx) = unbounded();
+    if let Some(listener) = admin_listener {
+        let admin = Admin {
+            listener,
+            controls: supervisor.controls.clone(),
+            reloads: supervisor.reloads.clone(),
+            reload_requests: reload_tx,
+            started,
+        };
+        admin::spawn(admin).map_err(|e| format!("cannot start the admin thread: {e}"))?;
     }
+    let shutting_down = supervisor.watch(&signals, &threads, &reload_rx);
     for thread in threads {
         if thread.join().is_err() {
             return Err("a shard panicked".to_string());
@@ -114,10 +124,93 @@ pub fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-fn broadcast(controls: &[Sender<Control>], message: Control) {
+/// What the control thread keeps while the shards run.
+struct Supervisor {
+    source: ConfigSource,
+    running: Arc<Config>,
+    controls: Vec<Sender<Control>>,
+    reloads: Arc<Mutex<ReloadState>>,
+}
+
+impl Supervisor {
+    /// Handles signals and reload requests until every shard has stopped.
+    /// Returns whether a shutdown was asked for.
+    fn watch(
+        &mut self,
+        signals: &libc::sigset_t,
+        threads: &[JoinHandle<()>],
+        reload_requests: &Receiver<ReloadRequest>,
+    ) -> bool {
+        let mut shutting_down = false;
+        while !threads.iter().all(|t| t.is_finished()) {
+            while let Ok(reply) = reload_requests.try_recv() {
+                let _ = reply.send(self.reload());
+            }
+            match wait_signal(signals, Duration::from_millis(200)) {
+                Some(libc::SIGHUP) => {
+                    log::info!("received SIGHUP: reloading the config");
+                    let _ = self.reload();
+                }
+                Some(libc::SIGUSR1) => self.reopen_log(),
+                Some(sig) if !shutting_down => {
+                    log::info!("received signal {sig}: shutting down gracefully");
+                    shutting_down = true;
+                    broadcast(&self.controls, &Control::Shutdown);
+                }
+                Some(sig) => {
+                    log::warn!("received signal {sig} again: exiting now");
+                    std::process::exit(1);
+                }
+                None => {}
+            }
+        }
+        shutting_down
+    }
+
+    /// SIGUSR1: the access log file is reopened (after logrotate moved it).
+    fn reopen_log(&self) {
+        log::info!("received SIGUSR1: no access log file to reopen");
+    }
+
+    /// Reads and validates the config again; if it is good, every shard
+    /// switches to it for new requests. If not, the running config stays
+    /// and the error (key and line) is logged and returned.
+    fn reload(&mut self) -> Result<(), String> {
+        let loaded = self.source.load().map_err(|e| e.to_string());
+        let mut state = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        let config = match loaded {
+            Ok(config) => config,
+            Err(why) => {
+                log::error!("config reload refused, keeping the running config: {why}");
+                state.counts.failed += 1;
+                state.last_error = Some(why.clone());
+                return Err(why);
+            }
+        };
+        let (config, ignored) = config.for_reload(&self.running);
+        if !ignored.is_empty() {
+            log::warn!(
+                "config reload: changes to {} take effect only after a restart",
+                ignored.join(", ")
+            );
+        }
+        self.running = Arc::new(config);
+        broadcast(&self.controls, &Control::Reload(self.running.clone()));
+        state.counts.succeeded += 1;
+        state.last_error = None;
+        log::info!(
+            "config reloaded: {} upstream(s), {} route(s)",
+            self.running.upstreams.len(),
+            self.running.routes.len()
+        );
+        Ok(())
+    }
+}
+
+fn broadcast(controls: &[Sender<Control>], message: &Control) {
     for control in controls {
         // A full or closed channel means the shard is already stopping.
-        let _ = control.try_send(message);
+        let _ = control.try_send(message.clone());
     }
 }
 
@@ -136,7 +229,7 @@ fn choose_backend(wanted: IoBackend) -> Result<IoBackend, String> {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and every thread it starts.
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR1 in this thread and every thread it starts.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set manipulation on a local set.
     unsafe {
@@ -144,6 +237,8 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

@@ -15,12 +15,14 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the shard model and the path of one request.
 
+pub mod admin;
 pub mod buffer;
 pub mod cache;
 pub mod config;
 pub mod control;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod net;
 pub mod preflight;
 pub mod proxy;

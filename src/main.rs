@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use shardproxy::config::{Config, ConfigError, DEFAULT_CONFIG};
+use shardproxy::config::ConfigSource;
 
 /// A thread-per-core io_uring HTTP/1.1 reverse proxy.
 #[derive(Parser)]
@@ -21,24 +21,14 @@ struct Cli {
     check: bool,
 }
 
-fn load(cli: &Cli) -> Result<Config, ConfigError> {
-    let default_path = PathBuf::from("config.toml");
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None if default_path.exists() => Config::load(&default_path)?,
-        None => Config::parse(DEFAULT_CONFIG, "built-in config")?,
-    };
-    if let Some(shards) = cli.shards {
-        config.server.shards = shards;
-        config.server.cpus.clear();
-    }
-    Ok(config)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match load(&cli) {
+    let source = ConfigSource {
+        path: cli.config.clone(),
+        shards: cli.shards,
+    };
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("shardproxy: {e}");
@@ -54,7 +44,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match shardproxy::control::run(config) {
+    match shardproxy::control::run(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardproxy: {e}");

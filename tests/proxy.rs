@@ -5,6 +5,8 @@
 
 mod support;
 
+#[path = "proxy/admin.rs"]
+mod admin;
 #[path = "proxy/bodies.rs"]
 mod bodies;
 #[path = "proxy/cache.rs"]

@@ -5,21 +5,27 @@
 //! [`Config`] is immutable once built and shared read-only with every shard
 //! through an `Arc` — the one deliberate cross-shard object on the setup path.
 
+mod admin;
 mod cache;
 mod error;
+mod log;
 mod net;
 mod raw;
 mod resolver;
 mod route;
 mod server;
+mod source;
 mod units;
 mod upstream;
 
+pub use admin::AdminConfig;
 pub use cache::CacheConfig;
 pub use error::ConfigError;
+pub use log::{AccessFormat, AccessTarget, LogConfig};
 pub use net::IpNet;
 pub use route::RouteConfig;
 pub use server::{HttpConfig, IoBackend, RingMode, ServerConfig, Timeouts, Tuning};
+pub use source::ConfigSource;
 pub use upstream::{ServerEntry, UpstreamConfig};
 
 use std::path::Path;
@@ -41,6 +47,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// The config file `config.toml` documents; used when no file is given or found.
@@ -84,6 +92,45 @@ impl Config {
             resolver.error(inner.span(), message)
         })?;
         resolver.resolve(raw)
+    }
+
+    /// `self` as it can be applied to running shards: the settings fixed at
+    /// startup (listen addresses, shards, I/O and ring tuning, buffer sizes,
+    /// the cache, the admin endpoint, the log) are taken from `running`.
+    /// Returns the restart-only sections that differ, for a warning.
+    pub fn for_reload(mut self, running: &Config) -> (Config, Vec<&'static str>) {
+        let mut ignored = Vec::new();
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        if differs(&self.server, &running.server) {
+            ignored.push("[server]");
+        }
+        if differs(&self.tuning, &running.tuning) {
+            ignored.push("[server.tuning]");
+        }
+        if differs(&self.cache, &running.cache) {
+            ignored.push("[cache]");
+        }
+        if differs(&self.admin, &running.admin) {
+            ignored.push("[admin]");
+        }
+        if differs(&self.log, &running.log) {
+            ignored.push("[log]");
+        }
+        let http = &running.http;
+        if self.http.buffer_size != http.buffer_size
+            || self.http.max_header_bytes != http.max_header_bytes
+        {
+            ignored.push("http.buffer_size, http.max_header_bytes");
+        }
+        self.server = running.server.clone();
+        self.tuning = running.tuning.clone();
+        self.cache = running.cache.clone();
+        self.admin = running.admin.clone();
+        self.log = running.log.clone();
+        self.http.buffer_size = http.buffer_size;
+        self.http.max_header_bytes = http.max_header_bytes;
+        (self, ignored)
     }
 
     /// The CPUs the shards run on, one entry per shard.

@@ -25,6 +25,10 @@ pub struct RawConfig {
     pub upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,4 +129,17 @@ pub struct RawCache {
     pub near_cache_size: Option<Size>,
     pub near_cache_ttl: Option<Text>,
     pub purge_allow: Option<Vec<Text>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub access: Option<Text>,
+    pub format: Option<Text>,
 }

@@ -134,6 +134,8 @@ impl Resolver<'_> {
         let (upstreams, by_name) = self.upstreams(raw.upstream)?;
         let routes = self.routes(raw.route, &by_name)?;
         let cache = self.cache(raw.cache)?;
+        let admin = self.admin(raw.admin)?;
+        let log = self.log(raw.log)?;
         Ok(Config {
             server,
             tuning,
@@ -142,6 +144,8 @@ impl Resolver<'_> {
             cache,
             upstreams,
             routes,
+            admin,
+            log,
         })
     }
 }

@@ -19,6 +19,14 @@ pub struct RouteConfig {
     pub cache_set_cookie: bool,
 }
 
+impl RouteConfig {
+    /// The route's name in metrics and the status page: host and path prefix
+    /// (`example.com/api/`, or `/api/` for any host).
+    pub fn label(&self) -> String {
+        format!("{}{}", self.host.as_deref().unwrap_or(""), self.path_prefix)
+    }
+}
+
 impl Resolver<'_> {
     /// The routes in file order; `upstreams` maps upstream names to indices.
     pub(super) fn routes(

@@ -19,11 +19,12 @@ use compio::net::TcpStream;
 use super::{
     error::ProxyError,
     exchange::{handle, Next},
+    trip::Trip,
 };
 use crate::{
     buffer::IoBuf,
     http::{
-        head::{parse_request, Framing, RequestHead, ResponseHead},
+        head::{parse_request, Framing, Method, RequestHead, ResponseHead},
         status::write_error,
     },
     net::{Arrival, IoError, Socket},
@@ -42,6 +43,8 @@ pub struct Client {
     pub out: Vec<u8>,
     /// Longest silence while writing to the client (`timeouts.body_idle`).
     pub write_timeout: Duration,
+    /// What the request in hand did so far, for the after phase.
+    pub trip: Trip,
 }
 
 impl Client {
@@ -72,7 +75,9 @@ pub async fn serve(
         ip,
         out: Vec::new(),
         write_timeout: ctx.config.timeouts.body_idle,
+        trip: Trip::begin(),
     };
+    let mut ctx = ctx;
     let mut request = RequestHead::default();
     let mut response = ResponseHead::default();
     let mut first = true;
@@ -88,11 +93,18 @@ pub async fn serve(
             }
             (request, response) = ctx.take_heads();
         }
+        // A reload since the last request: this one runs on the new config.
+        ctx = ctx.latest();
+        client.trip = Trip::begin();
         match read_request_head(&ctx, &mut client, &mut request).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
                 log::debug!("shard {}: {e}", ctx.id);
+                // Counted (as unrouted) though it never reaches the exchange.
+                let elapsed = client.trip.started.elapsed();
+                ctx.unrouted_stats
+                    .record(Method::Other, e.status(), elapsed);
                 answer(&mut client, &e, true).await;
                 linger_close(&mut client).await;
                 break;

@@ -13,14 +13,16 @@
 //! 5. **respond**: the response head rewritten for the client and the body
 //!    streamed through (`response`), or a stored response (`cached::reply`).
 //! 6. **after**: the upstream connection pooled or closed, the client kept or
-//!    closed ([`Next`]); a fetched response goes into the cache.
+//!    closed ([`Next`]); a fetched response goes into the cache. Then, for
+//!    every request however it ended, [`after`] counts it in the shard's
+//!    metrics from what the phases noted in `client.trip`.
 //!
 //! This file holds the plain forward's phases 4 to 6; the cache's fetch has
 //! its own (`cached::fetch`: conditional request, 304, stale-if-error, store).
 //! A request touches only its shard's state; other shards are reached only
 //! through the cache's messages.
 
-use std::rc::Rc;
+use std::{rc::Rc, time::Instant};
 
 use super::{
     cached::{self, Fetch, Invalidation},
@@ -28,6 +30,7 @@ use super::{
     duplex::stream_request,
     error::ProxyError,
     response::{send_response, ClientSide, ResponseEnd, ToClient},
+    trip::CacheUse,
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
@@ -126,6 +129,20 @@ pub async fn handle(
     req: &RequestHead,
     resp: &mut ResponseHead,
 ) -> Result<Next, ProxyError> {
+    // The response head is reused from the last request: no stale status.
+    resp.status = 0;
+    let result = phases(ctx, client, req, resp).await;
+    after(ctx, client, req, resp, &result);
+    result
+}
+
+/// Phases 2 to 6 of one request.
+async fn phases(
+    ctx: &Rc<ShardContext>,
+    client: &mut Client,
+    req: &RequestHead,
+    resp: &mut ResponseHead,
+) -> Result<Next, ProxyError> {
     // 2. Route.
     let route = route(ctx, client, req)?;
     let mut ex = Exchange {
@@ -138,14 +155,52 @@ pub async fn handle(
     // 3. Cache lookup.
     let lookup = match &ctx.cache {
         Some(cache) if route.cache => Box::pin(cached::lookup(&mut ex, cache)).await?,
-        Some(_) => Lookup::Forward(Forward::plain(BYPASS)),
+        Some(_) => {
+            ex.client.trip.cache = CacheUse::Bypass;
+            Lookup::Forward(Forward::plain(BYPASS))
+        }
         None => Lookup::Forward(Forward::plain(b"")),
     };
     // 4. Upstream exchange, 5. respond, 6. after.
     match lookup {
-        Lookup::Answered(next) => Ok(next),
+        Lookup::Answered(next) => {
+            ex.client.trip.cache = CacheUse::Hit;
+            Ok(next)
+        }
         Lookup::Forward(plan) => forward(&mut ex, plan).await,
-        Lookup::Fetch(plan) => Box::pin(cached::fetch(&mut ex, plan)).await,
+        Lookup::Fetch(plan) => {
+            ex.client.trip.cache = CacheUse::Miss;
+            Box::pin(cached::fetch(&mut ex, plan)).await
+        }
+    }
+}
+
+/// The end of phase 6 for every request, however it ended: counts it in the
+/// shard's metrics (its route, method and status class, latency; the upstream
+/// server it went to). Touches only this shard's `Cell`s.
+fn after(
+    ctx: &ShardContext,
+    client: &mut Client,
+    req: &RequestHead,
+    resp: &ResponseHead,
+    result: &Result<Next, ProxyError>,
+) {
+    let trip = &mut client.trip;
+    let status = match result {
+        Ok(_) => trip.status.or((resp.status != 0).then_some(resp.status)),
+        Err(e) => e.status(),
+    };
+    trip.status = status;
+    let stats = match trip.route.and_then(|i| ctx.route_stats.get(i)) {
+        Some(stats) => stats,
+        None => &ctx.unrouted_stats,
+    };
+    stats.record(req.method(), status, trip.started.elapsed());
+    if let Some((upstream, addr)) = trip.server {
+        if let Some(config) = ctx.config.upstreams.get(upstream) {
+            let failed = result.is_err() || status.is_some_and(|s| s >= 500);
+            ctx.metrics.server(&config.name, addr).record(failed);
+        }
     }
 }
 
@@ -157,8 +212,11 @@ fn route<'c>(
 ) -> Result<&'c RouteConfig, ProxyError> {
     let buf = client.buf.filled();
     let host = req.host.map(|h| host_without_port(h.of(buf)));
-    match ctx.router.route(host, req.target.of(buf)) {
-        Some(route) => Ok(route),
+    match ctx.router.find(host, req.target.of(buf)) {
+        Some((index, route)) => {
+            client.trip.route = Some(index);
+            Ok(route)
+        }
         None => {
             // The connection may carry on after a 404: the next request starts after this head.
             client.buf.consume(req.fields.head_len);
@@ -174,7 +232,9 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     // 4. Upstream exchange: the head, a connection, the body bytes already here.
     let side = ex.side();
     write_upstream_head(ex)?;
+    ex.client.trip.upstream_started = Some(Instant::now());
     let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
+    ex.client.trip.server = Some((ex.route.upstream, server));
     let (body, payload) = buffered_body(ex).await?;
     // 4 and 5: in turn when the whole request is in hand, else full duplex.
     let exchanged = if body.is_done() {

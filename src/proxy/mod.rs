@@ -21,4 +21,5 @@ pub mod exchange;
 pub mod relay;
 pub mod response;
 pub mod routing;
+pub mod trip;
 mod upstream;

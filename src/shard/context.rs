@@ -2,10 +2,16 @@
 //! buffer pools, upstream pool and connection registry. Created on the shard's own thread and
 //! reached through an `Rc`; nothing in it is shared with another shard except
 //! the read-only `Arc<Config>`.
+//!
+//! A config reload makes a new *generation*: a new `ShardContext` with the
+//! new config, router, balancers and limits, sharing by `Rc` everything that
+//! outlives a config (connections, pools, buffers, cache, metrics). A request
+//! holds the generation it started on to its end; a connection moves to the
+//! newest one ([`ShardContext::latest`]) before its next request.
 
 use std::{
     cell::{Cell, RefCell},
-    rc::Rc,
+    rc::{Rc, Weak},
     sync::Arc,
 };
 
@@ -17,6 +23,7 @@ use crate::{
         head::{Limits, RequestHead, ResponseHead},
         rewrite::ForwardOptions,
     },
+    metrics::shard::{RouteStats, ShardMetrics, NO_ROUTE},
     proxy::routing::Router,
     upstream::{
         balance::{Balancer, WeightedRoundRobin},
@@ -37,10 +44,10 @@ pub struct ShardContext {
     pub router: Router,
     /// One per upstream, same order as `config.upstreams`.
     pub balancers: Vec<Box<dyn Balancer>>,
-    pub pool: Pool,
+    pub pool: Rc<Pool>,
     pub connections: Rc<Registry>,
     /// Set once on shutdown: finish the request in hand, then close.
-    pub draining: Cell<bool>,
+    pub draining: Rc<Cell<bool>>,
     /// Buffers for reading from clients (request heads and bodies), leased
     /// while a request arrives; each holds a whole request head.
     pub client_buffers: Rc<BufferPool>,
@@ -53,7 +60,15 @@ pub struct ShardContext {
     /// Parsed heads (their field lists) of idle connections, likewise.
     heads: RefCell<Vec<(RequestHead, ResponseHead)>>,
     /// This shard's part of the response cache, when `[cache] enabled`.
-    pub cache: Option<CacheShard>,
+    pub cache: Option<Rc<CacheShard>>,
+    /// The shard's counters, shared by every generation.
+    pub metrics: Rc<ShardMetrics>,
+    /// Per route, in the router's order (`Router::find`'s index).
+    pub route_stats: Vec<Rc<RouteStats>>,
+    /// Requests that matched no route or were refused before routing.
+    pub unrouted_stats: Rc<RouteStats>,
+    /// The newest generation of this shard's context (see the module doc).
+    newest: Rc<RefCell<Weak<ShardContext>>>,
 }
 
 impl ShardContext {
@@ -62,6 +77,7 @@ impl ShardContext {
         config: Arc<Config>,
         cache: Option<CacheShard>,
         provided_buffers: bool,
+        metrics: Rc<ShardMetrics>,
     ) -> ShardContext {
         let http = &config.http;
         let request_limits = Limits {
@@ -85,16 +101,26 @@ impl ShardContext {
             .iter()
             .map(|u| Box::new(WeightedRoundRobin::new(&u.servers)) as Box<dyn Balancer>)
             .collect();
+        let router = Router::new(&config.routes);
+        let route_stats = router
+            .routes()
+            .iter()
+            .map(|r| metrics.route(&r.label()))
+            .collect();
         ShardContext {
             id,
             request_limits,
             response_limits,
             forward,
-            router: Router::new(&config.routes),
+            router,
             balancers,
-            pool: Pool::new(),
+            route_stats,
+            unrouted_stats: metrics.route(NO_ROUTE),
+            metrics,
+            newest: Rc::new(RefCell::new(Weak::new())),
+            pool: Rc::new(Pool::new()),
             connections: Registry::new(config.tuning.max_connections),
-            draining: Cell::new(false),
+            draining: Rc::new(Cell::new(false)),
             client_buffers: BufferPool::new(
                 http.buffer_size.max(http.max_header_bytes),
                 config.tuning.buffers,
@@ -103,9 +129,49 @@ impl ShardContext {
             provided_buffers,
             out_vecs: RefCell::new(Vec::new()),
             heads: RefCell::new(Vec::new()),
-            cache,
+            cache: cache.map(Rc::new),
             config,
         }
+    }
+
+    /// Makes this the shard's newest generation and returns it shared.
+    pub fn install(self) -> Rc<ShardContext> {
+        let ctx = Rc::new(self);
+        *ctx.newest.borrow_mut() = Rc::downgrade(&ctx);
+        ctx
+    }
+
+    /// The next generation, for a reloaded `config`: config-derived parts
+    /// (router, balancers, limits, forwarding options) built anew; the
+    /// connections, pools, buffers, cache and metrics shared with this one.
+    /// The registry's `max_connections`, the buffer pools' sizes and the cache
+    /// settings are the ones the shard started with.
+    pub fn next_generation(&self, config: Arc<Config>) -> ShardContext {
+        let fresh = ShardContext::new(
+            self.id,
+            config,
+            None,
+            self.provided_buffers,
+            self.metrics.clone(),
+        );
+        ShardContext {
+            pool: self.pool.clone(),
+            connections: self.connections.clone(),
+            draining: self.draining.clone(),
+            client_buffers: self.client_buffers.clone(),
+            upstream_buffers: self.upstream_buffers.clone(),
+            cache: self.cache.clone(),
+            newest: self.newest.clone(),
+            ..fresh
+        }
+    }
+
+    /// The shard's newest generation (this one unless a reload came since).
+    pub fn latest(self: &Rc<Self>) -> Rc<ShardContext> {
+        self.newest
+            .borrow()
+            .upgrade()
+            .unwrap_or_else(|| self.clone())
     }
 }
 

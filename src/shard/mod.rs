@@ -26,16 +26,22 @@ use futures_lite::StreamExt;
 use crate::{
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
+    metrics::shard::{CacheSnapshot, ShardMetrics, ShardSnapshot},
     proxy::client::serve,
 };
 use context::ShardContext;
 use ring::Engine;
 
-/// Messages from the control thread to a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Messages from the control thread (and the admin thread) to a shard.
+#[derive(Debug, Clone)]
 pub enum Control {
     /// Stop accepting, finish in-flight requests within `shutdown_timeout`, exit.
     Shutdown,
+    /// Answer with a copy of the shard's counters (see `metrics`).
+    Snapshot(Sender<ShardSnapshot>),
+    /// Serve new requests with this config (already validated); requests in
+    /// flight finish on the one they started with.
+    Reload(Arc<Config>),
 }
 
 /// Everything a shard thread is started with. `Send`: it crosses to the new thread once.
@@ -103,12 +109,9 @@ async fn run(plan: ShardPlan, engine: Engine) {
         .cache
         .enabled
         .then(|| CacheShard::new(id, shards, &config.cache, mesh));
-    let ctx = Rc::new(ShardContext::new(
-        id,
-        config,
-        cache,
-        engine.has_provided_buffers(),
-    ));
+    let metrics = Rc::new(ShardMetrics::new(engine.to_string()));
+    let mut ctx =
+        ShardContext::new(id, config, cache, engine.has_provided_buffers(), metrics).install();
     let mesh_task = spawn({
         let ctx = ctx.clone();
         async move {
@@ -144,11 +147,21 @@ async fn run(plan: ShardPlan, engine: Engine) {
         }
     });
 
-    loop {
+    'serving: loop {
         sleep(CONTROL_POLL).await;
-        match control.try_recv() {
-            Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {}
+        loop {
+            match control.try_recv() {
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => break 'serving,
+                Ok(Control::Snapshot(reply)) => {
+                    // The admin thread may have given up waiting: nothing to do then.
+                    let _ = reply.try_send(snapshot(&ctx));
+                }
+                Ok(Control::Reload(config)) => {
+                    ctx = ctx.next_generation(config).install();
+                    log::info!("shard {id}: new config in use for new requests");
+                }
+                Err(TryRecvError::Empty) => break,
+            }
         }
     }
 
@@ -170,6 +183,28 @@ async fn run(plan: ShardPlan, engine: Engine) {
     drop(mesh_task);
     ctx.pool.clear();
     log_cache_counters(&ctx);
+}
+
+/// A copy of the shard's counters for the admin thread.
+fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
+    let (routes, servers) = ctx.metrics.snapshot_parts();
+    ShardSnapshot {
+        shard: ctx.id,
+        engine: ctx.metrics.engine.clone(),
+        connections_open: ctx.connections.active(),
+        connections_accepted: ctx.metrics.accepted.get(),
+        client_buffers_in_use: ctx.client_buffers.leased(),
+        upstream_buffers_in_use: ctx.upstream_buffers.leased(),
+        upstream_idle: ctx.pool.idle_count(),
+        access_log_dropped: 0,
+        routes,
+        servers,
+        cache: ctx.cache.as_ref().map(|cache| CacheSnapshot {
+            counters: *cache.counters.borrow(),
+            store: cache.store_stats(),
+            lookup_latency: cache.lookup_latency.borrow().clone(),
+        }),
+    }
 }
 
 fn log_cache_counters(ctx: &ShardContext) {
@@ -199,8 +234,9 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
         while let Some(accepted) = incoming.next().await {
             match accepted {
                 Ok(stream) => {
+                    ctx.metrics.count_accept();
                     let registration = ctx.connections.register(stream.as_raw_fd());
-                    spawn(serve(ctx.clone(), stream, None, registration)).detach();
+                    spawn(serve(ctx.latest(), stream, None, registration)).detach();
                     if !ctx.connections.has_room() {
                         break;
                     }

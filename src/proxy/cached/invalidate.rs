@@ -105,6 +105,7 @@ pub(super) async fn purge(ex: &mut Exchange<'_>, cache: &CacheShard) -> Result<N
     } else {
         404
     };
+    client.trip.status = Some(status);
     client.out.clear();
     write_error(&mut client.out, status, !keep_alive);
     client

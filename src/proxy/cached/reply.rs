@@ -87,6 +87,12 @@ pub(super) async fn reply_stored(
     }
     out.extend_from_slice(b"\r\n");
     let body = entry.body();
+    client.trip.status = Some(if plan.not_modified {
+        304
+    } else {
+        entry.parsed().status
+    });
+    client.trip.bytes = Some(if plan.with_body { body.len() as u64 } else { 0 });
     if plan.with_body && body.len() <= COALESCE_BODY {
         out.extend_from_slice(body);
     }
