@@ -17,6 +17,7 @@ use std::{
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::{
+    access_log::{self, LogMessage},
     admin::{self, Admin, ReloadRequest, ReloadState},
     config::{Config, ConfigSource, IoBackend},
     listener::bind_shared,
@@ -65,6 +66,66 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
     };
 
     let signals = block_signals();
+    // Started after the signals are blocked: SIGUSR1 must reach only this thread.
+    let log_writer = access_log::start(&config.log.access)?;
+    let shared = Shared {
+        config: config.clone(),
+        io,
+        shards: cpus.len(),
+        access_log: log_writer.as_ref().map(|w| w.sender.clone()),
+    };
+    let (controls, threads) = start_shards(&cpus, per_shard, &mut mesh_ends, shared)?;
+
+    let (log_sender, log_thread) = match log_writer {
+        Some(w) => (Some(w.sender), Some(w.thread)),
+        None => (None, None),
+    };
+    let mut supervisor = Supervisor {
+        source,
+        running: config,
+        controls,
+        reloads: Arc::new(Mutex::new(ReloadState::default())),
+        log: log_sender,
+    };
+    let (reload_tx, reload_rx) = unbounded();
+    if let Some(listener) = admin_listener {
+        let admin = Admin {
+            listener,
+            controls: supervisor.controls.clone(),
+            reloads: supervisor.reloads.clone(),
+            reload_requests: reload_tx,
+            started,
+        };
+        admin::spawn(admin).map_err(|e| format!("cannot start the admin thread: {e}"))?;
+    }
+    let shutting_down = supervisor.watch(&signals, &threads, &reload_rx);
+    finish(threads, supervisor, log_thread)?;
+    if !shutting_down {
+        return Err("all shards stopped unexpectedly".to_string());
+    }
+    Ok(())
+}
+
+/// The running shards: their control senders and threads.
+type Started = (Vec<Sender<Control>>, Vec<JoinHandle<()>>);
+
+/// What every shard's plan has in common.
+struct Shared {
+    config: Arc<Config>,
+    io: IoBackend,
+    shards: usize,
+    access_log: Option<Sender<LogMessage>>,
+}
+
+/// Starts one shard per CPU and waits until each has built its runtime.
+/// Returns their control senders and threads; on a failure the shards
+/// already started are told to shut down.
+fn start_shards(
+    cpus: &[usize],
+    per_shard: Vec<Vec<std::net::TcpListener>>,
+    mesh_ends: &mut [Option<crate::cache::ownership::Mesh>],
+    shared: Shared,
+) -> Result<Started, String> {
     let (ready_tx, ready_rx) = bounded(cpus.len());
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -74,12 +135,13 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
         let plan = ShardPlan {
             id,
             cpu,
-            config: config.clone(),
+            config: shared.config.clone(),
             listeners,
             control: control_rx,
             mesh: mesh_ends[id].take(),
-            shards: cpus.len(),
-            io,
+            shards: shared.shards,
+            io: shared.io,
+            access_log: shared.access_log.clone(),
         };
         let thread = shard::spawn_shard(plan, ready_tx.clone())
             .map_err(|e| format!("cannot start shard {id}: {e}"))?;
@@ -95,31 +157,27 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
         return Err(failure);
     }
 
-    let mut supervisor = Supervisor {
-        source,
-        running: config,
-        controls,
-        reloads: Arc::new(Mutex::new(ReloadState::default())),
-    };
-    let (reload_tx, reload_rx) = unbounded();
-    if let Some(listener) = admin_listener {
-        let admin = Admin {
-            listener,
-            controls: supervisor.controls.clone(),
-            reloads: supervisor.reloads.clone(),
-            reload_requests: reload_tx,
-            started,
-        };
-        admin::spawn(admin).map_err(|e| format!("cannot start the admin thread: {e}"))?;
-    }
-    let shutting_down = supervisor.watch(&signals, &threads, &reload_rx);
+    Ok((controls, threads))
+}
+
+/// Joins the shards, then the access log writer once the last sender is
+/// gone (the shards' went with them; the supervisor holds the other), so
+/// every queued line is written before the process exits.
+fn finish(
+    threads: Vec<JoinHandle<()>>,
+    supervisor: Supervisor,
+    log_thread: Option<JoinHandle<()>>,
+) -> Result<(), String> {
+    let mut panicked = false;
     for thread in threads {
-        if thread.join().is_err() {
-            return Err("a shard panicked".to_string());
-        }
+        panicked |= thread.join().is_err();
     }
-    if !shutting_down {
-        return Err("all shards stopped unexpectedly".to_string());
+    drop(supervisor);
+    if let Some(thread) = log_thread {
+        let _ = thread.join();
+    }
+    if panicked {
+        return Err("a shard panicked".to_string());
     }
     Ok(())
 }
@@ -130,6 +188,8 @@ struct Supervisor {
     running: Arc<Config>,
     controls: Vec<Sender<Control>>,
     reloads: Arc<Mutex<ReloadState>>,
+    /// The access log writer, for SIGUSR1.
+    log: Option<Sender<LogMessage>>,
 }
 
 impl Supervisor {
@@ -169,7 +229,13 @@ impl Supervisor {
 
     /// SIGUSR1: the access log file is reopened (after logrotate moved it).
     fn reopen_log(&self) {
-        log::info!("received SIGUSR1: no access log file to reopen");
+        match &self.log {
+            Some(log) => {
+                log::info!("received SIGUSR1: reopening the access log");
+                let _ = log.send(LogMessage::Reopen);
+            }
+            None => log::info!("received SIGUSR1: no access log to reopen"),
+        }
     }
 
     /// Reads and validates the config again; if it is good, every shard

@@ -15,6 +15,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the shard model and the path of one request.
 
+pub mod access_log;
 pub mod admin;
 pub mod buffer;
 pub mod cache;

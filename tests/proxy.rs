@@ -5,6 +5,8 @@
 
 mod support;
 
+#[path = "proxy/access_log.rs"]
+mod access_log;
 #[path = "proxy/admin.rs"]
 mod admin;
 #[path = "proxy/bodies.rs"]

@@ -34,6 +34,7 @@ use super::{
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
+    access_log::RequestText,
     config::RouteConfig,
     http::{
         body::BodyState,
@@ -131,8 +132,16 @@ pub async fn handle(
 ) -> Result<Next, ProxyError> {
     // The response head is reused from the last request: no stale status.
     resp.status = 0;
+    // The log shows the request's text, which the phases consume: copied first.
+    let text = ctx
+        .access_log
+        .as_ref()
+        .map(|_| RequestText::capture(req, client.buf.filled()));
     let result = phases(ctx, client, req, resp).await;
     after(ctx, client, req, resp, &result);
+    if let (Some(log), Some(text)) = (&ctx.access_log, &text) {
+        log.record(&client.trip.log_entry(ctx.id, &client.ip, text, resp));
+    }
     result
 }
 
@@ -175,9 +184,10 @@ async fn phases(
     }
 }
 
-/// The end of phase 6 for every request, however it ended: counts it in the
-/// shard's metrics (its route, method and status class, latency; the upstream
-/// server it went to). Touches only this shard's `Cell`s.
+/// The end of phase 6 for every request, however it ended: settles its
+/// status and counts it in the shard's metrics (its route, method and status
+/// class, latency; the upstream server it went to). Touches only this shard's
+/// `Cell`s; the access log line (memory only) is written by the caller.
 fn after(
     ctx: &ShardContext,
     client: &mut Client,

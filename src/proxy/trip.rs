@@ -3,7 +3,15 @@
 //! log. Lives in the connection's [`super::client::Client`] and is reset per
 //! request; noting a field is a plain store, nothing is formatted on the way.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::SocketAddr,
+    time::{Instant, SystemTime},
+};
+
+use crate::{
+    access_log::{Civil, Entry, RequestText},
+    http::head::{Framing, ResponseHead},
+};
 
 /// How the cache took part in a request, as the access log shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,36 @@ impl Trip {
             status: None,
             bytes: None,
             cache: CacheUse::None,
+        }
+    }
+}
+
+impl Trip {
+    /// The access log's view of the finished request. `resp`: the upstream
+    /// response head, whose Content-Length gives the body size when no phase
+    /// noted one (a chunked or close-delimited body's size is not known: `-`).
+    pub fn log_entry<'a>(
+        &self,
+        shard: usize,
+        client: &'a [u8],
+        request: &'a RequestText,
+        resp: &ResponseHead,
+    ) -> Entry<'a> {
+        let declared = match resp.fields.framing {
+            Framing::Length(n) if resp.status != 0 => Some(n),
+            _ => None,
+        };
+        Entry {
+            time: Civil::of(SystemTime::now()),
+            client,
+            request,
+            status: self.status,
+            bytes: self.bytes.or(declared),
+            duration: self.started.elapsed(),
+            upstream: self.server.map(|(_, addr)| addr),
+            upstream_time: self.upstream_started.map(|t| t.elapsed()),
+            cache: self.cache.name(),
+            shard,
         }
     }
 }

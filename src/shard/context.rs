@@ -16,6 +16,7 @@ use std::{
 };
 
 use crate::{
+    access_log::ShardLog,
     buffer::BufferPool,
     cache::ownership::CacheShard,
     config::Config,
@@ -67,6 +68,8 @@ pub struct ShardContext {
     pub route_stats: Vec<Rc<RouteStats>>,
     /// Requests that matched no route or were refused before routing.
     pub unrouted_stats: Rc<RouteStats>,
+    /// This shard's access log buffer, when `[log] access` is on.
+    pub access_log: Option<Rc<ShardLog>>,
     /// The newest generation of this shard's context (see the module doc).
     newest: Rc<RefCell<Weak<ShardContext>>>,
 }
@@ -118,6 +121,7 @@ impl ShardContext {
             unrouted_stats: metrics.route(NO_ROUTE),
             metrics,
             newest: Rc::new(RefCell::new(Weak::new())),
+            access_log: None,
             pool: Rc::new(Pool::new()),
             connections: Registry::new(config.tuning.max_connections),
             draining: Rc::new(Cell::new(false)),
@@ -161,6 +165,7 @@ impl ShardContext {
             client_buffers: self.client_buffers.clone(),
             upstream_buffers: self.upstream_buffers.clone(),
             cache: self.cache.clone(),
+            access_log: self.access_log.clone(),
             newest: self.newest.clone(),
             ..fresh
         }

@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_lite::StreamExt;
 
 use crate::{
+    access_log::{LogMessage, ShardLog, FLUSH_EVERY},
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
     metrics::shard::{CacheSnapshot, ShardMetrics, ShardSnapshot},
@@ -56,6 +57,8 @@ pub struct ShardPlan {
     pub shards: usize,
     /// The backend after the process-wide io_uring check (`Auto` resolved).
     pub io: IoBackend,
+    /// The access log writer, when `[log] access` is on.
+    pub access_log: Option<Sender<LogMessage>>,
 }
 
 /// How often a shard looks at its control channel. Shutdown waits at most this long to begin.
@@ -104,14 +107,26 @@ async fn run(plan: ShardPlan, engine: Engine) {
         mesh,
         shards,
         io: _,
+        access_log,
     } = plan;
     let cache = config
         .cache
         .enabled
         .then(|| CacheShard::new(id, shards, &config.cache, mesh));
     let metrics = Rc::new(ShardMetrics::new(engine.to_string()));
-    let mut ctx =
-        ShardContext::new(id, config, cache, engine.has_provided_buffers(), metrics).install();
+    let mut first = ShardContext::new(id, config, cache, engine.has_provided_buffers(), metrics);
+    first.access_log =
+        access_log.map(|sender| Rc::new(ShardLog::new(first.config.log.format, sender)));
+    let ctx = first.install();
+    // Lines go to the writer from this task, never from a request's.
+    let log_flusher = ctx.access_log.clone().map(|log| {
+        spawn(async move {
+            loop {
+                sleep(FLUSH_EVERY).await;
+                log.flush();
+            }
+        })
+    });
     let mesh_task = spawn({
         let ctx = ctx.clone();
         async move {
@@ -147,42 +162,63 @@ async fn run(plan: ShardPlan, engine: Engine) {
         }
     });
 
-    'serving: loop {
+    let ctx = obey_control(ctx, &control).await;
+
+    drain(&ctx, accept_tasks).await;
+    drop(sweeper);
+    drop(mesh_task);
+    drop(log_flusher);
+    if let Some(log) = &ctx.access_log {
+        log.flush_at_exit();
+    }
+    ctx.pool.clear();
+    log_cache_counters(&ctx);
+}
+
+/// Shutdown: dropping the accept tasks cancels them and closes the listening
+/// sockets; idle connections are closed at once, busy ones get
+/// `shutdown_timeout` to finish the request in hand.
+async fn drain<T>(ctx: &ShardContext, accept_tasks: Vec<T>) {
+    ctx.draining.set(true);
+    drop(accept_tasks);
+    let idle = ctx.connections.close_idle();
+    let busy = ctx.connections.active().saturating_sub(idle);
+    log::info!(
+        "shard {}: shutting down; {busy} connection(s) busy, {idle} idle closed",
+        ctx.id
+    );
+    let grace = ctx.config.server.shutdown_timeout;
+    match timeout(grace, ctx.connections.drained()).await {
+        Ok(()) => log::info!("shard {}: drained", ctx.id),
+        Err(_) => log::warn!(
+            "shard {}: {} connection(s) cut off after {grace:?}",
+            ctx.id,
+            ctx.connections.active()
+        ),
+    }
+}
+
+/// Polls the control channel every [`CONTROL_POLL`] without blocking and
+/// does what it says, until `Shutdown` (or the control thread is gone).
+/// Returns the shard's newest context generation.
+async fn obey_control(mut ctx: Rc<ShardContext>, control: &Receiver<Control>) -> Rc<ShardContext> {
+    loop {
         sleep(CONTROL_POLL).await;
         loop {
             match control.try_recv() {
-                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => break 'serving,
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => return ctx,
                 Ok(Control::Snapshot(reply)) => {
                     // The admin thread may have given up waiting: nothing to do then.
                     let _ = reply.try_send(snapshot(&ctx));
                 }
                 Ok(Control::Reload(config)) => {
                     ctx = ctx.next_generation(config).install();
-                    log::info!("shard {id}: new config in use for new requests");
+                    log::info!("shard {}: new config in use for new requests", ctx.id);
                 }
                 Err(TryRecvError::Empty) => break,
             }
         }
     }
-
-    // Drain: dropping the accept tasks cancels them and closes the listening sockets.
-    ctx.draining.set(true);
-    drop(accept_tasks);
-    let idle = ctx.connections.close_idle();
-    let busy = ctx.connections.active().saturating_sub(idle);
-    log::info!("shard {id}: shutting down; {busy} connection(s) busy, {idle} idle closed");
-    let grace = ctx.config.server.shutdown_timeout;
-    match timeout(grace, ctx.connections.drained()).await {
-        Ok(()) => log::info!("shard {id}: drained"),
-        Err(_) => log::warn!(
-            "shard {id}: {} connection(s) cut off after {grace:?}",
-            ctx.connections.active()
-        ),
-    }
-    drop(sweeper);
-    drop(mesh_task);
-    ctx.pool.clear();
-    log_cache_counters(&ctx);
 }
 
 /// A copy of the shard's counters for the admin thread.
@@ -196,7 +232,7 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
         client_buffers_in_use: ctx.client_buffers.leased(),
         upstream_buffers_in_use: ctx.upstream_buffers.leased(),
         upstream_idle: ctx.pool.idle_count(),
-        access_log_dropped: 0,
+        access_log_dropped: ctx.access_log.as_ref().map_or(0, |log| log.dropped.get()),
         routes,
         servers,
         cache: ctx.cache.as_ref().map(|cache| CacheSnapshot {
