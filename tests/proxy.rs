@@ -25,6 +25,8 @@ mod large_bodies;
 mod limits;
 #[path = "proxy/pooling.rs"]
 mod pooling;
+#[path = "proxy/reload.rs"]
+mod reload;
 #[path = "proxy/shutdown.rs"]
 mod shutdown;
 #[path = "proxy/strict_parsing.rs"]

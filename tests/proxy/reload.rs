@@ -1,0 +1,104 @@
+//! Hot reload: SIGHUP (or `POST /reload` on the admin endpoint) applies a
+//! rewritten config file — a new route takes effect, also on a keep-alive
+//! connection opened before the reload — while an invalid file is refused
+//! with its key and line and the running config keeps serving.
+
+use std::time::{Duration, Instant};
+
+use crate::support::prometheus;
+use crate::support::*;
+
+fn base(shards: usize, origin: &Origin) -> ProxyConfig {
+    ProxyConfig::new(shards)
+        .upstream("o", &[origin.addr()])
+        .route(None, "/old", "o")
+        .set("admin", "listen", r#""127.0.0.1:0""#)
+}
+
+/// Polls `check` every 20 ms until it holds, for at most 5 s.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within 5 s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until each of `shards` shards has logged that it switched (once).
+fn every_shard_switched(proxy: &Proxy, shards: usize) {
+    eventually("every shard switches to the new config", || {
+        let output = proxy.output();
+        (0..shards).all(|id| output.contains(&format!("shard {id}: new config in use")))
+    });
+}
+
+#[test]
+fn sighup_applies_a_new_route_and_refuses_an_invalid_file() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let config = base(shards, &origin);
+        let proxy = Proxy::start(&config);
+        let mut kept = proxy.client();
+        assert_status(&kept.get("/old/1"), 200);
+        assert_status(&kept.get("/new/1"), 404);
+
+        let with_new = config.clone().route(None, "/new", "o");
+        std::fs::write(proxy.config_path(), with_new.render()).unwrap();
+        proxy.send_signal(libc::SIGHUP);
+        every_shard_switched(&proxy, shards);
+        assert_status(&proxy.client().get("/new/2"), 200);
+        // The connection opened before the reload moves to the new config.
+        assert_status(&kept.get("/new/3"), 200);
+        assert_status(&kept.get("/old/2"), 200);
+
+        let invalid = with_new.clone().route(None, "/bad", "no-such-upstream");
+        let text = invalid.render();
+        std::fs::write(proxy.config_path(), &text).unwrap();
+        proxy.send_signal(libc::SIGHUP);
+        let line = 1 + text[..text.find("\"no-such-upstream\"").unwrap()]
+            .matches('\n')
+            .count();
+        let expected = format!("line {line}: invalid `route.upstream`");
+        eventually("the refusal is logged with key and line", || {
+            proxy.output().contains("config reload refused") && proxy.output().contains(&expected)
+        });
+        assert_status(&proxy.client().get("/new/4"), 200);
+        assert_status(&kept.get("/bad/1"), 404);
+        assert_status(&kept.get("/old/3"), 200);
+    });
+}
+
+#[test]
+fn admin_reload_answers_with_the_outcome() {
+    let origin = Origin::start(origin::echo_target());
+    let config = base(2, &origin);
+    let proxy = Proxy::start(&config);
+    let invalid = config.clone().set("timeouts", "body_idle", r#""soon""#);
+    std::fs::write(proxy.config_path(), invalid.render()).unwrap();
+    let (status, body) = proxy.admin("POST", "/reload");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("timeouts.body_idle") && body.contains("line"),
+        "{body}"
+    );
+
+    std::fs::write(
+        proxy.config_path(),
+        config.route(None, "/new", "o").render(),
+    )
+    .unwrap();
+    assert_eq!(
+        proxy.admin("POST", "/reload"),
+        (200, "reloaded\n".to_string())
+    );
+    every_shard_switched(&proxy, 2);
+    assert_status(&proxy.client().get("/new/x"), 200);
+    let (_, metrics) = proxy.admin("GET", "/metrics");
+    let metrics = prometheus::parse(&metrics).unwrap();
+    assert_eq!(metrics.sum("shardproxy_config_reloads_total", &[]), 1.0);
+    assert_eq!(
+        metrics.sum("shardproxy_config_reload_failures_total", &[]),
+        1.0
+    );
+    assert_eq!(proxy.admin("GET", "/reload").0, 405);
+}
