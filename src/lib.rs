@@ -22,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod net;

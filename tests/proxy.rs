@@ -15,6 +15,8 @@ mod bodies;
 mod cache;
 #[path = "proxy/cli.rs"]
 mod cli;
+#[path = "proxy/client_limits.rs"]
+mod client_limits;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/harness.rs"]

@@ -8,6 +8,7 @@
 mod admin;
 mod cache;
 mod error;
+mod limits;
 mod log;
 mod net;
 mod raw;
@@ -21,6 +22,7 @@ mod upstream;
 pub use admin::AdminConfig;
 pub use cache::CacheConfig;
 pub use error::ConfigError;
+pub use limits::{LimitsConfig, Rate};
 pub use log::{AccessFormat, AccessTarget, LogConfig};
 pub use net::IpNet;
 pub use route::RouteConfig;
@@ -49,6 +51,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
 }
 
 /// The config file `config.toml` documents; used when no file is given or found.

@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +119,8 @@ pub struct RawRoute {
     pub cache: Option<bool>,
     pub cache_default_ttl: Option<Text>,
     pub cache_set_cookie: Option<bool>,
+    pub rate_limit: Option<Spanned<i64>>,
+    pub rate_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,4 +146,12 @@ pub struct RawAdmin {
 pub struct RawLog {
     pub access: Option<Text>,
     pub format: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub connections_per_ip: Option<Spanned<i64>>,
+    pub rate: Option<Spanned<i64>>,
+    pub burst: Option<Spanned<i64>>,
 }

@@ -136,6 +136,7 @@ impl Resolver<'_> {
         let cache = self.cache(raw.cache)?;
         let admin = self.admin(raw.admin)?;
         let log = self.log(raw.log)?;
+        let limits = self.limits(raw.limits)?;
         Ok(Config {
             server,
             tuning,
@@ -146,6 +147,7 @@ impl Resolver<'_> {
             routes,
             admin,
             log,
+            limits,
         })
     }
 }

@@ -17,6 +17,8 @@ pub struct RouteConfig {
     pub cache_default_ttl: Option<Duration>,
     /// Store responses that set cookies.
     pub cache_set_cookie: bool,
+    /// Requests per second over all clients of this route; `None`: no limit.
+    pub rate_limit: Option<super::Rate>,
 }
 
 impl RouteConfig {
@@ -80,6 +82,12 @@ impl Resolver<'_> {
                 cache: route.cache.unwrap_or(true),
                 cache_default_ttl,
                 cache_set_cookie: route.cache_set_cookie.unwrap_or(false),
+                rate_limit: self.rate(
+                    "route.rate_limit",
+                    route.rate_limit,
+                    "route.rate_burst",
+                    route.rate_burst,
+                )?,
             });
         }
         Ok(routes)

@@ -8,7 +8,7 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     rc::Rc,
     time::{Duration, Instant},
@@ -27,6 +27,7 @@ use crate::{
         head::{parse_request, Framing, Method, RequestHead, ResponseHead},
         status::write_error,
     },
+    limits::{write_too_many, OverLimit},
     net::{Arrival, IoError, Socket},
     shard::{context::ShardContext, registry::Registration},
 };
@@ -39,6 +40,8 @@ pub struct Client {
     pub buf: IoBuf,
     /// The client's address as text, for X-Forwarded-For; formatted once per connection.
     pub ip: Vec<u8>,
+    /// The client's address, for per-IP limits.
+    pub addr: Option<IpAddr>,
     /// Heads on their way out (to the upstream, then back to the client).
     pub out: Vec<u8>,
     /// Longest silence while writing to the client (`timeouts.body_idle`).
@@ -65,17 +68,31 @@ pub async fn serve(
     registration: Registration,
 ) {
     let stream = Socket::accepted(stream);
-    let ip = peer
-        .or_else(|| stream.peer_addr().ok())
-        .map(|a| a.ip().to_string().into_bytes())
-        .unwrap_or_default();
+    let addr = peer.or_else(|| stream.peer_addr().ok()).map(|a| a.ip());
+    let ip = addr.map(|a| a.to_string().into_bytes()).unwrap_or_default();
     let mut client = Client {
         stream,
         buf: IoBuf::default(),
         ip,
+        addr,
         out: Vec::new(),
         write_timeout: ctx.config.timeouts.body_idle,
         trip: Trip::begin(),
+    };
+    // `[limits] connections_per_ip`: over this shard's share, a 429 and close.
+    let limit = ctx.config.limits.connections_per_ip;
+    let _ip_slot = match addr.map(|ip| ctx.client_limits.connect(ip, limit)) {
+        Some(Err(OverLimit)) => {
+            log::debug!("shard {}: connection over connections_per_ip", ctx.id);
+            write_too_many(&mut client.out, Duration::from_secs(1), true);
+            let _ = client.send_out().await;
+            linger_close(&mut client).await;
+            drop(registration);
+            client.stream.close().await;
+            return;
+        }
+        Some(Ok(slot)) => slot,
+        None => None,
     };
     let mut ctx = ctx;
     let mut request = RequestHead::default();
@@ -125,7 +142,7 @@ pub async fn serve(
                     log::debug!("shard {}: {e}", ctx.id);
                 }
                 // Only a request that never had a body can leave the connection in sync.
-                let keep = matches!(e, ProxyError::NoRoute)
+                let keep = matches!(e, ProxyError::NoRoute | ProxyError::RateLimited(_))
                     && !had_body
                     && keep_alive
                     && !ctx.draining.get();
@@ -230,7 +247,11 @@ async fn read_request_head(
 
 /// Sends the error's status page, if the client can still be answered.
 async fn answer(client: &mut Client, error: &ProxyError, close: bool) {
-    if let Some(status) = error.status() {
+    if let ProxyError::RateLimited(retry_after) = error {
+        client.out.clear();
+        write_too_many(&mut client.out, *retry_after, close);
+        let _ = client.send_out().await;
+    } else if let Some(status) = error.status() {
         client.out.clear();
         write_error(&mut client.out, status, close);
         let _ = client.send_out().await;

@@ -152,8 +152,9 @@ async fn phases(
     req: &RequestHead,
     resp: &mut ResponseHead,
 ) -> Result<Next, ProxyError> {
-    // 2. Route.
+    // 2. Route, and the client and route rate limits.
     let route = route(ctx, client, req)?;
+    admit(ctx, client, req)?;
     let mut ex = Exchange {
         ctx,
         client,
@@ -233,6 +234,26 @@ fn route<'c>(
             Err(ProxyError::NoRoute)
         }
     }
+}
+
+/// Phase 2's end: takes a token from the client IP's bucket (`[limits]
+/// rate`) and the route's (`rate_limit`). Over either, a 429 with
+/// Retry-After; the head is consumed so the connection can carry on.
+fn admit(ctx: &ShardContext, client: &mut Client, req: &RequestHead) -> Result<(), ProxyError> {
+    let now = Instant::now();
+    let per_ip = match (ctx.config.limits.rate_per_ip, client.addr) {
+        (Some(rate), Some(ip)) => ctx.client_limits.admit(ip, rate, now),
+        _ => Ok(()),
+    };
+    let route = client.trip.route.and_then(|i| ctx.route_buckets.get(i));
+    let verdict = per_ip.and_then(|()| match route {
+        Some(Some((rate, bucket))) => bucket.take(*rate, now),
+        _ => Ok(()),
+    });
+    verdict.map_err(|retry_after| {
+        client.buf.consume(req.fields.head_len);
+        ProxyError::RateLimited(retry_after)
+    })
 }
 
 /// Phases 4 to 6 of a request passed through as it is. With the cache off

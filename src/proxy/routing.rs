@@ -55,6 +55,7 @@ mod tests {
             cache: true,
             cache_default_ttl: None,
             cache_set_cookie: false,
+            rate_limit: None,
         }
     }
 

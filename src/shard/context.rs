@@ -13,6 +13,7 @@ use std::{
     cell::{Cell, RefCell},
     rc::{Rc, Weak},
     sync::Arc,
+    time::Instant,
 };
 
 use crate::{
@@ -24,6 +25,7 @@ use crate::{
         head::{Limits, RequestHead, ResponseHead},
         rewrite::ForwardOptions,
     },
+    limits::{ClientLimits, ShardRate, TokenBucket},
     metrics::shard::{RouteStats, ShardMetrics, NO_ROUTE},
     proxy::routing::Router,
     upstream::{
@@ -68,6 +70,10 @@ pub struct ShardContext {
     pub route_stats: Vec<Rc<RouteStats>>,
     /// Requests that matched no route or were refused before routing.
     pub unrouted_stats: Rc<RouteStats>,
+    /// Per-client-IP connection counts and request buckets (shared by generations).
+    pub client_limits: Rc<ClientLimits>,
+    /// Per route (router order): its rate limit's share and bucket, if it has one.
+    pub route_buckets: Vec<Option<(ShardRate, TokenBucket)>>,
     /// This shard's access log buffer, when `[log] access` is on.
     pub access_log: Option<Rc<ShardLog>>,
     /// The newest generation of this shard's context (see the module doc).
@@ -81,6 +87,7 @@ impl ShardContext {
         cache: Option<CacheShard>,
         provided_buffers: bool,
         metrics: Rc<ShardMetrics>,
+        shards: usize,
     ) -> ShardContext {
         let http = &config.http;
         let request_limits = Limits {
@@ -110,6 +117,17 @@ impl ShardContext {
             .iter()
             .map(|r| metrics.route(&r.label()))
             .collect();
+        let now = Instant::now();
+        let route_buckets = router
+            .routes()
+            .iter()
+            .map(|r| {
+                r.rate_limit.map(|rate| {
+                    let share = ShardRate::share(rate, shards);
+                    (share, TokenBucket::full(share, now))
+                })
+            })
+            .collect();
         ShardContext {
             id,
             request_limits,
@@ -122,6 +140,8 @@ impl ShardContext {
             metrics,
             newest: Rc::new(RefCell::new(Weak::new())),
             access_log: None,
+            client_limits: Rc::new(ClientLimits::new(shards)),
+            route_buckets,
             pool: Rc::new(Pool::new()),
             connections: Registry::new(config.tuning.max_connections),
             draining: Rc::new(Cell::new(false)),
@@ -157,6 +177,7 @@ impl ShardContext {
             None,
             self.provided_buffers,
             self.metrics.clone(),
+            self.client_limits.shards(),
         );
         ShardContext {
             pool: self.pool.clone(),
@@ -166,6 +187,7 @@ impl ShardContext {
             upstream_buffers: self.upstream_buffers.clone(),
             cache: self.cache.clone(),
             access_log: self.access_log.clone(),
+            client_limits: self.client_limits.clone(),
             newest: self.newest.clone(),
             ..fresh
         }

@@ -114,7 +114,8 @@ async fn run(plan: ShardPlan, engine: Engine) {
         .enabled
         .then(|| CacheShard::new(id, shards, &config.cache, mesh));
     let metrics = Rc::new(ShardMetrics::new(engine.to_string()));
-    let mut first = ShardContext::new(id, config, cache, engine.has_provided_buffers(), metrics);
+    let provided_buffers = engine.has_provided_buffers();
+    let mut first = ShardContext::new(id, config, cache, provided_buffers, metrics, shards);
     first.access_log =
         access_log.map(|sender| Rc::new(ShardLog::new(first.config.log.format, sender)));
     let ctx = first.install();
@@ -158,6 +159,8 @@ async fn run(plan: ShardPlan, engine: Engine) {
             loop {
                 sleep(POOL_SWEEP).await;
                 ctx.pool.sweep();
+                let rate = ctx.latest().config.limits.rate_per_ip;
+                ctx.client_limits.sweep(rate, std::time::Instant::now());
             }
         }
     });
