@@ -19,6 +19,11 @@ struct Cli {
     /// Validate the config and exit: 0 if valid, 2 with the bad key and line if not.
     #[arg(long)]
     check: bool,
+    /// Ask the running proxy to reload its config file, through the admin
+    /// endpoint named in this config's `[admin] listen` (like SIGHUP): 0 if
+    /// applied, 1 with the reason if refused or unreachable.
+    #[arg(long, conflicts_with = "check")]
+    reload: bool,
 }
 
 fn main() -> ExitCode {
@@ -35,6 +40,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.reload {
+        return match config.admin.listen {
+            None => {
+                eprintln!(
+                    "shardproxy: --reload needs `[admin] listen` in the config (or send SIGHUP)"
+                );
+                ExitCode::FAILURE
+            }
+            Some(addr) => match shardproxy::admin::request_reload(addr) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("shardproxy: {why}");
+                    ExitCode::FAILURE
+                }
+            },
+        };
+    }
     if cli.check {
         println!(
             "config OK: {} listen address(es), {} upstream(s), {} route(s)",

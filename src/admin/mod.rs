@@ -72,6 +72,27 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     Ok(listener)
 }
 
+/// `shardproxy --reload`: asks the proxy whose admin endpoint listens on
+/// `addr` to reload (over loopback when it listens on every address).
+/// `Ok`: its answer; `Err`: refused (with the key and line) or unreachable.
+pub fn request_reload(addr: SocketAddr) -> Result<String, String> {
+    let mut target = addr;
+    if addr.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let (status, body) = http::post(target, "/reload", RELOAD_WAIT + Duration::from_secs(2))
+        .map_err(|e| format!("admin endpoint {target}: {e}"))?;
+    let body = body.trim_end().to_string();
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(body)
+    }
+}
+
 /// Starts the admin thread; it runs until the process exits.
 pub fn spawn(admin: Admin) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()

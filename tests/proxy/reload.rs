@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::prometheus;
 use crate::support::*;
+use crate::support::{prometheus, proxy};
 
 fn base(shards: usize, origin: &Origin) -> ProxyConfig {
     ProxyConfig::new(shards)
@@ -101,4 +101,36 @@ fn admin_reload_answers_with_the_outcome() {
         1.0
     );
     assert_eq!(proxy.admin("GET", "/reload").0, 405);
+}
+
+#[test]
+fn reload_flag_reaches_the_running_proxy_through_its_admin_endpoint() {
+    let origin = Origin::start(origin::echo_target());
+    let config = base(1, &origin);
+    let proxy = Proxy::start(&config);
+    // The file now names the admin address the proxy actually got (port 0
+    // at start), which is what `--reload` reads; [admin] itself is fixed
+    // until a restart, so the reload changes only the routes.
+    let admin = format!("\"{}\"", proxy.admin_addr());
+    let reload = |config: &ProxyConfig| {
+        let text = config.clone().set("admin", "listen", &admin).render();
+        std::fs::write(proxy.config_path(), text).unwrap();
+        std::process::Command::new(proxy::PROXY_BINARY)
+            .arg("--reload")
+            .arg("--config")
+            .arg(proxy.config_path())
+            .output()
+            .expect("running shardproxy --reload")
+    };
+    let refused = reload(&config.clone().route(None, "/bad", "missing"));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("route.upstream") && stderr.contains("line"),
+        "{stderr}"
+    );
+    let applied = reload(&config.clone().route(None, "/new", "o"));
+    assert!(applied.status.success(), "{applied:?}");
+    every_shard_switched(&proxy, 1);
+    assert_status(&proxy.client().get("/new/1"), 200);
 }
