@@ -153,4 +153,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod ops_tests;
+#[cfg(test)]
 mod tests;
