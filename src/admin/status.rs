@@ -83,8 +83,14 @@ fn routes(shards: &[ShardSnapshot]) -> Vec<Value> {
 fn upstreams(shards: &[ShardSnapshot]) -> Vec<Value> {
     merge_servers(shards)
         .into_iter()
-        .map(|((upstream, server), (requests, failures))| {
-            json!({ "upstream": upstream, "server": server, "requests": requests, "failures": failures })
+        .map(|((upstream, server), t)| {
+            json!({
+                "upstream": upstream,
+                "server": server,
+                "requests": t.requests,
+                "failures": t.failures,
+                "pooled": t.pooled,
+            })
         })
         .collect()
 }

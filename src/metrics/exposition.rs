@@ -166,45 +166,55 @@ fn shard_gauges(page: &mut Page, shards: &[ShardSnapshot]) {
     }
 }
 
-/// Every shard's upstream server counters summed: (upstream, server) ->
-/// (requests, failures), sorted.
-pub fn merge_servers(shards: &[ShardSnapshot]) -> BTreeMap<(String, String), (u64, u64)> {
-    let mut merged: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+/// One upstream server's counters summed over the shards.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ServerTotals {
+    pub requests: u64,
+    pub failures: u64,
+    /// Requests on a pooled keep-alive connection; the rest opened one.
+    pub pooled: u64,
+}
+
+/// Every shard's upstream server counters summed, by (upstream, server), sorted.
+pub fn merge_servers(shards: &[ShardSnapshot]) -> BTreeMap<(String, String), ServerTotals> {
+    let mut merged: BTreeMap<(String, String), ServerTotals> = BTreeMap::new();
     for server in shards.iter().flat_map(|s| &s.servers) {
         let entry = merged
             .entry((server.upstream.clone(), server.addr.to_string()))
             .or_default();
-        entry.0 += server.requests;
-        entry.1 += server.failures;
+        entry.requests += server.requests;
+        entry.failures += server.failures;
+        entry.pooled += server.pooled;
     }
     merged
 }
 
 fn upstreams(page: &mut Page, shards: &[ShardSnapshot]) {
     let merged = merge_servers(shards);
-    page.family(
-        UPSTREAM_REQUESTS,
-        "Requests sent to an upstream server.",
-        "counter",
-    );
-    for ((upstream, server), (requests, _)) in &merged {
-        page.sample(
+    type Get = fn(&ServerTotals) -> u64;
+    let families: [(&str, &str, Get); 3] = [
+        (
             UPSTREAM_REQUESTS,
-            &[("upstream", upstream), ("server", server)],
-            *requests as f64,
-        );
-    }
-    page.family(
-        UPSTREAM_FAILURES,
-        "Requests to an upstream server that ended in an error.",
-        "counter",
-    );
-    for ((upstream, server), (_, failures)) in &merged {
-        page.sample(
+            "Requests sent to an upstream server.",
+            |t| t.requests,
+        ),
+        (
             UPSTREAM_FAILURES,
-            &[("upstream", upstream), ("server", server)],
-            *failures as f64,
-        );
+            "Requests to an upstream server that ended in an error.",
+            |t| t.failures,
+        ),
+        (
+            UPSTREAM_POOLED,
+            "Requests sent on a pooled keep-alive connection (reuse ratio: this / requests).",
+            |t| t.pooled,
+        ),
+    ];
+    for (name, help, get) in families {
+        page.family(name, help, "counter");
+        for ((upstream, server), totals) in &merged {
+            let labels = [("upstream", upstream.as_str()), ("server", server.as_str())];
+            page.sample(name, &labels, get(totals) as f64);
+        }
     }
 }
 

@@ -97,14 +97,20 @@ impl RouteStats {
 pub struct ServerStats {
     requests: Cell<u64>,
     failures: Cell<u64>,
+    /// Requests sent on a pooled keep-alive connection (the rest opened one).
+    pooled: Cell<u64>,
 }
 
 impl ServerStats {
-    /// One request sent to the server; `failed`: it ended in an error.
-    pub fn record(&self, failed: bool) {
+    /// One request sent to the server; `failed`: it ended in an error;
+    /// `pooled`: on a connection from the keep-alive pool.
+    pub fn record(&self, failed: bool, pooled: bool) {
         self.requests.set(self.requests.get() + 1);
         if failed {
             self.failures.set(self.failures.get() + 1);
+        }
+        if pooled {
+            self.pooled.set(self.pooled.get() + 1);
         }
     }
 }
@@ -180,6 +186,7 @@ impl ShardMetrics {
                     addr: *addr,
                     requests: stats.requests.get(),
                     failures: stats.failures.get(),
+                    pooled: stats.pooled.get(),
                 })
             })
             .collect();
@@ -222,6 +229,7 @@ pub struct ServerSnapshot {
     pub addr: SocketAddr,
     pub requests: u64,
     pub failures: u64,
+    pub pooled: u64,
 }
 
 /// The cache counters of one shard at the moment of a snapshot.

@@ -210,7 +210,9 @@ fn after(
     if let Some((upstream, addr)) = trip.server {
         if let Some(config) = ctx.config.upstreams.get(upstream) {
             let failed = result.is_err() || status.is_some_and(|s| s >= 500);
-            ctx.metrics.server(&config.name, addr).record(failed);
+            ctx.metrics
+                .server(&config.name, addr)
+                .record(failed, trip.pooled);
         }
     }
 }
@@ -266,6 +268,7 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     ex.client.trip.upstream_started = Some(Instant::now());
     let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
     ex.client.trip.server = Some((ex.route.upstream, server));
+    ex.client.trip.pooled = conn.served > 0;
     let (body, payload) = buffered_body(ex).await?;
     // 4 and 5: in turn when the whole request is in hand, else full duplex.
     let exchanged = if body.is_done() {

@@ -47,6 +47,8 @@ pub struct Trip {
     pub server: Option<(usize, SocketAddr)>,
     /// When the upstream exchange began (a connection was being acquired).
     pub upstream_started: Option<Instant>,
+    /// The upstream connection came from the keep-alive pool (else it was new).
+    pub pooled: bool,
     /// A status a phase sent itself (a stored response, a PURGE answer);
     /// otherwise the upstream response head's status counts.
     pub status: Option<u16>,
@@ -62,6 +64,7 @@ impl Trip {
             route: None,
             server: None,
             upstream_started: None,
+            pooled: false,
             status: None,
             bytes: None,
             cache: CacheUse::None,

@@ -73,6 +73,10 @@ fn metrics_parse_and_count_each_request_exactly() {
             10.0
         );
         assert_eq!(m.sum("shardproxy_upstream_failures_total", &to_origin), 0.0);
+        // Every upstream request not on a new connection came from the pool.
+        let pooled = m.sum("shardproxy_upstream_pooled_requests_total", &to_origin);
+        assert_eq!(pooled, (10 - origin.connections()) as f64);
+        assert!(pooled >= (10 - shards) as f64, "{pooled}");
         assert_eq!(m.sum("shardproxy_connections_accepted_total", &[]), 10.0);
         assert_eq!(m.sum("shardproxy_shard_info", &[]), shards as f64);
         assert_eq!(m.types["shardproxy_request_duration_seconds"], "histogram");
