@@ -9,6 +9,7 @@
 //! concerns reach the rest of the program.
 
 use std::{
+    net::SocketAddr,
     sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -45,13 +46,13 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
     let config = Arc::new(config);
 
     // Every listen address gets one socket per shard, all on the same port.
-    let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+    let mut per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
         (0..cpus.len()).map(|_| Vec::new()).collect();
     for addr in &config.server.listen {
         let sockets = bind_shared(*addr, cpus.len(), config.tuning.backlog)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         for (shard, socket) in sockets.into_iter().enumerate() {
-            per_shard[shard].push(socket);
+            per_shard[shard].push((*addr, socket));
         }
     }
 
@@ -122,7 +123,7 @@ struct Shared {
 /// already started are told to shut down.
 fn start_shards(
     cpus: &[usize],
-    per_shard: Vec<Vec<std::net::TcpListener>>,
+    per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>>,
     mesh_ends: &mut [Option<crate::cache::ownership::Mesh>],
     shared: Shared,
 ) -> Result<Started, String> {
@@ -153,7 +154,7 @@ fn start_shards(
             Ok(Err(e)) => e,
             Err(_) => "a shard did not start in time".to_string(),
         };
-        broadcast(&controls, &Control::Shutdown);
+        broadcast(&controls, || Control::Shutdown);
         return Err(failure);
     }
 
@@ -181,6 +182,12 @@ fn finish(
     }
     Ok(())
 }
+
+/// A listen address and its sockets, one per shard.
+type Bound = (SocketAddr, Vec<std::net::TcpListener>);
+
+/// How long a control message to one shard may wait for room in its channel.
+const SEND_WAIT: Duration = Duration::from_secs(2);
 
 /// What the control thread keeps while the shards run.
 struct Supervisor {
@@ -215,7 +222,7 @@ impl Supervisor {
                 Some(sig) if !shutting_down => {
                     log::info!("received signal {sig}: shutting down gracefully");
                     shutting_down = true;
-                    broadcast(&self.controls, &Control::Shutdown);
+                    broadcast(&self.controls, || Control::Shutdown);
                 }
                 Some(sig) => {
                     log::warn!("received signal {sig} again: exiting now");
@@ -225,6 +232,30 @@ impl Supervisor {
             }
         }
         shutting_down
+    }
+
+    /// One SO_REUSEPORT socket per shard for each added listen address.
+    fn bind(&self, added: &[SocketAddr]) -> Result<Vec<Bound>, String> {
+        let backlog = self.running.tuning.backlog;
+        added
+            .iter()
+            .map(|addr| {
+                bind_shared(*addr, self.controls.len(), backlog)
+                    .map(|sockets| (*addr, sockets))
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Gives each shard its socket of every added address.
+    fn hand_out(&self, bound: Vec<Bound>) {
+        for (addr, sockets) in bound {
+            for (control, socket) in self.controls.iter().zip(sockets) {
+                // Waits for room (shards drain their channel every 50 ms); a
+                // shard that is stopping drops the socket, which closes it.
+                let _ = control.send_timeout(Control::Listen(addr, socket), SEND_WAIT);
+            }
+        }
     }
 
     /// SIGUSR1: the access log file is reopened (after logrotate moved it).
@@ -240,20 +271,32 @@ impl Supervisor {
 
     /// Reads and validates the config again; if it is good, every shard
     /// switches to it for new requests. If not, the running config stays
-    /// and the error (key and line) is logged and returned.
+    /// and the error (key and line) is logged, counted and returned.
     fn reload(&mut self) -> Result<(), String> {
-        let loaded = self.source.load().map_err(|e| e.to_string());
+        let applied = self.apply();
         let mut state = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
-        let config = match loaded {
-            Ok(config) => config,
+        match &applied {
+            Ok(()) => {
+                state.counts.succeeded += 1;
+                state.last_error = None;
+            }
             Err(why) => {
                 log::error!("config reload refused, keeping the running config: {why}");
                 state.counts.failed += 1;
                 state.last_error = Some(why.clone());
-                return Err(why);
             }
-        };
+        }
+        applied
+    }
+
+    fn apply(&mut self) -> Result<(), String> {
+        let config = self.source.load().map_err(|e| e.to_string())?;
         let (config, ignored) = config.for_reload(&self.running);
+        let (new, old) = (&config.server.listen, &self.running.server.listen);
+        let added = missing_from(new, old);
+        let removed = missing_from(old, new);
+        // New addresses are bound first: one that cannot be refuses the reload.
+        let bound = self.bind(&added)?;
         if !ignored.is_empty() {
             log::warn!(
                 "config reload: changes to {} take effect only after a restart",
@@ -261,9 +304,11 @@ impl Supervisor {
             );
         }
         self.running = Arc::new(config);
-        broadcast(&self.controls, &Control::Reload(self.running.clone()));
-        state.counts.succeeded += 1;
-        state.last_error = None;
+        broadcast(&self.controls, || Control::Reload(self.running.clone()));
+        self.hand_out(bound);
+        for addr in removed {
+            broadcast(&self.controls, || Control::Unlisten(addr));
+        }
         log::info!(
             "config reloaded: {} upstream(s), {} route(s)",
             self.running.upstreams.len(),
@@ -273,10 +318,19 @@ impl Supervisor {
     }
 }
 
-fn broadcast(controls: &[Sender<Control>], message: &Control) {
+/// The addresses in `these` that are not in `those`.
+fn missing_from(these: &[SocketAddr], those: &[SocketAddr]) -> Vec<SocketAddr> {
+    these
+        .iter()
+        .filter(|a| !those.contains(a))
+        .copied()
+        .collect()
+}
+
+fn broadcast(controls: &[Sender<Control>], message: impl Fn() -> Control) {
     for control in controls {
         // A full or closed channel means the shard is already stopping.
-        let _ = control.try_send(message.clone());
+        let _ = control.try_send(message());
     }
 }
 

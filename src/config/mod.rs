@@ -98,14 +98,20 @@ impl Config {
     }
 
     /// `self` as it can be applied to running shards: the settings fixed at
-    /// startup (listen addresses, shards, I/O and ring tuning, buffer sizes,
-    /// the cache, the admin endpoint, the log) are taken from `running`.
+    /// startup (shards, I/O and ring tuning, buffer sizes, the cache, the
+    /// admin endpoint, the log) are taken from `running`; listen addresses
+    /// are the new ones (the control thread opens and closes sockets).
     /// Returns the restart-only sections that differ, for a warning.
     pub fn for_reload(mut self, running: &Config) -> (Config, Vec<&'static str>) {
         let mut ignored = Vec::new();
         let differs =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        if differs(&self.server, &running.server) {
+        let listen = std::mem::take(&mut self.server.listen);
+        let running_server = ServerConfig {
+            listen: Vec::new(),
+            ..running.server.clone()
+        };
+        if differs(&self.server, &running_server) {
             ignored.push("[server]");
         }
         if differs(&self.tuning, &running.tuning) {
@@ -126,7 +132,10 @@ impl Config {
         {
             ignored.push("http.buffer_size, http.max_header_bytes");
         }
-        self.server = running.server.clone();
+        self.server = ServerConfig {
+            listen,
+            ..running.server.clone()
+        };
         self.tuning = running.tuning.clone();
         self.cache = running.cache.clone();
         self.admin = running.admin.clone();

@@ -71,12 +71,13 @@ fn operations_errors_name_key_and_line() {
 fn reload_keeps_what_needs_a_restart() {
     let running = Config::parse(DEFAULT_CONFIG, "built-in").unwrap();
     let text = with(
-        "[server]\nlisten = [\"127.0.0.1:1\"]\n[timeouts]\nbody_idle = \"5s\"\n\
+        "[server]\nlisten = [\"127.0.0.1:1\"]\nshards = 3\n[timeouts]\nbody_idle = \"5s\"\n\
          [http]\nbuffer_size = \"16KiB\"\nmax_headers = 50\n",
     );
     let new = Config::parse(&text, "x.toml").unwrap();
     let (applied, ignored) = new.for_reload(&running);
-    assert_eq!(applied.server.listen, running.server.listen);
+    assert_eq!(applied.server.listen, ["127.0.0.1:1".parse().unwrap()]);
+    assert_eq!(applied.server.shards, running.server.shards);
     assert_eq!(applied.http.buffer_size, running.http.buffer_size);
     assert_eq!(applied.http.max_headers, 50);
     assert_eq!(

@@ -13,11 +13,11 @@ pub mod oneshot;
 pub mod registry;
 pub mod ring;
 
-use std::{os::fd::AsRawFd, rc::Rc, sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, sync::Arc, time::Duration};
 
 use compio::{
     net::TcpListener,
-    runtime::spawn,
+    runtime::{spawn, JoinHandle},
     time::{sleep, timeout},
 };
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -34,7 +34,7 @@ use context::ShardContext;
 use ring::Engine;
 
 /// Messages from the control thread (and the admin thread) to a shard.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Control {
     /// Stop accepting, finish in-flight requests within `shutdown_timeout`, exit.
     Shutdown,
@@ -43,6 +43,12 @@ pub enum Control {
     /// Serve new requests with this config (already validated); requests in
     /// flight finish on the one they started with.
     Reload(Arc<Config>),
+    /// A listen address added by a reload: accept on this shard's socket for
+    /// it (the configured address, then the bound socket).
+    Listen(SocketAddr, std::net::TcpListener),
+    /// A listen address removed by a reload: stop accepting on it (its
+    /// connections carry on).
+    Unlisten(SocketAddr),
 }
 
 /// Everything a shard thread is started with. `Send`: it crosses to the new thread once.
@@ -50,7 +56,8 @@ pub struct ShardPlan {
     pub id: usize,
     pub cpu: usize,
     pub config: Arc<Config>,
-    pub listeners: Vec<std::net::TcpListener>,
+    /// This shard's socket for each configured listen address.
+    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     pub control: Receiver<Control>,
     /// This shard's end of the cache mesh, when the cache is on and there are several shards.
     pub mesh: Option<Mesh>,
@@ -137,16 +144,10 @@ async fn run(plan: ShardPlan, engine: Engine) {
         }
     });
 
+    let mut listening = Listening::default();
     let mut addresses = Vec::new();
-    let mut accept_tasks = Vec::new();
-    for std_listener in listeners {
-        if let Ok(addr) = std_listener.local_addr() {
-            addresses.push(addr.to_string());
-        }
-        match TcpListener::from_std(std_listener) {
-            Ok(listener) => accept_tasks.push(spawn(accept_loop(ctx.clone(), listener))),
-            Err(e) => log::error!("shard {id}: cannot use a listening socket: {e}"),
-        }
+    for (configured, std_listener) in listeners {
+        addresses.extend(listening.start(&ctx, configured, std_listener));
     }
     log::info!(
         "shard {id} on core {cpu} ({engine}) listening on {}",
@@ -165,9 +166,9 @@ async fn run(plan: ShardPlan, engine: Engine) {
         }
     });
 
-    let ctx = obey_control(ctx, &control).await;
+    let ctx = obey_control(ctx, &control, &mut listening).await;
 
-    drain(&ctx, accept_tasks).await;
+    drain(&ctx, listening).await;
     drop(sweeper);
     drop(mesh_task);
     drop(log_flusher);
@@ -181,9 +182,9 @@ async fn run(plan: ShardPlan, engine: Engine) {
 /// Shutdown: dropping the accept tasks cancels them and closes the listening
 /// sockets; idle connections are closed at once, busy ones get
 /// `shutdown_timeout` to finish the request in hand.
-async fn drain<T>(ctx: &ShardContext, accept_tasks: Vec<T>) {
+async fn drain(ctx: &ShardContext, listening: Listening) {
     ctx.draining.set(true);
-    drop(accept_tasks);
+    drop(listening);
     let idle = ctx.connections.close_idle();
     let busy = ctx.connections.active().saturating_sub(idle);
     log::info!(
@@ -204,7 +205,11 @@ async fn drain<T>(ctx: &ShardContext, accept_tasks: Vec<T>) {
 /// Polls the control channel every [`CONTROL_POLL`] without blocking and
 /// does what it says, until `Shutdown` (or the control thread is gone).
 /// Returns the shard's newest context generation.
-async fn obey_control(mut ctx: Rc<ShardContext>, control: &Receiver<Control>) -> Rc<ShardContext> {
+async fn obey_control(
+    mut ctx: Rc<ShardContext>,
+    control: &Receiver<Control>,
+    listening: &mut Listening,
+) -> Rc<ShardContext> {
     loop {
         sleep(CONTROL_POLL).await;
         loop {
@@ -218,9 +223,52 @@ async fn obey_control(mut ctx: Rc<ShardContext>, control: &Receiver<Control>) ->
                     ctx = ctx.next_generation(config).install();
                     log::info!("shard {}: new config in use for new requests", ctx.id);
                 }
+                Ok(Control::Listen(configured, socket)) => {
+                    if let Some(addr) = listening.start(&ctx, configured, socket) {
+                        log::info!("shard {}: now accepting on {addr}", ctx.id);
+                    }
+                }
+                Ok(Control::Unlisten(configured)) => {
+                    listening.stop(configured);
+                    log::info!("shard {}: stopped accepting on {configured}", ctx.id);
+                }
                 Err(TryRecvError::Empty) => break,
             }
         }
+    }
+}
+
+/// The shard's accept loops, by the configured listen address each serves.
+/// Dropping a loop cancels it and closes its listening socket.
+#[derive(Default)]
+struct Listening {
+    loops: Vec<(SocketAddr, JoinHandle<()>)>,
+}
+
+impl Listening {
+    /// Starts accepting on `socket`; returns the address it is bound to.
+    fn start(
+        &mut self,
+        ctx: &Rc<ShardContext>,
+        configured: SocketAddr,
+        socket: std::net::TcpListener,
+    ) -> Option<String> {
+        let local = socket.local_addr().ok().map(|a| a.to_string());
+        match TcpListener::from_std(socket) {
+            Ok(listener) => {
+                let accepting = spawn(accept_loop(ctx.clone(), listener));
+                self.loops.push((configured, accepting));
+                local
+            }
+            Err(e) => {
+                log::error!("shard {}: cannot use a listening socket: {e}", ctx.id);
+                None
+            }
+        }
+    }
+
+    fn stop(&mut self, configured: SocketAddr) {
+        self.loops.retain(|(addr, _)| *addr != configured);
     }
 }
 

@@ -16,7 +16,7 @@ fn base(shards: usize, origin: &Origin) -> ProxyConfig {
 }
 
 /// Polls `check` every 20 ms until it holds, for at most 5 s.
-fn eventually(what: &str, check: impl Fn() -> bool) {
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !check() {
         assert!(Instant::now() < deadline, "not within 5 s: {what}");
@@ -32,14 +32,21 @@ fn every_shard_switched(proxy: &Proxy, shards: usize) {
     });
 }
 
+/// An origin, the base config, the proxy running it and a keep-alive client
+/// that has had one answer.
+fn started(shards: usize) -> (Origin, ProxyConfig, Proxy, Client) {
+    let origin = Origin::start(origin::echo_target());
+    let config = base(shards, &origin);
+    let proxy = Proxy::start(&config);
+    let mut kept = proxy.client();
+    assert_status(&kept.get("/old/1"), 200);
+    (origin, config, proxy, kept)
+}
+
 #[test]
 fn sighup_applies_a_new_route_and_refuses_an_invalid_file() {
     for_each_shard_count(|shards| {
-        let origin = Origin::start(origin::echo_target());
-        let config = base(shards, &origin);
-        let proxy = Proxy::start(&config);
-        let mut kept = proxy.client();
-        assert_status(&kept.get("/old/1"), 200);
+        let (_origin, config, proxy, mut kept) = started(shards);
         assert_status(&kept.get("/new/1"), 404);
 
         let with_new = config.clone().route(None, "/new", "o");
@@ -133,4 +140,49 @@ fn reload_flag_reaches_the_running_proxy_through_its_admin_endpoint() {
     assert!(applied.status.success(), "{applied:?}");
     every_shard_switched(&proxy, 1);
     assert_status(&proxy.client().get("/new/1"), 200);
+}
+
+/// The address every shard logged `now accepting on` for `ip`, once all have.
+fn accepting_on(proxy: &Proxy, shards: usize, ip: &str) -> std::net::SocketAddr {
+    let marker = format!(": now accepting on {ip}:");
+    let mut found = None;
+    eventually("every shard accepts on the added address", || {
+        let output = proxy.output();
+        let lines: Vec<&str> = output.lines().filter(|l| l.contains(&marker)).collect();
+        found = lines
+            .first()
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok());
+        lines.len() >= shards
+    });
+    found.expect("an address in the log line")
+}
+
+#[test]
+fn listen_addresses_open_and_close_without_disturbing_the_others() {
+    for_each_shard_count(|shards| {
+        let (_origin, config, proxy, mut kept) = started(shards);
+        let two = config
+            .clone()
+            .set("server", "listen", r#"["127.0.0.1:0", "127.0.0.2:0"]"#);
+        std::fs::write(proxy.config_path(), two.render()).unwrap();
+        proxy.send_signal(libc::SIGHUP);
+        let added = accepting_on(&proxy, shards, "127.0.0.2");
+        let mut on_added = Client::connect(added);
+        assert_status(&on_added.get("/old/2"), 200);
+        assert_status(&kept.get("/old/3"), 200);
+
+        std::fs::write(proxy.config_path(), config.render()).unwrap();
+        proxy.send_signal(libc::SIGHUP);
+        let stopped = ": stopped accepting on 127.0.0.2:0";
+        eventually("every shard stops accepting on the removed address", || {
+            proxy.output().matches(stopped).count() >= shards
+        });
+        eventually("the removed address refuses connections", || {
+            std::net::TcpStream::connect_timeout(&added, Duration::from_millis(200)).is_err()
+        });
+        // Connections already accepted there, and everything else, carry on.
+        assert_status(&on_added.get("/old/4"), 200);
+        assert_status(&kept.get("/old/5"), 200);
+        assert_status(&proxy.client().get("/old/6"), 200);
+    });
 }
