@@ -54,9 +54,8 @@ impl RequestText {
     }
 }
 
-/// What one line says about one request.
+/// What one line says about one request (the time is the log's: now).
 pub struct Entry<'a> {
-    pub time: Civil,
     pub client: &'a [u8],
     pub request: &'a RequestText,
     /// `None`: the client left before any answer.
@@ -87,18 +86,18 @@ struct JsonLine<'a> {
     user_agent: Option<String>,
 }
 
-/// Appends `entry` as one line (ending in `\n`) to `out`.
-pub fn write(out: &mut Vec<u8>, format: AccessFormat, entry: &Entry<'_>) {
+/// Appends `entry`, at `time`, as one line (ending in `\n`) to `out`.
+pub fn write(out: &mut Vec<u8>, format: AccessFormat, time: &Civil, entry: &Entry<'_>) {
     match format {
-        AccessFormat::Combined => write_combined(out, entry),
-        AccessFormat::Json => write_json(out, entry),
+        AccessFormat::Combined => write_combined(out, time, entry),
+        AccessFormat::Json => write_json(out, time, entry),
     }
 }
 
-fn write_json(out: &mut Vec<u8>, e: &Entry<'_>) {
+fn write_json(out: &mut Vec<u8>, time: &Civil, e: &Entry<'_>) {
     let r = e.request;
     let line = JsonLine {
-        time: e.time.rfc3339(),
+        time: time.rfc3339(),
         client: std::str::from_utf8(e.client).unwrap_or("-"),
         method: r.get(&r.method),
         target: r.get(&r.target),
@@ -120,11 +119,11 @@ fn write_json(out: &mut Vec<u8>, e: &Entry<'_>) {
 /// `client - - [time] "METHOD target HTTP/1.x" status bytes "referer" "user-agent"`,
 /// with `"` and `\` in client-sent text escaped and controls dropped, so a
 /// line always parses. Status `-` if none was sent, bytes `-` when unknown.
-fn write_combined(out: &mut Vec<u8>, e: &Entry<'_>) {
+fn write_combined(out: &mut Vec<u8>, time: &Civil, e: &Entry<'_>) {
     let r = e.request;
     out.extend_from_slice(if e.client.is_empty() { b"-" } else { e.client });
     out.extend_from_slice(b" - - [");
-    e.time.write_clf(out);
+    time.write_clf(out);
     out.extend_from_slice(b"] \"");
     quoted(out, &r.bytes[r.method.clone()]);
     out.push(b' ');

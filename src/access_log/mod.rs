@@ -20,14 +20,14 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::config::{AccessFormat, AccessTarget};
 pub use line::{Entry, RequestText};
-pub use time::Civil;
+use time::Civil;
 
 /// How often a shard hands its lines to the writer.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -107,6 +107,8 @@ fn write_until_closed(mut sink: Sink, receiver: Receiver<LogMessage>) {
 pub struct ShardLog {
     pub format: AccessFormat,
     buffer: RefCell<Vec<u8>>,
+    /// The time of the last line, its date text reused within a second.
+    clock: RefCell<Civil>,
     sender: Sender<LogMessage>,
     /// Lines dropped because the writer fell behind.
     pub dropped: Cell<u64>,
@@ -117,6 +119,7 @@ impl ShardLog {
         ShardLog {
             format,
             buffer: RefCell::new(Vec::with_capacity(64 << 10)),
+            clock: RefCell::new(Civil::of(SystemTime::now())),
             sender,
             dropped: Cell::new(0),
         }
@@ -129,7 +132,9 @@ impl ShardLog {
             self.dropped.set(self.dropped.get() + 1);
             return;
         }
-        line::write(&mut buffer, self.format, entry);
+        let mut clock = self.clock.borrow_mut();
+        clock.update(SystemTime::now());
+        line::write(&mut buffer, self.format, &clock, entry);
     }
 
     /// Hands the buffered lines to the writer without waiting; if its queue

@@ -17,19 +17,29 @@ const MONTHS: [&str; 12] = [
 pub struct Civil {
     /// `Sun, 06 Nov 1994 08:49:37 GMT`.
     imf: String,
+    /// Whole seconds since the epoch that `imf` shows.
+    secs: u64,
     millis: u32,
 }
 
 impl Civil {
     pub fn of(time: SystemTime) -> Civil {
-        let millis = time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_millis())
-            .unwrap_or(0);
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
         Civil {
             imf: httpdate::fmt_http_date(time),
-            millis,
+            secs: since.as_secs(),
+            millis: since.subsec_millis(),
         }
+    }
+
+    /// Moves `self` to `time`, formatting the date again only when the
+    /// second changed: a busy shard formats it once a second, not per request.
+    pub fn update(&mut self, time: SystemTime) {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if since.as_secs() != self.secs {
+            *self = Civil::of(time);
+        }
+        self.millis = since.subsec_millis();
     }
 
     /// `(day, month name, year, hh:mm:ss)` cut from the fixed layout.

@@ -3,13 +3,10 @@
 //! log. Lives in the connection's [`super::client::Client`] and is reset per
 //! request; noting a field is a plain store, nothing is formatted on the way.
 
-use std::{
-    net::SocketAddr,
-    time::{Instant, SystemTime},
-};
+use std::{net::SocketAddr, time::Instant};
 
 use crate::{
-    access_log::{Civil, Entry, RequestText},
+    access_log::{Entry, RequestText},
     http::head::{Framing, ResponseHead},
 };
 
@@ -88,7 +85,6 @@ impl Trip {
             _ => None,
         };
         Entry {
-            time: Civil::of(SystemTime::now()),
             client,
             request,
             status: self.status,
