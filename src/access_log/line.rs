@@ -43,6 +43,17 @@ impl RequestText {
         text
     }
 
+    /// For a request whose head was refused before it could be read: `-` `-`.
+    pub fn unparsed() -> RequestText {
+        RequestText {
+            bytes: b"--".to_vec(),
+            method: 0..1,
+            target: 1..2,
+            minor_version: 1,
+            ..RequestText::default()
+        }
+    }
+
     fn push(&mut self, span: Span, buf: &[u8]) -> Range<usize> {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(span.of(buf));

@@ -22,6 +22,7 @@ use super::{
     trip::Trip,
 };
 use crate::{
+    access_log::RequestText,
     buffer::IoBuf,
     http::{
         head::{parse_request, Framing, Method, RequestHead, ResponseHead},
@@ -118,10 +119,7 @@ pub async fn serve(
             Ok(false) => break,
             Err(e) => {
                 log::debug!("shard {}: {e}", ctx.id);
-                // Counted (as unrouted) though it never reaches the exchange.
-                let elapsed = client.trip.started.elapsed();
-                ctx.unrouted_stats
-                    .record(Method::Other, e.status(), elapsed);
+                refused_head(&ctx, &mut client, e.status());
                 answer(&mut client, &e, true).await;
                 linger_close(&mut client).await;
                 break;
@@ -242,6 +240,20 @@ async fn read_request_head(
             Err(IoError::TimedOut) if received => return Err(ProxyError::ClientHeaderTimeout),
             Err(_) => return Ok(false),
         }
+    }
+}
+
+/// Counts (as unrouted) and logs a request whose head was refused: it never
+/// reaches the exchange, so its method and target are unknown (`-`).
+fn refused_head(ctx: &ShardContext, client: &mut Client, status: Option<u16>) {
+    let trip = &mut client.trip;
+    trip.status = status;
+    ctx.unrouted_stats
+        .record(Method::Other, status, trip.started.elapsed());
+    if let Some(log) = &ctx.access_log {
+        let text = RequestText::unparsed();
+        let no_response = ResponseHead::default();
+        log.record(&trip.log_entry(ctx.id, &client.ip, &text, &no_response));
     }
 }
 

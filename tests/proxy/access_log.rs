@@ -1,4 +1,5 @@
-//! The access log: one parsable line per request (JSON and combined formats),
+//! The access log: one parsable line per request (JSON and combined formats,
+//! a refused malformed head included),
 //! written by the writer thread within a bounded wait, and SIGUSR1 reopening
 //! the file after it was moved away, with no line lost across the rotation.
 
@@ -153,8 +154,12 @@ fn combined_log_lines_parse() {
     ];
     assert_status(&client.request_with("GET", "/app/x", &agent), 200);
     assert_status(&client.get("/missing"), 404);
-    let lines = wait_for_lines(&log.0, 2);
-    assert_eq!(lines.len(), 2, "{lines:#?}");
+    // A head refused as malformed is logged too, with what is known of it.
+    let mut bad = proxy.client();
+    bad.send(b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: 1\r\n\r\n");
+    assert_status(&bad.expect_response_then_close("GET"), 400);
+    let lines = wait_for_lines(&log.0, 3);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
     let first = parse_combined(&lines[0]).unwrap_or_else(|| panic!("{}", lines[0]));
     assert_eq!(first.len(), 9, "{first:?}");
     assert_eq!(first[0], "127.0.0.1");
@@ -166,6 +171,8 @@ fn combined_log_lines_parse() {
     );
     let second = parse_combined(&lines[1]).unwrap_or_else(|| panic!("{}", lines[1]));
     assert_eq!(&second[4..8], ["GET /missing HTTP/1.1", "404", "-", "-"]);
+    let third = parse_combined(&lines[2]).unwrap_or_else(|| panic!("{}", lines[2]));
+    assert_eq!(&third[4..6], ["- - HTTP/1.1", "400"]);
 }
 
 #[test]
