@@ -2,7 +2,8 @@
 //!
 //! 1. **read head**: `client.rs` reads the head into the connection's buffer
 //!    and parses it (strictly) before calling [`handle`].
-//! 2. **route**: Host and path pick the `[[route]]`; none is a 404.
+//! 2. **route**: Host and path pick the `[[route]]`; none is a 404. Then
+//!    the client IP's and the route's rate limits (`admit`): over one, a 429.
 //! 3. **cache lookup**: on a route with the cache on, `cached::lookup`
 //!    answers from a stored response (or a PURGE) or says what the trip
 //!    upstream is for: a plain forward, or a fetch for the cache.
