@@ -22,6 +22,7 @@ use crate::{
     admin::{self, Admin, ReloadRequest, ReloadState},
     config::{Config, ConfigSource, IoBackend},
     listener::bind_shared,
+    notify::Notifier,
     preflight,
     shard::{self, mesh, Control, ShardPlan},
 };
@@ -87,6 +88,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
         controls,
         reloads: Arc::new(Mutex::new(ReloadState::default())),
         log: log_sender,
+        notify: Notifier::from_env(),
     };
     let (reload_tx, reload_rx) = unbounded();
     if let Some(listener) = admin_listener {
@@ -197,6 +199,8 @@ struct Supervisor {
     reloads: Arc<Mutex<ReloadState>>,
     /// The access log writer, for SIGUSR1.
     log: Option<Sender<LogMessage>>,
+    /// systemd, when it started the process with `Type=notify`.
+    notify: Notifier,
 }
 
 impl Supervisor {
@@ -209,6 +213,7 @@ impl Supervisor {
         reload_requests: &Receiver<ReloadRequest>,
     ) -> bool {
         let mut shutting_down = false;
+        self.report_ready();
         while !threads.iter().all(|t| t.is_finished()) {
             while let Ok(reply) = reload_requests.try_recv() {
                 let _ = reply.send(self.reload());
@@ -221,6 +226,7 @@ impl Supervisor {
                 Some(libc::SIGUSR1) => self.reopen_log(),
                 Some(sig) if !shutting_down => {
                     log::info!("received signal {sig}: shutting down gracefully");
+                    self.notify.stopping();
                     shutting_down = true;
                     broadcast(&self.controls, || Control::Shutdown);
                 }
@@ -232,6 +238,13 @@ impl Supervisor {
             }
         }
         shutting_down
+    }
+
+    /// Tells systemd the proxy serves (its sockets already listen, so
+    /// connections queue even before every accept loop runs).
+    fn report_ready(&self) {
+        let status = format!("{} shard(s) serving", self.controls.len());
+        self.notify.ready(&status);
     }
 
     /// One SO_REUSEPORT socket per shard for each added listen address.
@@ -273,6 +286,7 @@ impl Supervisor {
     /// switches to it for new requests. If not, the running config stays
     /// and the error (key and line) is logged, counted and returned.
     fn reload(&mut self) -> Result<(), String> {
+        self.notify.reloading();
         let applied = self.apply();
         let mut state = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
         match &applied {
@@ -286,6 +300,7 @@ impl Supervisor {
                 state.last_error = Some(why.clone());
             }
         }
+        self.report_ready();
         applied
     }
 

@@ -33,6 +33,8 @@ mod reload;
 mod shutdown;
 #[path = "proxy/strict_parsing.rs"]
 mod strict_parsing;
+#[path = "proxy/systemd.rs"]
+mod systemd;
 #[path = "proxy/timeouts.rs"]
 mod timeouts;
 #[path = "proxy/upstream_failures.rs"]
