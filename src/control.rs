@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, SendTimeoutError, Sender};
 
 use crate::{
     access_log::{self, LogMessage},
@@ -29,6 +29,10 @@ use crate::{
 
 /// Messages queued between two shards before senders shed (go to the origin).
 const MESH_QUEUE: usize = 1024;
+
+/// Control messages queued per shard; shards drain their queue every 50 ms,
+/// and the admin thread has at most one snapshot request in each.
+const CONTROL_QUEUE: usize = 64;
 
 /// How long shard startup may take before the process gives up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -133,7 +137,7 @@ fn start_shards(
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     for (id, (cpu, listeners)) in cpus.iter().copied().zip(per_shard).enumerate() {
-        let (control_tx, control_rx) = bounded(4);
+        let (control_tx, control_rx) = bounded(CONTROL_QUEUE);
         controls.push(control_tx);
         let plan = ShardPlan {
             id,
@@ -342,10 +346,14 @@ fn missing_from(these: &[SocketAddr], those: &[SocketAddr]) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// Sends every shard a message. Waits (bounded) for room rather than
+/// dropping it: a lost `Reload` would leave a shard on the old config. A
+/// closed channel means the shard has stopped.
 fn broadcast(controls: &[Sender<Control>], message: impl Fn() -> Control) {
     for control in controls {
-        // A full or closed channel means the shard is already stopping.
-        let _ = control.try_send(message());
+        if let Err(SendTimeoutError::Timeout(lost)) = control.send_timeout(message(), SEND_WAIT) {
+            log::warn!("a shard did not take a control message in {SEND_WAIT:?}: {lost:?}");
+        }
     }
 }
 

@@ -216,6 +216,22 @@ fn upstreams(page: &mut Page, shards: &[ShardSnapshot]) {
             page.sample(name, &labels, get(totals) as f64);
         }
     }
+    let mut failures: BTreeMap<&str, u64> = BTreeMap::new();
+    for (upstream, n) in shards.iter().flat_map(|s| &s.connect_failures) {
+        *failures.entry(upstream.as_str()).or_default() += n;
+    }
+    page.family(
+        UPSTREAM_CONNECT_FAILURES,
+        "Requests that found no server of the upstream accepting a connection (502/504).",
+        "counter",
+    );
+    for (upstream, n) in failures {
+        page.sample(
+            UPSTREAM_CONNECT_FAILURES,
+            &[("upstream", upstream)],
+            n as f64,
+        );
+    }
 }
 
 /// One cache number: its metric, its key in `/status`, and where it comes from.

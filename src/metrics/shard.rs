@@ -123,6 +123,8 @@ pub struct ShardMetrics {
     /// By upstream name, then server address: looked up per request without allocating.
     servers: RefCell<HashMap<String, HashMap<SocketAddr, Rc<ServerStats>>>>,
     pub accepted: Cell<u64>,
+    /// Requests whose upstream had no server that accepted a connection, by upstream.
+    connect_failures: RefCell<HashMap<String, u64>>,
 }
 
 impl ShardMetrics {
@@ -132,7 +134,25 @@ impl ShardMetrics {
             routes: RefCell::new(HashMap::new()),
             servers: RefCell::new(HashMap::new()),
             accepted: Cell::new(0),
+            connect_failures: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// A request found no server of `upstream` to connect to.
+    pub fn count_connect_failure(&self, upstream: &str) {
+        let mut failures = self.connect_failures.borrow_mut();
+        match failures.get_mut(upstream) {
+            Some(n) => *n += 1,
+            None => {
+                failures.insert(upstream.to_string(), 1);
+            }
+        }
+    }
+
+    /// Connect failures by upstream, for [`ShardSnapshot`].
+    pub fn connect_failures(&self) -> Vec<(String, u64)> {
+        let failures = self.connect_failures.borrow();
+        failures.iter().map(|(u, n)| (u.clone(), *n)).collect()
     }
 
     /// The counters of the route labelled `label`, created on first use. Looked
@@ -254,6 +274,8 @@ pub struct ShardSnapshot {
     pub access_log_dropped: u64,
     pub routes: Vec<RouteSnapshot>,
     pub servers: Vec<ServerSnapshot>,
+    /// Requests that found no server to connect to, by upstream.
+    pub connect_failures: Vec<(String, u64)>,
     pub cache: Option<CacheSnapshot>,
 }
 

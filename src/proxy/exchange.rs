@@ -208,6 +208,16 @@ fn after(
         None => &ctx.unrouted_stats,
     };
     stats.record(req.method(), status, trip.started.elapsed());
+    let no_server = matches!(
+        result,
+        Err(ProxyError::UpstreamConnect(_) | ProxyError::UpstreamConnectTimeout)
+    );
+    if no_server && trip.server.is_none() {
+        let route = trip.route.and_then(|i| ctx.router.routes().get(i));
+        if let Some(upstream) = route.and_then(|r| ctx.config.upstreams.get(r.upstream)) {
+            ctx.metrics.count_connect_failure(&upstream.name);
+        }
+    }
     if let Some((upstream, addr)) = trip.server {
         if let Some(config) = ctx.config.upstreams.get(upstream) {
             let failed = result.is_err() || status.is_some_and(|s| s >= 500);

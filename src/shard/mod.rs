@@ -286,6 +286,7 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
         access_log_dropped: ctx.access_log.as_ref().map_or(0, |log| log.dropped.get()),
         routes,
         servers,
+        connect_failures: ctx.metrics.connect_failures(),
         cache: ctx.cache.as_ref().map(|cache| CacheSnapshot {
             counters: *cache.counters.borrow(),
             store: cache.store_stats(),

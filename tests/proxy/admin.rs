@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::prometheus::{self, Exposition};
+use crate::support::sockets;
 use crate::support::*;
 
 fn admin_config(shards: usize, origin: &Origin) -> ProxyConfig {
@@ -111,5 +112,33 @@ fn status_json_has_a_row_per_shard_and_the_page_polls_it() {
         );
         assert_eq!(proxy.admin("GET", "/nope").0, 404);
         assert_eq!(proxy.admin("POST", "/metrics").0, 405);
+    });
+}
+
+#[test]
+fn requests_that_find_no_upstream_server_are_counted_per_upstream() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let config = admin_config(shards, &origin)
+            .upstream("dead", &[sockets::closed_port()])
+            .route(None, "/dead", "dead");
+        let proxy = Proxy::start(&config);
+        for _ in 0..3 {
+            assert_status(&proxy.client().get("/dead/x"), 502);
+        }
+        assert_status(&proxy.client().get("/app/x"), 200);
+        let m = scrape_when_counted(&proxy, 4.0);
+        let dead = [("upstream", "dead")];
+        assert_eq!(
+            m.sum("shardproxy_upstream_connect_failures_total", &dead),
+            3.0
+        );
+        let live = [("upstream", "o")];
+        assert_eq!(
+            m.sum("shardproxy_upstream_connect_failures_total", &live),
+            0.0
+        );
+        let failed = [("route", "/dead"), ("status", "5xx")];
+        assert_eq!(m.sum("shardproxy_requests_total", &failed), 3.0);
     });
 }
