@@ -45,8 +45,15 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, String> {
     }
 }
 
-/// Writes a whole response and closes the connection.
-pub fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
+/// Writes a whole response and closes the connection; `head_only` (HEAD)
+/// sends the head with the body's length and no body.
+pub fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -62,7 +69,9 @@ pub fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[
     );
     // The peer may have gone; nothing to do about it on this side.
     let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
+    if !head_only {
+        let _ = stream.write_all(body);
+    }
     let _ = stream.flush();
 }
 

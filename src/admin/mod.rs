@@ -117,17 +117,12 @@ impl Admin {
         let request = match read_request(&mut stream) {
             Ok(request) => request,
             Err(why) => {
-                respond(&mut stream, 400, "text/plain", why.as_bytes());
+                respond(&mut stream, 400, "text/plain", why.as_bytes(), false);
                 return;
             }
         };
         let (status, kind, body) = self.route(&request, &stream);
-        let body = if request.method == "HEAD" {
-            Vec::new()
-        } else {
-            body
-        };
-        respond(&mut stream, status, kind, &body);
+        respond(&mut stream, status, kind, &body, request.method == "HEAD");
     }
 
     fn route(&self, request: &Request, stream: &TcpStream) -> (u16, &'static str, Vec<u8>) {

@@ -51,6 +51,7 @@ fn shard(s: &ShardSnapshot) -> Value {
         "id": s.shard,
         "io": s.engine,
         "connections_open": s.connections_open,
+        "connections_busy": s.connections_busy,
         "connections_accepted": s.connections_accepted,
         "requests": s.routes.iter().map(|r| r.total()).sum::<u64>(),
         "client_buffers_in_use": s.client_buffers_in_use,

@@ -117,10 +117,16 @@ fn shard_gauges(page: &mut Page, shards: &[ShardSnapshot]) {
         page.sample(SHARD_INFO, &[("shard", &id), ("io", &s.engine)], 1.0);
     }
     type Get = fn(&ShardSnapshot) -> f64;
-    let per_shard: [(&str, &str, &str, Get); 4] = [
+    let per_shard: [(&str, &str, &str, Get); 5] = [
         (CONNECTIONS_OPEN, "Client connections open.", "gauge", |s| {
             s.connections_open as f64
         }),
+        (
+            CONNECTIONS_BUSY,
+            "Client connections with a request in hand.",
+            "gauge",
+            |s| s.connections_busy as f64,
+        ),
         (
             CONNECTIONS_ACCEPTED,
             "Client connections accepted.",

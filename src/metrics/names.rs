@@ -8,6 +8,7 @@ pub const REQUEST_DURATION: &str = "shardproxy_request_duration_seconds";
 
 pub const SHARD_INFO: &str = "shardproxy_shard_info";
 pub const CONNECTIONS_OPEN: &str = "shardproxy_connections_open";
+pub const CONNECTIONS_BUSY: &str = "shardproxy_connections_busy";
 pub const CONNECTIONS_ACCEPTED: &str = "shardproxy_connections_accepted_total";
 pub const BUFFERS_IN_USE: &str = "shardproxy_buffers_in_use";
 pub const UPSTREAM_IDLE_CONNECTIONS: &str = "shardproxy_upstream_idle_connections";

@@ -267,6 +267,8 @@ pub struct ShardSnapshot {
     pub shard: usize,
     pub engine: String,
     pub connections_open: usize,
+    /// Connections with a request in hand.
+    pub connections_busy: usize,
     pub connections_accepted: u64,
     pub client_buffers_in_use: usize,
     pub upstream_buffers_in_use: usize,

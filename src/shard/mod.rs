@@ -279,6 +279,7 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
         shard: ctx.id,
         engine: ctx.metrics.engine.clone(),
         connections_open: ctx.connections.active(),
+        connections_busy: ctx.connections.busy(),
         connections_accepted: ctx.metrics.accepted.get(),
         client_buffers_in_use: ctx.client_buffers.leased(),
         upstream_buffers_in_use: ctx.upstream_buffers.leased(),

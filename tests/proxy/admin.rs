@@ -142,3 +142,21 @@ fn requests_that_find_no_upstream_server_are_counted_per_upstream() {
         assert_eq!(m.sum("shardproxy_requests_total", &failed), 3.0);
     });
 }
+
+#[test]
+fn busy_connections_are_those_with_a_request_in_hand() {
+    for_each_shard_count(|shards| {
+        let gate = Gate::new();
+        let origin = Origin::start(origin::held_until_open(&gate));
+        let proxy = Proxy::start(&admin_config(shards, &origin));
+        let mut held = proxy.client();
+        held.send(client::request_head("GET", "/app/held").as_bytes());
+        let _idle = proxy.client();
+        origin.wait_for_requests(1);
+        let (_, text) = proxy.admin("GET", "/metrics");
+        let m = prometheus::parse(&text).unwrap();
+        assert_eq!(m.sum("shardproxy_connections_busy", &[]), 1.0, "{text}");
+        gate.open();
+        assert_status(&held.read_response("GET"), 200);
+    });
+}
