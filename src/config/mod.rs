@@ -104,6 +104,8 @@ impl Config {
     /// Returns the restart-only sections that differ, for a warning.
     pub fn for_reload(mut self, running: &Config) -> (Config, Vec<&'static str>) {
         let mut ignored = Vec::new();
+        // Compared by their Debug text: only to word a warning, and it keeps
+        // every section (and every type inside it) free of a PartialEq bound.
         let differs =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         let listen = std::mem::take(&mut self.server.listen);
