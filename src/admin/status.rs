@@ -91,6 +91,7 @@ fn upstreams(shards: &[ShardSnapshot]) -> Vec<Value> {
                 "requests": t.requests,
                 "failures": t.failures,
                 "pooled": t.pooled,
+                "in_flight": t.in_flight,
             })
         })
         .collect()

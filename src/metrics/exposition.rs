@@ -179,6 +179,7 @@ pub struct ServerTotals {
     pub failures: u64,
     /// Requests on a pooled keep-alive connection; the rest opened one.
     pub pooled: u64,
+    pub in_flight: u64,
 }
 
 /// Every shard's upstream server counters summed, by (upstream, server), sorted.
@@ -191,6 +192,7 @@ pub fn merge_servers(shards: &[ShardSnapshot]) -> BTreeMap<(String, String), Ser
         entry.requests += server.requests;
         entry.failures += server.failures;
         entry.pooled += server.pooled;
+        entry.in_flight += server.in_flight;
     }
     merged
 }
@@ -198,25 +200,34 @@ pub fn merge_servers(shards: &[ShardSnapshot]) -> BTreeMap<(String, String), Ser
 fn upstreams(page: &mut Page, shards: &[ShardSnapshot]) {
     let merged = merge_servers(shards);
     type Get = fn(&ServerTotals) -> u64;
-    let families: [(&str, &str, Get); 3] = [
+    let families: [(&str, &str, &str, Get); 4] = [
         (
             UPSTREAM_REQUESTS,
             "Requests sent to an upstream server.",
+            "counter",
             |t| t.requests,
         ),
         (
             UPSTREAM_FAILURES,
             "Requests to an upstream server that ended in an error.",
+            "counter",
             |t| t.failures,
         ),
         (
             UPSTREAM_POOLED,
             "Requests sent on a pooled keep-alive connection (reuse ratio: this / requests).",
+            "counter",
             |t| t.pooled,
         ),
+        (
+            UPSTREAM_IN_FLIGHT,
+            "Requests to an upstream server between connection and the response's end.",
+            "gauge",
+            |t| t.in_flight,
+        ),
     ];
-    for (name, help, get) in families {
-        page.family(name, help, "counter");
+    for (name, help, kind, get) in families {
+        page.family(name, help, kind);
         for ((upstream, server), totals) in &merged {
             let labels = [("upstream", upstream.as_str()), ("server", server.as_str())];
             page.sample(name, &labels, get(totals) as f64);

@@ -17,6 +17,7 @@ pub const ACCESS_LOG_DROPPED: &str = "shardproxy_access_log_dropped_lines_total"
 pub const UPSTREAM_REQUESTS: &str = "shardproxy_upstream_requests_total";
 pub const UPSTREAM_FAILURES: &str = "shardproxy_upstream_failures_total";
 pub const UPSTREAM_CONNECT_FAILURES: &str = "shardproxy_upstream_connect_failures_total";
+pub const UPSTREAM_IN_FLIGHT: &str = "shardproxy_upstream_in_flight_requests";
 pub const UPSTREAM_POOLED: &str = "shardproxy_upstream_pooled_requests_total";
 
 pub const CACHE_HITS: &str = "shardproxy_cache_hits_total";

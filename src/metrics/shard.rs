@@ -93,15 +93,34 @@ impl RouteStats {
 }
 
 /// Requests one shard sent to one upstream server.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ServerStats {
     requests: Cell<u64>,
     failures: Cell<u64>,
     /// Requests sent on a pooled keep-alive connection (the rest opened one).
     pooled: Cell<u64>,
+    /// Requests between acquiring a connection and their response's end.
+    in_flight: Cell<u64>,
+}
+
+/// A request in flight to a server; uncounted when dropped (also when the
+/// request's future is dropped midway).
+pub struct InFlight(Rc<ServerStats>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let n = &self.0.in_flight;
+        n.set(n.get().saturating_sub(1));
+    }
 }
 
 impl ServerStats {
+    /// Counts a request in flight until the guard is dropped.
+    pub fn begin(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        InFlight(self.clone())
+    }
+
     /// One request sent to the server; `failed`: it ended in an error;
     /// `pooled`: on a connection from the keep-alive pool.
     pub fn record(&self, failed: bool, pooled: bool) {
@@ -207,6 +226,7 @@ impl ShardMetrics {
                     requests: stats.requests.get(),
                     failures: stats.failures.get(),
                     pooled: stats.pooled.get(),
+                    in_flight: stats.in_flight.get(),
                 })
             })
             .collect();
@@ -250,6 +270,7 @@ pub struct ServerSnapshot {
     pub requests: u64,
     pub failures: u64,
     pub pooled: u64,
+    pub in_flight: u64,
 }
 
 /// The cache counters of one shard at the moment of a snapshot.

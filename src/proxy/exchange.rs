@@ -218,13 +218,9 @@ fn after(
             ctx.metrics.count_connect_failure(&upstream.name);
         }
     }
-    if let Some((upstream, addr)) = trip.server {
-        if let Some(config) = ctx.config.upstreams.get(upstream) {
-            let failed = result.is_err() || status.is_some_and(|s| s >= 500);
-            ctx.metrics
-                .server(&config.name, addr)
-                .record(failed, trip.pooled);
-        }
+    if let Some(server) = trip.server_stats.take() {
+        let failed = result.is_err() || status.is_some_and(|s| s >= 500);
+        server.record(failed, trip.pooled);
     }
 }
 
@@ -278,8 +274,14 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     write_upstream_head(ex)?;
     ex.client.trip.upstream_started = Some(Instant::now());
     let (mut conn, server) = acquire(ex.ctx, ex.route.upstream).await?;
-    ex.client.trip.server = Some((ex.route.upstream, server));
-    ex.client.trip.pooled = conn.served > 0;
+    let upstream = &ex.ctx.config.upstreams[ex.route.upstream];
+    let stats = ex.ctx.metrics.server(&upstream.name, server);
+    // Counted in flight until this returns, however it returns.
+    let _in_flight = stats.begin();
+    let trip = &mut ex.client.trip;
+    trip.server = Some((ex.route.upstream, server));
+    trip.pooled = conn.served > 0;
+    trip.server_stats = Some(stats.clone());
     let (body, payload) = buffered_body(ex).await?;
     // 4 and 5: in turn when the whole request is in hand, else full duplex.
     let exchanged = if body.is_done() {

@@ -3,11 +3,12 @@
 //! log. Lives in the connection's [`super::client::Client`] and is reset per
 //! request; noting a field is a plain store, nothing is formatted on the way.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, rc::Rc, time::Instant};
 
 use crate::{
     access_log::{Entry, RequestText},
     http::head::{Framing, ResponseHead},
+    metrics::shard::ServerStats,
 };
 
 /// How the cache took part in a request, as the access log shows it.
@@ -35,7 +36,7 @@ impl CacheUse {
 }
 
 /// One request's outcome so far.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Trip {
     pub started: Instant,
     /// Index of the matched route in the router's order.
@@ -46,6 +47,8 @@ pub struct Trip {
     pub upstream_started: Option<Instant>,
     /// The upstream connection came from the keep-alive pool (else it was new).
     pub pooled: bool,
+    /// The counters of the server the request went to.
+    pub server_stats: Option<Rc<ServerStats>>,
     /// A status a phase sent itself (a stored response, a PURGE answer);
     /// otherwise the upstream response head's status counts.
     pub status: Option<u16>,
@@ -62,6 +65,7 @@ impl Trip {
             server: None,
             upstream_started: None,
             pooled: false,
+            server_stats: None,
             status: None,
             bytes: None,
             cache: CacheUse::None,

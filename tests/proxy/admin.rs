@@ -144,7 +144,7 @@ fn requests_that_find_no_upstream_server_are_counted_per_upstream() {
 }
 
 #[test]
-fn busy_connections_are_those_with_a_request_in_hand() {
+fn busy_connections_and_in_flight_requests_are_those_in_hand() {
     for_each_shard_count(|shards| {
         let gate = Gate::new();
         let origin = Origin::start(origin::held_until_open(&gate));
@@ -156,7 +156,11 @@ fn busy_connections_are_those_with_a_request_in_hand() {
         let (_, text) = proxy.admin("GET", "/metrics");
         let m = prometheus::parse(&text).unwrap();
         assert_eq!(m.sum("shardproxy_connections_busy", &[]), 1.0, "{text}");
+        let in_flight = m.sum("shardproxy_upstream_in_flight_requests", &[]);
+        assert_eq!(in_flight, 1.0, "{text}");
         gate.open();
         assert_status(&held.read_response("GET"), 200);
+        let m = scrape_when_counted(&proxy, 1.0);
+        assert_eq!(m.sum("shardproxy_upstream_in_flight_requests", &[]), 0.0);
     });
 }
