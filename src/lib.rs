@@ -13,17 +13,27 @@
 //! - [`buffer`]: streaming buffers and the per-shard pool they are leased from.
 //! - [`net`]: socket I/O with owned buffers and deadlines.
 //! - [`preflight`]: turns a missing io_uring into a message with a fix.
+//! - [`admin`]: the admin endpoint's side thread (metrics, status, reload).
+//! - [`metrics`]: per-shard counters and histograms, merged when scraped.
+//! - [`access_log`]: per-shard line buffers and the writer thread.
+//! - [`limits`]: per-client-IP and per-route limits (token buckets).
+//! - [`notify`]: systemd readiness notification.
 //!
 //! See `docs/ARCHITECTURE.md` for the shard model and the path of one request.
 
+pub mod access_log;
+pub mod admin;
 pub mod buffer;
 pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod preflight;
 pub mod proxy;
 pub mod shard;

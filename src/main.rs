@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use shardproxy::config::{Config, ConfigError, DEFAULT_CONFIG};
+use shardproxy::config::ConfigSource;
 
 /// A thread-per-core io_uring HTTP/1.1 reverse proxy.
 #[derive(Parser)]
@@ -19,32 +19,47 @@ struct Cli {
     /// Validate the config and exit: 0 if valid, 2 with the bad key and line if not.
     #[arg(long)]
     check: bool,
-}
-
-fn load(cli: &Cli) -> Result<Config, ConfigError> {
-    let default_path = PathBuf::from("config.toml");
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None if default_path.exists() => Config::load(&default_path)?,
-        None => Config::parse(DEFAULT_CONFIG, "built-in config")?,
-    };
-    if let Some(shards) = cli.shards {
-        config.server.shards = shards;
-        config.server.cpus.clear();
-    }
-    Ok(config)
+    /// Ask the running proxy to reload its config file, through the admin
+    /// endpoint named in this config's `[admin] listen` (like SIGHUP): 0 if
+    /// applied, 1 with the reason if refused or unreachable.
+    #[arg(long, conflicts_with = "check")]
+    reload: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match load(&cli) {
+    let source = ConfigSource {
+        path: cli.config.clone(),
+        shards: cli.shards,
+    };
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("shardproxy: {e}");
             return ExitCode::from(2);
         }
     };
+    if cli.reload {
+        return match config.admin.listen {
+            None => {
+                eprintln!(
+                    "shardproxy: --reload needs `[admin] listen` in the config (or send SIGHUP)"
+                );
+                ExitCode::FAILURE
+            }
+            Some(addr) => match shardproxy::admin::request_reload(addr) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("shardproxy: {why}");
+                    ExitCode::FAILURE
+                }
+            },
+        };
+    }
     if cli.check {
         println!(
             "config OK: {} listen address(es), {} upstream(s), {} route(s)",
@@ -54,7 +69,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match shardproxy::control::run(config) {
+    match shardproxy::control::run(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardproxy: {e}");

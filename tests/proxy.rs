@@ -5,6 +5,10 @@
 
 mod support;
 
+#[path = "proxy/access_log.rs"]
+mod access_log;
+#[path = "proxy/admin.rs"]
+mod admin;
 #[path = "proxy/balancing.rs"]
 mod balancing;
 #[path = "proxy/bodies.rs"]
@@ -17,6 +21,8 @@ mod cache_head;
 mod cdn_cache_control;
 #[path = "proxy/cli.rs"]
 mod cli;
+#[path = "proxy/client_limits.rs"]
+mod client_limits;
 #[path = "proxy/cluster.rs"]
 mod cluster;
 #[path = "proxy/deploy.rs"]
@@ -41,12 +47,16 @@ mod pooling;
 mod priority;
 #[path = "proxy/ranges.rs"]
 mod ranges;
+#[path = "proxy/reload.rs"]
+mod reload;
 #[path = "proxy/retries.rs"]
 mod retries;
 #[path = "proxy/shutdown.rs"]
 mod shutdown;
 #[path = "proxy/strict_parsing.rs"]
 mod strict_parsing;
+#[path = "proxy/systemd.rs"]
+mod systemd;
 #[path = "proxy/timeouts.rs"]
 mod timeouts;
 #[path = "proxy/trailers.rs"]

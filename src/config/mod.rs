@@ -5,25 +5,33 @@
 //! [`Config`] is immutable once built and shared read-only with every shard
 //! through an `Arc` — the one deliberate cross-shard object on the setup path.
 
+mod admin;
 mod cache;
 mod cluster;
 mod error;
+mod limits;
+mod log;
 mod net;
 mod raw;
 mod resilience;
 mod resolver;
 mod route;
 mod server;
+mod source;
 mod units;
 mod upstream;
 
+pub use admin::AdminConfig;
 pub use cache::CacheConfig;
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
+pub use limits::{LimitsConfig, Rate};
+pub use log::{AccessFormat, AccessTarget, LogConfig};
 pub use net::IpNet;
 pub use resilience::{Failure, Failures, HealthCheck, OutlierPolicy, RetryPolicy};
 pub use route::RouteConfig;
 pub use server::{HttpConfig, IoBackend, RingMode, ServerConfig, Timeouts, Tuning};
+pub use source::ConfigSource;
 pub use upstream::{Balance, HashKey, ServerEntry, UpstreamConfig};
 
 use std::path::Path;
@@ -47,6 +55,9 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub limits: LimitsConfig,
 }
 
 /// The config file `config.toml` documents; used when no file is given or found.
@@ -92,6 +103,56 @@ impl Config {
         resolver.resolve(raw)
     }
 
+    /// `self` as it can be applied to running shards: the settings fixed at
+    /// startup (shards, I/O and ring tuning, buffer sizes, the cache, the
+    /// admin endpoint, the log) are taken from `running`; listen addresses
+    /// are the new ones (the control thread opens and closes sockets).
+    /// Returns the restart-only sections that differ, for a warning.
+    pub fn for_reload(mut self, running: &Config) -> (Config, Vec<&'static str>) {
+        let mut ignored = Vec::new();
+        // Compared by their Debug text: only to word a warning, and it keeps
+        // every section (and every type inside it) free of a PartialEq bound.
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let listen = std::mem::take(&mut self.server.listen);
+        let running_server = ServerConfig {
+            listen: Vec::new(),
+            ..running.server.clone()
+        };
+        if differs(&self.server, &running_server) {
+            ignored.push("[server]");
+        }
+        if differs(&self.tuning, &running.tuning) {
+            ignored.push("[server.tuning]");
+        }
+        if differs(&self.cache, &running.cache) {
+            ignored.push("[cache]");
+        }
+        if differs(&self.admin, &running.admin) {
+            ignored.push("[admin]");
+        }
+        if differs(&self.log, &running.log) {
+            ignored.push("[log]");
+        }
+        let http = &running.http;
+        if self.http.buffer_size != http.buffer_size
+            || self.http.max_header_bytes != http.max_header_bytes
+        {
+            ignored.push("http.buffer_size, http.max_header_bytes");
+        }
+        self.server = ServerConfig {
+            listen,
+            ..running.server.clone()
+        };
+        self.tuning = running.tuning.clone();
+        self.cache = running.cache.clone();
+        self.admin = running.admin.clone();
+        self.log = running.log.clone();
+        self.http.buffer_size = http.buffer_size;
+        self.http.max_header_bytes = http.max_header_bytes;
+        (self, ignored)
+    }
+
     /// The CPUs the shards run on, one entry per shard.
     pub fn shard_cpus(&self, online: &[usize]) -> Vec<usize> {
         if !self.server.cpus.is_empty() {
@@ -108,5 +169,7 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+mod ops_tests;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,12 @@ pub struct RawConfig {
     pub upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +169,8 @@ pub struct RawRoute {
     pub cache_set_cookie: Option<bool>,
     pub priority: Option<Spanned<i64>>,
     pub priority_header: Option<Text>,
+    pub rate_limit: Option<Spanned<i64>>,
+    pub rate_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,4 +199,25 @@ pub struct RawCluster {
     pub signature_max_age: Option<Text>,
     pub peer_timeout: Option<Text>,
     pub peer_backoff: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub access: Option<Text>,
+    pub format: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub connections_per_ip: Option<Spanned<i64>>,
+    pub rate: Option<Spanned<i64>>,
+    pub burst: Option<Spanned<i64>>,
 }

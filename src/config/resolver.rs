@@ -142,6 +142,9 @@ impl Resolver<'_> {
                     .into(),
             ));
         }
+        let admin = self.admin(raw.admin)?;
+        let log = self.log(raw.log)?;
+        let limits = self.limits(raw.limits)?;
         Ok(Config {
             server,
             tuning,
@@ -151,6 +154,9 @@ impl Resolver<'_> {
             cluster,
             upstreams,
             routes,
+            admin,
+            log,
+            limits,
         })
     }
 }

@@ -21,6 +21,16 @@ pub struct RouteConfig {
     pub priority: u8,
     /// A request header (lower case) whose value 0..=7 picks the class instead.
     pub priority_header: Option<String>,
+    /// Requests per second over all clients of this route; `None`: no limit.
+    pub rate_limit: Option<super::Rate>,
+}
+
+impl RouteConfig {
+    /// The route's name in metrics and the status page: host and path prefix
+    /// (`example.com/api/`, or `/api/` for any host).
+    pub fn label(&self) -> String {
+        format!("{}{}", self.host.as_deref().unwrap_or(""), self.path_prefix)
+    }
 }
 
 impl Resolver<'_> {
@@ -95,6 +105,12 @@ impl Resolver<'_> {
                 cache_set_cookie: route.cache_set_cookie.unwrap_or(false),
                 priority,
                 priority_header,
+                rate_limit: self.rate(
+                    "route.rate_limit",
+                    route.rate_limit,
+                    "route.rate_burst",
+                    route.rate_burst,
+                )?,
             });
         }
         Ok(routes)

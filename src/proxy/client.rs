@@ -8,7 +8,7 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     rc::Rc,
     time::{Duration, Instant},
@@ -19,13 +19,16 @@ use compio::net::TcpStream;
 use super::{
     error::ProxyError,
     exchange::{handle, Next},
+    trip::Trip,
 };
 use crate::{
+    access_log::RequestText,
     buffer::IoBuf,
     http::{
-        head::{parse_request, Framing, RequestHead, ResponseHead},
+        head::{parse_request, Framing, Method, RequestHead, ResponseHead},
         status::write_error,
     },
+    limits::{write_too_many, OverLimit},
     net::{Arrival, IoError, Socket},
     shard::{context::ShardContext, registry::Registration},
 };
@@ -38,10 +41,14 @@ pub struct Client {
     pub buf: IoBuf,
     /// The client's address as text, for X-Forwarded-For; formatted once per connection.
     pub ip: Vec<u8>,
+    /// The client's address, for per-IP limits.
+    pub addr: Option<IpAddr>,
     /// Heads on their way out (to the upstream, then back to the client).
     pub out: Vec<u8>,
     /// Longest silence while writing to the client (`timeouts.body_idle`).
     pub write_timeout: Duration,
+    /// What the request in hand did so far, for the after phase.
+    pub trip: Trip,
 }
 
 impl Client {
@@ -62,17 +69,33 @@ pub async fn serve(
     registration: Registration,
 ) {
     let stream = Socket::accepted(stream);
-    let ip = peer
-        .or_else(|| stream.peer_addr().ok())
-        .map(|a| a.ip().to_string().into_bytes())
-        .unwrap_or_default();
+    let addr = peer.or_else(|| stream.peer_addr().ok()).map(|a| a.ip());
+    let ip = addr.map(|a| a.to_string().into_bytes()).unwrap_or_default();
     let mut client = Client {
         stream,
         buf: IoBuf::default(),
         ip,
+        addr,
         out: Vec::new(),
         write_timeout: ctx.config.timeouts.body_idle,
+        trip: Trip::begin(),
     };
+    // `[limits] connections_per_ip`: over this shard's share, a 429 and close.
+    let limit = ctx.config.limits.connections_per_ip;
+    let _ip_slot = match addr.map(|ip| ctx.client_limits.connect(ip, limit)) {
+        Some(Err(OverLimit)) => {
+            log::debug!("shard {}: connection over connections_per_ip", ctx.id);
+            write_too_many(&mut client.out, Duration::from_secs(1), true);
+            let _ = client.send_out().await;
+            linger_close(&mut client).await;
+            drop(registration);
+            client.stream.close().await;
+            return;
+        }
+        Some(Ok(slot)) => slot,
+        None => None,
+    };
+    let mut ctx = ctx;
     let mut request = RequestHead::default();
     let mut response = ResponseHead::default();
     let mut first = true;
@@ -88,11 +111,15 @@ pub async fn serve(
             }
             (request, response) = ctx.take_heads();
         }
+        // A reload since the last request: this one runs on the new config.
+        ctx = ctx.latest();
+        client.trip = Trip::begin();
         match read_request_head(&ctx, &mut client, &mut request).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
                 log::debug!("shard {}: {e}", ctx.id);
+                refused_head(&ctx, &mut client, e.status());
                 answer(&mut client, &e, true).await;
                 linger_close(&mut client).await;
                 break;
@@ -113,7 +140,7 @@ pub async fn serve(
                     log::debug!("shard {}: {e}", ctx.id);
                 }
                 // Only a request that never had a body can leave the connection in sync.
-                let keep = matches!(e, ProxyError::NoRoute)
+                let keep = matches!(e, ProxyError::NoRoute | ProxyError::RateLimited(_))
                     && !had_body
                     && keep_alive
                     && !ctx.draining.get();
@@ -220,9 +247,27 @@ async fn read_request_head(
     }
 }
 
+/// Counts (as unrouted) and logs a request whose head was refused: it never
+/// reaches the exchange, so its method and target are unknown (`-`).
+fn refused_head(ctx: &ShardContext, client: &mut Client, status: Option<u16>) {
+    let trip = &mut client.trip;
+    trip.status = status;
+    ctx.unrouted_stats
+        .record(Method::Other, status, trip.started.elapsed());
+    if let Some(log) = &ctx.access_log {
+        let text = RequestText::unparsed();
+        let no_response = ResponseHead::default();
+        log.record(&trip.log_entry(ctx.id, &client.ip, &text, &no_response));
+    }
+}
+
 /// Sends the error's status page, if the client can still be answered.
 async fn answer(client: &mut Client, error: &ProxyError, close: bool) {
-    if let Some(status) = error.status() {
+    if let ProxyError::RateLimited(retry_after) = error {
+        client.out.clear();
+        write_too_many(&mut client.out, *retry_after, close);
+        let _ = client.send_out().await;
+    } else if let Some(status) = error.status() {
         client.out.clear();
         write_error(&mut client.out, status, close);
         let _ = client.send_out().await;

@@ -17,6 +17,8 @@ pub enum ProxyError {
     BadRequestBody(ChunkError),
     #[error("no route for request")]
     NoRoute,
+    #[error("over a request rate limit; retry in {0:?}")]
+    RateLimited(std::time::Duration),
     #[error("request body over max_body_size")]
     BodyTooLarge,
     #[error("client sent the request head too slowly")]
@@ -65,6 +67,7 @@ impl ProxyError {
             ProxyError::BadRequestBody(_) => 400,
             ProxyError::NoRoute => 404,
             ProxyError::PeerForbidden(_) => 403,
+            ProxyError::RateLimited(_) => 429,
             ProxyError::BodyTooLarge => 413,
             ProxyError::ClientHeaderTimeout | ProxyError::ClientBodyTimeout => 408,
             ProxyError::ClientGone(_) => return None,

@@ -2,7 +2,8 @@
 //!
 //! 1. **read head**: `client.rs` reads the head into the connection's buffer
 //!    and parses it (strictly) before calling [`handle`].
-//! 2. **route**: Host and path pick the `[[route]]`; none is a 404.
+//! 2. **route**: Host and path pick the `[[route]]`; none is a 404. Then
+//!    the client IP's and the route's rate limits (`admit`): over one, a 429.
 //! 3. **cache lookup**: on a route with the cache on, `cached::lookup`
 //!    answers from a stored response (or a PURGE) or says what the trip
 //!    upstream is for: a plain forward, or a fetch for the cache.
@@ -13,14 +14,16 @@
 //! 5. **respond**: the response head rewritten for the client and the body
 //!    streamed through (`response`), or a stored response (`cached::reply`).
 //! 6. **after**: the upstream connection pooled or closed, the client kept or
-//!    closed ([`Next`]); a fetched response goes into the cache.
+//!    closed ([`Next`]); a fetched response goes into the cache. Then, for
+//!    every request however it ended, [`after`] counts it in the shard's
+//!    metrics from what the phases noted in `client.trip`.
 //!
 //! This file holds the plain forward's phases 4 to 6; the cache's fetch has
 //! its own (`cached::fetch`: conditional request, 304, stale-if-error, store).
 //! A request touches only its shard's state; other shards are reached only
 //! through the cache's messages.
 
-use std::rc::Rc;
+use std::{rc::Rc, time::Instant};
 
 use super::{
     admission::admit,
@@ -31,9 +34,11 @@ use super::{
     response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     retrying::Retries,
     target::Target,
+    trip::CacheUse,
     upstream::finish,
 };
 use crate::{
+    access_log::RequestText,
     config::RouteConfig,
     http::{
         body::BodyState,
@@ -131,8 +136,31 @@ pub async fn handle(
     req: &RequestHead,
     resp: &mut ResponseHead,
 ) -> Result<Next, ProxyError> {
-    // 2. Route.
+    // The response head is reused from the last request: no stale status.
+    resp.status = 0;
+    // The log shows the request's text, which the phases consume: copied first.
+    let text = ctx
+        .access_log
+        .as_ref()
+        .map(|_| RequestText::capture(req, client.buf.filled()));
+    let result = phases(ctx, client, req, resp).await;
+    after(ctx, client, req, resp, &result);
+    if let (Some(log), Some(text)) = (&ctx.access_log, &text) {
+        log.record(&client.trip.log_entry(ctx.id, &client.ip, text, resp));
+    }
+    result
+}
+
+/// Phases 2 to 6 of one request.
+async fn phases(
+    ctx: &Rc<ShardContext>,
+    client: &mut Client,
+    req: &RequestHead,
+    resp: &mut ResponseHead,
+) -> Result<Next, ProxyError> {
+    // 2. Route, and the client and route rate limits.
     let route = route(ctx, client, req)?;
+    admit_rate(ctx, client, req)?;
     let target = Target::of_request(ctx, route, client.buf.filled(), req, &client.ip);
     // Past the shard's max_inflight for its class: shed (503 + Retry-After).
     let max_inflight = ctx.config.tuning.max_inflight;
@@ -148,14 +176,61 @@ pub async fn handle(
     // 3. Cache lookup.
     let lookup = match &ctx.cache {
         Some(cache) if route.cache => Box::pin(cached::lookup(&mut ex, cache)).await?,
-        Some(_) => Lookup::Forward(Forward::plain(BYPASS)),
+        Some(_) => {
+            ex.client.trip.cache = CacheUse::Bypass;
+            Lookup::Forward(Forward::plain(BYPASS))
+        }
         None => Lookup::Forward(Forward::plain(b"")),
     };
     // 4. Upstream exchange, 5. respond, 6. after.
     match lookup {
-        Lookup::Answered(next) => Ok(next),
+        Lookup::Answered(next) => {
+            ex.client.trip.cache = CacheUse::Hit;
+            Ok(next)
+        }
         Lookup::Forward(plan) => forward(&mut ex, plan).await,
-        Lookup::Fetch(plan) => Box::pin(cached::fetch(&mut ex, plan)).await,
+        Lookup::Fetch(plan) => {
+            ex.client.trip.cache = CacheUse::Miss;
+            Box::pin(cached::fetch(&mut ex, plan)).await
+        }
+    }
+}
+
+/// The end of phase 6 for every request, however it ended: settles its
+/// status and counts it in the shard's metrics (its route, method and status
+/// class, latency; the upstream server it went to). Touches only this shard's
+/// `Cell`s; the access log line (memory only) is written by the caller.
+fn after(
+    ctx: &ShardContext,
+    client: &mut Client,
+    req: &RequestHead,
+    resp: &ResponseHead,
+    result: &Result<Next, ProxyError>,
+) {
+    let trip = &mut client.trip;
+    let status = match result {
+        Ok(_) => trip.status.or((resp.status != 0).then_some(resp.status)),
+        Err(e) => e.status(),
+    };
+    trip.status = status;
+    let stats = match trip.route.and_then(|i| ctx.route_stats.get(i)) {
+        Some(stats) => stats,
+        None => &ctx.unrouted_stats,
+    };
+    stats.record(req.method(), status, trip.started.elapsed());
+    let no_server = matches!(
+        result,
+        Err(ProxyError::UpstreamConnect(_) | ProxyError::UpstreamConnectTimeout)
+    );
+    if no_server && trip.server.is_none() {
+        let route = trip.route.and_then(|i| ctx.router.routes().get(i));
+        if let Some(upstream) = route.and_then(|r| ctx.config.upstreams.get(r.upstream)) {
+            ctx.metrics.count_connect_failure(&upstream.name);
+        }
+    }
+    if let Some(server) = trip.server_stats.take() {
+        let failed = result.is_err() || status.is_some_and(|s| s >= 500);
+        server.record(failed, trip.pooled);
     }
 }
 
@@ -167,14 +242,41 @@ fn route<'c>(
 ) -> Result<&'c RouteConfig, ProxyError> {
     let buf = client.buf.filled();
     let host = req.host.map(|h| host_without_port(h.of(buf)));
-    match ctx.router.route(host, req.target.of(buf)) {
-        Some(route) => Ok(route),
+    match ctx.router.find(host, req.target.of(buf)) {
+        Some((index, route)) => {
+            client.trip.route = Some(index);
+            Ok(route)
+        }
         None => {
             // The connection may carry on after a 404: the next request starts after this head.
             client.buf.consume(req.fields.head_len);
             Err(ProxyError::NoRoute)
         }
     }
+}
+
+/// Phase 2's end: takes a token from the client IP's bucket (`[limits]
+/// rate`) and the route's (`rate_limit`). Over either, a 429 with
+/// Retry-After; the head is consumed so the connection can carry on.
+fn admit_rate(
+    ctx: &ShardContext,
+    client: &mut Client,
+    req: &RequestHead,
+) -> Result<(), ProxyError> {
+    let now = Instant::now();
+    let per_ip = match (ctx.config.limits.rate_per_ip, client.addr) {
+        (Some(rate), Some(ip)) => ctx.client_limits.admit(ip, rate, now),
+        _ => Ok(()),
+    };
+    let route = client.trip.route.and_then(|i| ctx.route_buckets.get(i));
+    let verdict = per_ip.and_then(|()| match route {
+        Some(Some((rate, bucket))) => bucket.take(*rate, now),
+        _ => Ok(()),
+    });
+    verdict.map_err(|retry_after| {
+        client.buf.consume(req.fields.head_len);
+        ProxyError::RateLimited(retry_after)
+    })
 }
 
 /// Phases 4 to 6 of a request passed through as it is. With the cache off
@@ -184,8 +286,19 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     // 4. Upstream exchange: the head, a connection, the body bytes already here.
     let side = ex.side();
     write_upstream_head(ex)?;
+    ex.client.trip.upstream_started = Some(Instant::now());
     let mut retries = Retries::new(ex.ctx, ex.target, ex.req.method());
     let mut conn = retries.connection().await?;
+    // Metrics and the access log name the first try's server.
+    let server = conn.addr;
+    let upstream = &ex.ctx.config.upstreams[ex.target.upstream];
+    let stats = ex.ctx.metrics.server(&upstream.name, server);
+    // Counted in flight until this returns, however it returns.
+    let _in_flight = stats.begin();
+    let trip = &mut ex.client.trip;
+    trip.server = Some((ex.target.upstream, server));
+    trip.pooled = conn.served > 0;
+    trip.server_stats = Some(stats.clone());
     let (body, payload) = buffered_body(ex).await?;
     // 4 and 5: in turn when the whole request is in hand (retried under the
     // upstream's policy), else full duplex (never retried: the body is gone).

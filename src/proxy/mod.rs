@@ -24,4 +24,5 @@ pub mod response;
 mod retrying;
 pub mod routing;
 pub mod target;
+pub mod trip;
 mod upstream;

@@ -21,7 +21,18 @@ impl Router {
     /// The route for this request, or `None` (404).
     /// `host` is the Host value without its port.
     pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<&RouteConfig> {
-        self.routes.iter().find(|r| {
+        self.find(host, path).map(|(_, route)| route)
+    }
+
+    /// The routes, most specific first: the order [`Router::find`]'s indices count in.
+    pub fn routes(&self) -> &[RouteConfig] {
+        &self.routes
+    }
+
+    /// Like [`Router::route`], with the route's index in [`Router::routes`]
+    /// (per-route metrics are a vector in that order).
+    pub fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<(usize, &RouteConfig)> {
+        self.routes.iter().enumerate().find(|(_, r)| {
             let host_ok = match (&r.host, host) {
                 (None, _) => true,
                 (Some(want), Some(have)) => want.as_bytes().eq_ignore_ascii_case(have),
@@ -46,6 +57,7 @@ mod tests {
             cache_set_cookie: false,
             priority: 0,
             priority_header: None,
+            rate_limit: None,
         }
     }
 

@@ -3,14 +3,23 @@
 //! reached through an `Rc`; nothing in it is shared with another shard except
 //! the read-only `Arc<Config>` and the health table (read-mostly, written
 //! only by each server's prober).
+//!
+//! A config reload makes a new *generation*: a new `ShardContext` with the
+//! new config, router, upstream state, health table and limits, sharing by
+//! `Rc` everything that outlives a config (connections, pools, buffers,
+//! cache, cluster view, metrics, requests in flight). A request holds the
+//! generation it started on to its end; a connection moves to the newest one
+//! ([`ShardContext::latest`]) before its next request.
 
 use std::{
     cell::{Cell, RefCell},
-    rc::Rc,
+    rc::{Rc, Weak},
     sync::Arc,
+    time::Instant,
 };
 
 use crate::{
+    access_log::ShardLog,
     buffer::BufferPool,
     cache::ownership::CacheShard,
     cluster::ClusterShard,
@@ -19,6 +28,8 @@ use crate::{
         head::{Limits, RequestHead, ResponseHead},
         rewrite::ForwardOptions,
     },
+    limits::{ClientLimits, ShardRate, TokenBucket},
+    metrics::shard::{RouteStats, ShardMetrics, NO_ROUTE},
     proxy::routing::Router,
     upstream::{health::HealthTable, pool::Pool, state::UpstreamState},
 };
@@ -35,17 +46,19 @@ pub struct ShardContext {
     pub forward: ForwardOptions,
     pub router: Router,
     /// This shard's view of each upstream (balancer, loads, queue, retry
-    /// budget, ejections), same order as `config.upstreams`.
+    /// budget, ejections), same order as `config.upstreams`; rebuilt by a reload.
     pub upstreams: Vec<Rc<UpstreamState>>,
-    /// Up/down of every server, written by the shards' health probers: the
-    /// one object here other shards write (see `upstream/health.rs`).
+    /// Up/down of every server of this generation's config, written by the
+    /// shards' health probers: the one object here other shards write (see
+    /// `upstream/health.rs`). A reload brings a new table and new probers.
     pub health: Arc<HealthTable>,
-    pub pool: Pool,
+    pub pool: Rc<Pool>,
     pub connections: Rc<Registry>,
     /// Set once on shutdown: finish the request in hand, then close.
-    pub draining: Cell<bool>,
-    /// Requests past routing and not yet finished (`server.tuning.max_inflight`).
-    pub requests_in_flight: Cell<usize>,
+    pub draining: Rc<Cell<bool>>,
+    /// Requests past routing and not yet finished (`server.tuning.max_inflight`),
+    /// over every generation.
+    pub requests_in_flight: Rc<Cell<usize>>,
     /// Buffers for reading from clients (request heads and bodies), leased
     /// while a request arrives; each holds a whole request head.
     pub client_buffers: Rc<BufferPool>,
@@ -58,9 +71,24 @@ pub struct ShardContext {
     /// Parsed heads (their field lists) of idle connections, likewise.
     heads: RefCell<Vec<(RequestHead, ResponseHead)>>,
     /// This shard's part of the response cache, when `[cache] enabled`.
-    pub cache: Option<CacheShard>,
-    /// This shard's view of the other nodes, when `[cluster]` is configured.
-    pub cluster: Option<ClusterShard>,
+    pub cache: Option<Rc<CacheShard>>,
+    /// This shard's view of the other nodes, when `[cluster]` is configured
+    /// (shared by generations: `[cluster]` changes need a restart).
+    pub cluster: Option<Rc<ClusterShard>>,
+    /// The shard's counters, shared by every generation.
+    pub metrics: Rc<ShardMetrics>,
+    /// Per route, in the router's order (`Router::find`'s index).
+    pub route_stats: Vec<Rc<RouteStats>>,
+    /// Requests that matched no route or were refused before routing.
+    pub unrouted_stats: Rc<RouteStats>,
+    /// Per-client-IP connection counts and request buckets (shared by generations).
+    pub client_limits: Rc<ClientLimits>,
+    /// Per route (router order): its rate limit's share and bucket, if it has one.
+    pub route_buckets: Vec<Option<(ShardRate, TokenBucket)>>,
+    /// This shard's access log buffer, when `[log] access` is on.
+    pub access_log: Option<Rc<ShardLog>>,
+    /// The newest generation of this shard's context (see the module doc).
+    newest: Rc<RefCell<Weak<ShardContext>>>,
 }
 
 impl ShardContext {
@@ -70,6 +98,8 @@ impl ShardContext {
         cache: Option<CacheShard>,
         provided_buffers: bool,
         health: Arc<HealthTable>,
+        metrics: Rc<ShardMetrics>,
+        shards: usize,
     ) -> ShardContext {
         let http = &config.http;
         let request_limits = Limits {
@@ -94,18 +124,42 @@ impl ShardContext {
             .enumerate()
             .map(|(index, u)| UpstreamState::new(id, index, u, health.clone()))
             .collect();
+        let router = Router::new(&config.routes);
+        let route_stats = router
+            .routes()
+            .iter()
+            .map(|r| metrics.route(&r.label()))
+            .collect();
+        let now = Instant::now();
+        let route_buckets = router
+            .routes()
+            .iter()
+            .map(|r| {
+                r.rate_limit.map(|rate| {
+                    let share = ShardRate::share(rate, shards);
+                    (share, TokenBucket::full(share, now))
+                })
+            })
+            .collect();
         ShardContext {
             id,
             request_limits,
             response_limits,
             forward,
-            router: Router::new(&config.routes),
+            router,
             upstreams,
             health,
-            pool: Pool::new(),
+            route_stats,
+            unrouted_stats: metrics.route(NO_ROUTE),
+            metrics,
+            newest: Rc::new(RefCell::new(Weak::new())),
+            access_log: None,
+            client_limits: Rc::new(ClientLimits::new(shards)),
+            route_buckets,
+            pool: Rc::new(Pool::new()),
             connections: Registry::new(config.tuning.max_connections),
-            draining: Cell::new(false),
-            requests_in_flight: Cell::new(0),
+            draining: Rc::new(Cell::new(false)),
+            requests_in_flight: Rc::new(Cell::new(0)),
             client_buffers: BufferPool::new(
                 http.buffer_size.max(http.max_header_bytes),
                 config.tuning.buffers,
@@ -114,10 +168,60 @@ impl ShardContext {
             provided_buffers,
             out_vecs: RefCell::new(Vec::new()),
             heads: RefCell::new(Vec::new()),
-            cache,
-            cluster: config.cluster.as_ref().map(ClusterShard::new),
+            cache: cache.map(Rc::new),
+            cluster: config
+                .cluster
+                .as_ref()
+                .map(|c| Rc::new(ClusterShard::new(c))),
             config,
         }
+    }
+
+    /// Makes this the shard's newest generation and returns it shared.
+    pub fn install(self) -> Rc<ShardContext> {
+        let ctx = Rc::new(self);
+        *ctx.newest.borrow_mut() = Rc::downgrade(&ctx);
+        ctx
+    }
+
+    /// The next generation, for a reloaded `config`: config-derived parts
+    /// (router, upstream state, limits, forwarding options) built anew, with
+    /// `health`, the table the new config's probers write; the connections,
+    /// pools, buffers, cache, cluster view and metrics shared with this one.
+    /// The registry's `max_connections`, the buffer pools' sizes and the cache
+    /// settings are the ones the shard started with.
+    pub fn next_generation(&self, config: Arc<Config>, health: Arc<HealthTable>) -> ShardContext {
+        let fresh = ShardContext::new(
+            self.id,
+            config,
+            None,
+            self.provided_buffers,
+            health,
+            self.metrics.clone(),
+            self.client_limits.shards(),
+        );
+        ShardContext {
+            pool: self.pool.clone(),
+            connections: self.connections.clone(),
+            draining: self.draining.clone(),
+            requests_in_flight: self.requests_in_flight.clone(),
+            client_buffers: self.client_buffers.clone(),
+            upstream_buffers: self.upstream_buffers.clone(),
+            cache: self.cache.clone(),
+            cluster: self.cluster.clone(),
+            access_log: self.access_log.clone(),
+            client_limits: self.client_limits.clone(),
+            newest: self.newest.clone(),
+            ..fresh
+        }
+    }
+
+    /// The shard's newest generation (this one unless a reload came since).
+    pub fn latest(self: &Rc<Self>) -> Rc<ShardContext> {
+        self.newest
+            .borrow()
+            .upgrade()
+            .unwrap_or_else(|| self.clone())
     }
 }
 

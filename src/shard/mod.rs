@@ -13,30 +13,44 @@ pub mod oneshot;
 pub mod registry;
 pub mod ring;
 
-use std::{os::fd::AsRawFd, rc::Rc, sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, sync::Arc, time::Duration};
 
 use compio::{
     net::TcpListener,
-    runtime::spawn,
+    runtime::{spawn, JoinHandle},
     time::{sleep, timeout},
 };
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_lite::StreamExt;
 
 use crate::{
+    access_log::{LogMessage, ShardLog, FLUSH_EVERY},
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
+    metrics::shard::{CacheSnapshot, ShardMetrics, ShardSnapshot},
     proxy::client::serve,
     upstream::health::{spawn_probers, HealthTable},
 };
 use context::ShardContext;
 use ring::Engine;
 
-/// Messages from the control thread to a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Messages from the control thread (and the admin thread) to a shard.
+#[derive(Debug)]
 pub enum Control {
     /// Stop accepting, finish in-flight requests within `shutdown_timeout`, exit.
     Shutdown,
+    /// Answer with a copy of the shard's counters (see `metrics`).
+    Snapshot(Sender<ShardSnapshot>),
+    /// Serve new requests with this config (already validated); requests in
+    /// flight finish on the one they started with. The health table is the
+    /// new config's, one for all shards (`upstream/health.rs`).
+    Reload(Arc<Config>, Arc<HealthTable>),
+    /// A listen address added by a reload: accept on this shard's socket for
+    /// it (the configured address, then the bound socket).
+    Listen(SocketAddr, std::net::TcpListener),
+    /// A listen address removed by a reload: stop accepting on it (its
+    /// connections carry on).
+    Unlisten(SocketAddr),
 }
 
 /// Everything a shard thread is started with. `Send`: it crosses to the new thread once.
@@ -44,7 +58,8 @@ pub struct ShardPlan {
     pub id: usize,
     pub cpu: usize,
     pub config: Arc<Config>,
-    pub listeners: Vec<std::net::TcpListener>,
+    /// This shard's socket for each configured listen address.
+    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     pub control: Receiver<Control>,
     /// This shard's end of the cache mesh, when the cache is on and there are several shards.
     pub mesh: Option<Mesh>,
@@ -53,6 +68,8 @@ pub struct ShardPlan {
     pub io: IoBackend,
     /// Up/down of every upstream server, shared by all shards (`upstream/health.rs`).
     pub health: Arc<HealthTable>,
+    /// The access log writer, when `[log] access` is on.
+    pub access_log: Option<Sender<LogMessage>>,
 }
 
 /// How often a shard looks at its control channel. Shutdown waits at most this long to begin.
@@ -102,18 +119,27 @@ async fn run(plan: ShardPlan, engine: Engine) {
         shards,
         io: _,
         health,
+        access_log,
     } = plan;
     let cache = config
         .cache
         .enabled
         .then(|| CacheShard::new(id, shards, &config.cache, mesh));
-    let ctx = Rc::new(ShardContext::new(
-        id,
-        config,
-        cache,
-        engine.has_provided_buffers(),
-        health,
-    ));
+    let metrics = Rc::new(ShardMetrics::new(engine.to_string()));
+    let provided_buffers = engine.has_provided_buffers();
+    let mut first = ShardContext::new(id, config, cache, provided_buffers, health, metrics, shards);
+    first.access_log =
+        access_log.map(|sender| Rc::new(ShardLog::new(first.config.log.format, sender)));
+    let ctx = first.install();
+    // Lines go to the writer from this task, never from a request's.
+    let log_flusher = ctx.access_log.clone().map(|log| {
+        spawn(async move {
+            loop {
+                sleep(FLUSH_EVERY).await;
+                log.flush();
+            }
+        })
+    });
     let mesh_task = spawn({
         let ctx = ctx.clone();
         async move {
@@ -123,16 +149,10 @@ async fn run(plan: ShardPlan, engine: Engine) {
         }
     });
 
+    let mut listening = Listening::default();
     let mut addresses = Vec::new();
-    let mut accept_tasks = Vec::new();
-    for std_listener in listeners {
-        if let Ok(addr) = std_listener.local_addr() {
-            addresses.push(addr.to_string());
-        }
-        match TcpListener::from_std(std_listener) {
-            Ok(listener) => accept_tasks.push(spawn(accept_loop(ctx.clone(), listener))),
-            Err(e) => log::error!("shard {id}: cannot use a listening socket: {e}"),
-        }
+    for (configured, std_listener) in listeners {
+        addresses.extend(listening.start(&ctx, configured, std_listener));
     }
     log::info!(
         "shard {id} on core {cpu} ({engine}) listening on {}",
@@ -145,41 +165,149 @@ async fn run(plan: ShardPlan, engine: Engine) {
             loop {
                 sleep(POOL_SWEEP).await;
                 ctx.pool.sweep();
+                let rate = ctx.latest().config.limits.rate_per_ip;
+                ctx.client_limits.sweep(rate, std::time::Instant::now());
             }
         }
     });
 
     let probers = spawn_probers(&ctx, shards);
+    let ctx = obey_control(ctx, &control, &mut listening, probers, shards).await;
 
-    loop {
-        sleep(CONTROL_POLL).await;
-        match control.try_recv() {
-            Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {}
-        }
-    }
-
-    // Drain: dropping the accept tasks cancels them and closes the listening sockets.
-    ctx.draining.set(true);
-    drop(accept_tasks);
-    let idle = ctx.connections.close_idle();
-    let busy = ctx.connections.active().saturating_sub(idle);
-    log::info!("shard {id}: shutting down; {busy} connection(s) busy, {idle} idle closed");
-    let grace = ctx.config.server.shutdown_timeout;
-    match timeout(grace, ctx.connections.drained()).await {
-        Ok(()) => log::info!("shard {id}: drained"),
-        Err(_) => log::warn!(
-            "shard {id}: {} connection(s) cut off after {grace:?}",
-            ctx.connections.active()
-        ),
-    }
+    drain(&ctx, listening).await;
     drop(sweeper);
-    drop(probers);
     drop(mesh_task);
+    drop(log_flusher);
+    if let Some(log) = &ctx.access_log {
+        log.flush_at_exit();
+    }
     ctx.pool.clear();
     log_cache_counters(&ctx);
     if let Some(cluster) = &ctx.cluster {
         cluster.log_counters(id);
+    }
+}
+
+/// Shutdown: dropping the accept tasks cancels them and closes the listening
+/// sockets; idle connections are closed at once, busy ones get
+/// `shutdown_timeout` to finish the request in hand.
+async fn drain(ctx: &ShardContext, listening: Listening) {
+    ctx.draining.set(true);
+    drop(listening);
+    let idle = ctx.connections.close_idle();
+    let busy = ctx.connections.active().saturating_sub(idle);
+    log::info!(
+        "shard {}: shutting down; {busy} connection(s) busy, {idle} idle closed",
+        ctx.id
+    );
+    let grace = ctx.config.server.shutdown_timeout;
+    match timeout(grace, ctx.connections.drained()).await {
+        Ok(()) => log::info!("shard {}: drained", ctx.id),
+        Err(_) => log::warn!(
+            "shard {}: {} connection(s) cut off after {grace:?}",
+            ctx.id,
+            ctx.connections.active()
+        ),
+    }
+}
+
+/// Polls the control channel every [`CONTROL_POLL`] without blocking and
+/// does what it says, until `Shutdown` (or the control thread is gone).
+/// Returns the shard's newest context generation. `probers`: the health
+/// probers this shard runs for the current generation's config; a reload
+/// replaces them with the new config's.
+async fn obey_control(
+    mut ctx: Rc<ShardContext>,
+    control: &Receiver<Control>,
+    listening: &mut Listening,
+    mut probers: Vec<JoinHandle<()>>,
+    shards: usize,
+) -> Rc<ShardContext> {
+    loop {
+        sleep(CONTROL_POLL).await;
+        loop {
+            match control.try_recv() {
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => return ctx,
+                Ok(Control::Snapshot(reply)) => {
+                    // The admin thread may have given up waiting: nothing to do then.
+                    let _ = reply.try_send(snapshot(&ctx));
+                }
+                Ok(Control::Reload(config, health)) => {
+                    ctx = ctx.next_generation(config, health).install();
+                    // Dropping the old probers cancels them.
+                    drop(std::mem::replace(&mut probers, spawn_probers(&ctx, shards)));
+                    log::info!("shard {}: new config in use for new requests", ctx.id);
+                }
+                Ok(Control::Listen(configured, socket)) => {
+                    if let Some(addr) = listening.start(&ctx, configured, socket) {
+                        log::info!("shard {}: now accepting on {addr}", ctx.id);
+                    }
+                }
+                Ok(Control::Unlisten(configured)) => {
+                    listening.stop(configured);
+                    log::info!("shard {}: stopped accepting on {configured}", ctx.id);
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+    }
+}
+
+/// The shard's accept loops, by the configured listen address each serves.
+/// Dropping a loop cancels it and closes its listening socket.
+#[derive(Default)]
+struct Listening {
+    loops: Vec<(SocketAddr, JoinHandle<()>)>,
+}
+
+impl Listening {
+    /// Starts accepting on `socket`; returns the address it is bound to.
+    fn start(
+        &mut self,
+        ctx: &Rc<ShardContext>,
+        configured: SocketAddr,
+        socket: std::net::TcpListener,
+    ) -> Option<String> {
+        let local = socket.local_addr().ok().map(|a| a.to_string());
+        match TcpListener::from_std(socket) {
+            Ok(listener) => {
+                let accepting = spawn(accept_loop(ctx.clone(), listener));
+                self.loops.push((configured, accepting));
+                local
+            }
+            Err(e) => {
+                log::error!("shard {}: cannot use a listening socket: {e}", ctx.id);
+                None
+            }
+        }
+    }
+
+    fn stop(&mut self, configured: SocketAddr) {
+        self.loops.retain(|(addr, _)| *addr != configured);
+    }
+}
+
+/// A copy of the shard's counters for the admin thread.
+fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
+    let (routes, servers) = ctx.metrics.snapshot_parts();
+    ShardSnapshot {
+        shard: ctx.id,
+        engine: ctx.metrics.engine.clone(),
+        connections_open: ctx.connections.active(),
+        connections_busy: ctx.connections.busy(),
+        connections_accepted: ctx.metrics.accepted.get(),
+        client_buffers_in_use: ctx.client_buffers.leased(),
+        upstream_buffers_in_use: ctx.upstream_buffers.leased(),
+        upstream_idle: ctx.pool.idle_count(),
+        access_log_dropped: ctx.access_log.as_ref().map_or(0, |log| log.dropped.get()),
+        routes,
+        servers,
+        connect_failures: ctx.metrics.connect_failures(),
+        cache: ctx.cache.as_ref().map(|cache| CacheSnapshot {
+            counters: *cache.counters.borrow(),
+            store: cache.store_stats(),
+            lookup_latency: cache.lookup_latency.borrow().clone(),
+        }),
     }
 }
 
@@ -210,8 +338,9 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
         while let Some(accepted) = incoming.next().await {
             match accepted {
                 Ok(stream) => {
+                    ctx.metrics.count_accept();
                     let registration = ctx.connections.register(stream.as_raw_fd());
-                    spawn(serve(ctx.clone(), stream, None, registration)).detach();
+                    spawn(serve(ctx.latest(), stream, None, registration)).detach();
                     if !ctx.connections.has_room() {
                         break;
                     }

@@ -49,6 +49,16 @@ impl Registry {
         self.entries.borrow().len()
     }
 
+    /// Connections serving a request now (the rest wait for their next one).
+    /// Walks every entry: for a scrape, not for the request path.
+    pub fn busy(&self) -> usize {
+        self.entries
+            .borrow()
+            .values()
+            .filter(|(_, idle)| !idle.get())
+            .count()
+    }
+
     /// Whether another connection may be accepted (`max_connections`).
     pub fn has_room(&self) -> bool {
         self.active() < self.max

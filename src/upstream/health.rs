@@ -37,6 +37,7 @@ use crate::{
 
 /// Up/down per server slot. `Send + Sync`: shared by every shard, written
 /// only by each slot's prober.
+#[derive(Debug)]
 pub struct HealthTable {
     up: Box<[AtomicBool]>,
     /// The first slot of each upstream.

@@ -3,14 +3,17 @@
 //! the HTTP framing reader they share (`wire`), body digests (`digest`),
 //! deliberately failing upstream addresses (`sockets`), named origins behind
 //! one upstream (`fleet`), the cache tests'
-//! scripted origin and Cache-Status parsing (`cache`), and the rule that
+//! scripted origin and Cache-Status parsing (`cache`), the admin endpoint
+//! (`admin`) and a strict Prometheus text reader (`prometheus`), and the rule that
 //! every proxy-facing test runs with 1 and with 2 shards.
 
+pub mod admin;
 pub mod cache;
 pub mod client;
 pub mod digest;
 pub mod fleet;
 pub mod origin;
+pub mod prometheus;
 pub mod proxy;
 pub mod sockets;
 pub mod wire;

@@ -314,6 +314,12 @@ impl Proxy {
         Client::connect(self.addr)
     }
 
+    /// The config file the proxy was started with (a test may rewrite it and
+    /// send SIGHUP).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self._config_file.path
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -125,6 +125,7 @@ pub(super) async fn purge(ex: &mut Exchange<'_>, cache: &CacheShard) -> Result<N
             404
         }
     };
+    client.trip.status = Some(status);
     client.out.clear();
     write_error(&mut client.out, status, !keep_alive);
     client

@@ -110,6 +110,17 @@ pub(super) async fn reply_stored(
     out.extend_from_slice(b"\r\n");
     let body = entry.body();
     let whole_body = plan.answer == Answer::Whole { with_body: true };
+    let (status, bytes) = match &plan.answer {
+        Answer::NotModified => (304, 0),
+        Answer::Whole { .. } => (
+            entry.parsed().status,
+            if whole_body { body.len() } else { 0 },
+        ),
+        Answer::Ranges(Ranged::Partial(_)) => (206, ranged_body.as_ref().map_or(0, Vec::len)),
+        Answer::Ranges(_) => (416, 0),
+    };
+    client.trip.status = Some(status);
+    client.trip.bytes = Some(bytes as u64);
     if whole_body && body.len() <= COALESCE_BODY {
         out.extend_from_slice(body);
     }
