@@ -11,6 +11,7 @@
 //! - [`cache`]: RFC 9111 cache building blocks — policy, keys, per-shard store.
 //! - [`buffer`]: streaming buffers and the per-shard pool they are leased from.
 //! - [`net`]: socket I/O with owned buffers and deadlines.
+//! - [`offload`]: a shard's own threads for blocking work (DNS, password hashes).
 //! - [`preflight`]: turns a missing io_uring into a message with a fix.
 //!
 //! See `docs/ARCHITECTURE.md` for the shard model and the path of one request.
@@ -22,6 +23,7 @@ pub mod control;
 pub mod http;
 pub mod listener;
 pub mod net;
+pub mod offload;
 pub mod preflight;
 pub mod proxy;
 pub mod shard;

@@ -19,6 +19,39 @@ struct Cli {
     /// Validate the config and exit: 0 if valid, 2 with the bad key and line if not.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Read a password (first line of stdin) and print its argon2 PHC string
+    /// for a `[[forward_proxy.user]]` `password_hash`.
+    HashPassword,
+}
+
+/// `shardproxy hash-password`: the password never appears in argv or the config.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("shardproxy: cannot read the password from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("shardproxy: empty password (give it on stdin)");
+        return ExitCode::from(2);
+    }
+    match shardproxy::proxy::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shardproxy: hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(cli: &Cli) -> Result<Config, ConfigError> {
@@ -37,6 +70,9 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match load(&cli) {
         Ok(config) => config,

@@ -11,6 +11,8 @@ mod bodies;
 mod cache;
 #[path = "proxy/cli.rs"]
 mod cli;
+#[path = "proxy/forward_proxy.rs"]
+mod forward_proxy;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/harness.rs"]

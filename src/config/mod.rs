@@ -7,6 +7,7 @@
 
 mod cache;
 mod error;
+mod forward;
 mod net;
 mod raw;
 mod resolver;
@@ -17,6 +18,7 @@ mod upstream;
 
 pub use cache::CacheConfig;
 pub use error::ConfigError;
+pub use forward::{DestinationRule, ForwardConfig, ForwardUser};
 pub use net::IpNet;
 pub use route::RouteConfig;
 pub use server::{HttpConfig, IoBackend, RingMode, ServerConfig, Timeouts, Tuning};
@@ -41,6 +43,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub forward: ForwardConfig,
 }
 
 /// The config file `config.toml` documents; used when no file is given or found.

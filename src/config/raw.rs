@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub forward_proxy: RawForward,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,4 +127,42 @@ pub struct RawCache {
     pub near_cache_size: Option<Size>,
     pub near_cache_ttl: Option<Text>,
     pub purge_allow: Option<Vec<Text>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub enabled: Option<bool>,
+    pub allowed_ports: Option<Spanned<Vec<RawPorts>>>,
+    pub allowed_connect_ports: Option<Spanned<Vec<RawPorts>>>,
+    pub client_allow: Option<Vec<Text>>,
+    pub allow: Option<Vec<Text>>,
+    pub deny: Option<Vec<Text>>,
+    pub realm: Option<Text>,
+    pub auth_cache_ttl: Option<Text>,
+    pub tunnel_idle: Option<Text>,
+    pub keepalive: Option<Spanned<i64>>,
+    pub keepalive_timeout: Option<Text>,
+    pub dns_threads: Option<Spanned<i64>>,
+    pub dns_cache_size: Option<Spanned<i64>>,
+    pub dns_ttl: Option<Text>,
+    pub dns_negative_ttl: Option<Text>,
+    #[serde(default)]
+    pub user: Vec<RawUser>,
+}
+
+/// A port (`443`) or an inclusive range (`"1025-65535"`). No spans inside
+/// (untagged enum): errors point at the list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPorts {
+    One(i64),
+    Range(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Text,
+    pub password_hash: Text,
 }

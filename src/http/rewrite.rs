@@ -87,12 +87,53 @@ pub fn write_request_head_edited(
     opts: ForwardOptions,
     edit: RequestEdit<'_>,
 ) {
-    let fields = &head.fields;
     out.extend_from_slice(head.method.of(buf));
     out.push(b' ');
     out.extend_from_slice(head.target.of(buf));
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_request_fields(out, buf, head, client_ip, opts, edit);
+}
 
+/// The head a forward proxy sends for an absolute-form request (RFC 9112
+/// §3.2.2): origin-form `path` (`/` when empty), `Host` set to the target's
+/// authority, `Proxy-Authorization` (ours to consume) dropped, and the
+/// usual rewriting otherwise.
+pub fn write_forward_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    target: (&[u8], &[u8]),
+    client_ip: &[u8],
+    opts: ForwardOptions,
+) {
+    let (authority, path) = target;
+    out.extend_from_slice(head.method.of(buf));
+    out.push(b' ');
+    if !path.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    push_field(out, b"Host", authority);
+    let edit = RequestEdit {
+        drop_field: |name| {
+            name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"proxy-authorization")
+        },
+        extra: b"",
+    };
+    write_request_fields(out, buf, head, client_ip, opts, edit);
+}
+
+/// The field lines and the blank line of a forwarded request head.
+fn write_request_fields(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client_ip: &[u8],
+    opts: ForwardOptions,
+    edit: RequestEdit<'_>,
+) {
+    let fields = &head.fields;
     let last_xff = last_of(fields, HeaderKind::XForwardedFor);
     let last_via = last_of(fields, HeaderKind::Via);
     for (i, h) in fields.headers.iter().enumerate() {

@@ -11,6 +11,7 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -33,6 +34,22 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, close: bool) {
     let _ = write!(
         out,
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {body_len}\r\n{}\r\n{status} {reason}\n",
+        if close { "Connection: close\r\n" } else { "" }
+    );
+}
+
+/// [`write_error`] with extra field lines (each ending in CRLF) and a
+/// one-line reason after the status in the body (`403 Forbidden: why`).
+pub fn write_error_detailed(out: &mut Vec<u8>, status: u16, close: bool, fields: &str, why: &str) {
+    use std::io::Write;
+    let reason = reason(status);
+    // One line: a reason must not start a second line or a second message.
+    let why: String = why.chars().filter(|c| !c.is_control()).collect();
+    let body = format!("{status} {reason}: {why}\n");
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{fields}{}\r\n{body}",
+        body.len(),
         if close { "Connection: close\r\n" } else { "" }
     );
 }

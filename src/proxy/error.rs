@@ -4,7 +4,11 @@
 
 use std::io;
 
-use crate::http::{chunked::ChunkError, head::HeadError};
+use super::acl::Denial;
+use crate::{
+    http::{chunked::ChunkError, head::HeadError},
+    upstream::dns::DnsError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -36,6 +40,14 @@ pub enum ProxyError {
     BadResponse(HeadError),
     #[error("malformed upstream response body: {0}")]
     BadResponseBody(ChunkError),
+    #[error("forward proxy: {0}")]
+    Denied(Denial),
+    #[error("forward proxy: credentials required or wrong")]
+    ProxyAuthRequired { realm: String },
+    #[error("forward proxy: too many password checks in progress")]
+    AuthBusy,
+    #[error("forward proxy: {0}")]
+    Dns(DnsError),
 }
 
 impl ProxyError {
@@ -60,7 +72,38 @@ impl ProxyError {
             | ProxyError::BadResponse(_)
             | ProxyError::BadResponseBody(_) => 502,
             ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => 504,
+            ProxyError::Denied(_) => 403,
+            ProxyError::ProxyAuthRequired { .. } => 407,
+            ProxyError::AuthBusy => 503,
+            ProxyError::Dns(DnsError::TimedOut(_)) => 504,
+            ProxyError::Dns(DnsError::Busy) => 503,
+            ProxyError::Dns(_) => 502,
         })
+    }
+
+    /// What the forward proxy's client can act on beyond the status: extra
+    /// field lines (each ending in CRLF) and a one-line reason for the body.
+    pub fn detail(&self) -> Option<(String, String)> {
+        match self {
+            ProxyError::ProxyAuthRequired { realm } => Some((
+                format!("Proxy-Authenticate: Basic realm=\"{realm}\", charset=\"UTF-8\"\r\n"),
+                "proxy credentials required".into(),
+            )),
+            ProxyError::Denied(denial) => Some((String::new(), denial.to_string())),
+            ProxyError::Dns(e) => Some((String::new(), e.to_string())),
+            ProxyError::AuthBusy => Some((String::new(), "too many password checks".into())),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection can carry on after this error's response
+    /// (when the request had no body): the head was consumed and nothing
+    /// went upstream.
+    pub fn leaves_connection_in_sync(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::NoRoute | ProxyError::Denied(_) | ProxyError::ProxyAuthRequired { .. }
+        )
     }
 
     /// Whether the failure is the upstream's (logged as a warning) rather than the client's.

@@ -2,7 +2,9 @@
 //!
 //! 1. **read head**: `client.rs` reads the head into the connection's buffer
 //!    and parses it (strictly) before calling [`handle`].
-//! 2. **route**: Host and path pick the `[[route]]`; none is a 404.
+//! 2. **route**: Host and path pick the `[[route]]`; none is a 404. An
+//!    absolute-form or CONNECT request (forward proxy) takes `forward`'s
+//!    path instead: admission, destination ACL, then phases 4 to 6 or a tunnel.
 //! 3. **cache lookup**: on a route with the cache on, `cached::lookup`
 //!    answers from a stored response (or a PURGE) or says what the trip
 //!    upstream is for: a plain forward, or a fetch for the cache.
@@ -27,6 +29,7 @@ use super::{
     client::Client,
     duplex::stream_request,
     error::ProxyError,
+    forward,
     response::{send_response, ClientSide, ResponseEnd, ToClient},
     upstream::{acquire, exchange_head, finish},
 };
@@ -34,7 +37,7 @@ use crate::{
     config::RouteConfig,
     http::{
         body::BodyState,
-        head::{host_without_port, Framing, RequestHead, ResponseHead},
+        head::{host_without_port, Framing, RequestHead, ResponseHead, TargetForm},
         rewrite::write_request_head,
         status::CONTINUE,
     },
@@ -126,6 +129,10 @@ pub async fn handle(
     req: &RequestHead,
     resp: &mut ResponseHead,
 ) -> Result<Next, ProxyError> {
+    // Absolute-form and CONNECT: the forward proxy's own path.
+    if matches!(req.form, TargetForm::Absolute | TargetForm::Authority) {
+        return Box::pin(forward::handle(ctx, client, req, resp)).await;
+    }
     // 2. Route.
     let route = route(ctx, client, req)?;
     let mut ex = Exchange {
@@ -223,7 +230,7 @@ fn write_upstream_head(ex: &mut Exchange<'_>) -> Result<(), ProxyError> {
 /// body go out in one write. Runs once a connection is in hand, so the
 /// client is invited to send only when the upstream is reachable. Returns the
 /// body's state and the payload bytes taken.
-async fn buffered_body(ex: &mut Exchange<'_>) -> Result<(BodyState, u64), ProxyError> {
+pub(super) async fn buffered_body(ex: &mut Exchange<'_>) -> Result<(BodyState, u64), ProxyError> {
     let (framing, limit) = (ex.req.fields.framing, ex.ctx.config.http.max_body_size);
     let client = &mut *ex.client;
     if ex.req.expect_continue && framing != Framing::None && client.buf.is_empty() {
@@ -254,7 +261,7 @@ async fn buffered_body(ex: &mut Exchange<'_>) -> Result<(BodyState, u64), ProxyE
 /// Phases 4 and 5 when the whole request is in `client.out`: one write, the
 /// response head, then the response. Returns how the response ended and that
 /// the request went out whole.
-async fn whole_request(
+pub(super) async fn whole_request(
     ex: &mut Exchange<'_>,
     conn: &mut UpstreamConn,
     server: std::net::SocketAddr,

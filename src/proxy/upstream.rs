@@ -78,7 +78,10 @@ pub(super) async fn acquire(
 }
 
 /// Opens a new connection to `addr` within `upstream_connect`, with a read buffer.
-async fn connect(ctx: &ShardContext, addr: SocketAddr) -> Result<UpstreamConn, ProxyError> {
+pub(super) async fn connect(
+    ctx: &ShardContext,
+    addr: SocketAddr,
+) -> Result<UpstreamConn, ProxyError> {
     let limit = ctx.config.timeouts.upstream_connect;
     let stream = match timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,

@@ -14,10 +14,10 @@ use crate::{
     cache::ownership::CacheShard,
     config::Config,
     http::{
-        head::{Limits, RequestHead, ResponseHead},
+        head::{AcceptedForms, Limits, RequestHead, ResponseHead},
         rewrite::ForwardOptions,
     },
-    proxy::routing::Router,
+    proxy::{forward::ForwardShard, routing::Router},
     upstream::{
         balance::{Balancer, WeightedRoundRobin},
         pool::Pool,
@@ -54,6 +54,10 @@ pub struct ShardContext {
     heads: RefCell<Vec<(RequestHead, ResponseHead)>>,
     /// This shard's part of the response cache, when `[cache] enabled`.
     pub cache: Option<CacheShard>,
+    /// The forward proxy's resolver and authenticator, when `[forward_proxy] enabled`.
+    pub forward_proxy: Option<ForwardShard>,
+    /// Request targets the parser takes: proxy forms only with `forward_proxy`.
+    pub target_forms: AcceptedForms,
 }
 
 impl ShardContext {
@@ -85,8 +89,15 @@ impl ShardContext {
             .iter()
             .map(|u| Box::new(WeightedRoundRobin::new(&u.servers)) as Box<dyn Balancer>)
             .collect();
+        let forward_proxy = start_forward_proxy(id, &config);
+        let target_forms = match forward_proxy {
+            Some(_) => AcceptedForms::OriginAndProxy,
+            None => AcceptedForms::Origin,
+        };
         ShardContext {
             id,
+            forward_proxy,
+            target_forms,
             request_limits,
             response_limits,
             forward,
@@ -107,6 +118,17 @@ impl ShardContext {
             config,
         }
     }
+}
+
+/// The forward proxy's per-shard threads, if it is enabled. A shard that
+/// cannot start them (thread limit) serves as a reverse proxy only and says so.
+fn start_forward_proxy(id: usize, config: &Config) -> Option<ForwardShard> {
+    if !config.forward.enabled {
+        return None;
+    }
+    ForwardShard::start(id, &config.forward)
+        .map_err(|e| log::error!("shard {id}: forward proxy off: cannot start its threads: {e}"))
+        .ok()
 }
 
 /// Head vectors and parsed heads kept for reuse per shard; past this, what an
