@@ -29,5 +29,7 @@ mod shutdown;
 mod strict_parsing;
 #[path = "proxy/timeouts.rs"]
 mod timeouts;
+#[path = "proxy/upgrade.rs"]
+mod upgrade;
 #[path = "proxy/upstream_failures.rs"]
 mod upstream_failures;

@@ -96,8 +96,8 @@ pub fn write_request_head_edited(
 
 /// The head a forward proxy sends for an absolute-form request (RFC 9112
 /// §3.2.2): origin-form `path` (`/` when empty), `Host` set to the target's
-/// authority, `Proxy-Authorization` (ours to consume) dropped, and the
-/// usual rewriting otherwise.
+/// authority, `Proxy-Authorization` (ours to consume) dropped, `extra`
+/// field lines added, and the usual rewriting otherwise.
 pub fn write_forward_request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -105,6 +105,7 @@ pub fn write_forward_request_head(
     target: (&[u8], &[u8]),
     client_ip: &[u8],
     opts: ForwardOptions,
+    extra: &[u8],
 ) {
     let (authority, path) = target;
     out.extend_from_slice(head.method.of(buf));
@@ -119,7 +120,7 @@ pub fn write_forward_request_head(
         drop_field: |name| {
             name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"proxy-authorization")
         },
-        extra: b"",
+        extra,
     };
     write_request_fields(out, buf, head, client_ip, opts, edit);
 }

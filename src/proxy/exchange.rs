@@ -31,6 +31,7 @@ use super::{
     error::ProxyError,
     forward,
     response::{send_response, ClientSide, ResponseEnd, ToClient},
+    tunnel,
     upstream::{acquire, exchange_head, finish},
 };
 use crate::{
@@ -142,6 +143,11 @@ pub async fn handle(
         resp,
         route,
     };
+    // A protocol switch (WebSocket) skips the cache: 101 turns it into a tunnel.
+    if let Some(upgrade) = tunnel::upgrade_requested(req, ex.client.buf.filled()) {
+        let to = tunnel::UpgradeTo::Upstream(route.upstream);
+        return Box::pin(tunnel::upgrade(&mut ex, upgrade, to)).await;
+    }
     // 3. Cache lookup.
     let lookup = match &ctx.cache {
         Some(cache) if route.cache => Box::pin(cached::lookup(&mut ex, cache)).await?,

@@ -27,7 +27,7 @@ use super::{
     error::ProxyError,
     exchange::{buffered_body, whole_request, Exchange, Forward, Next},
     response::ResponseEnd,
-    tunnel,
+    tunnel::{self, upgrade as upgrade_to, upgrade_requested, UpgradeTo},
     upstream::connect,
 };
 use crate::{
@@ -234,7 +234,6 @@ async fn forward(
     destination: &Destination,
 ) -> Result<Next, ProxyError> {
     let addrs = admitted_addresses(ctx, fwd, destination).await?;
-    write_head(ctx, client, req)?;
     let mut ex = Exchange {
         ctx,
         client,
@@ -242,6 +241,10 @@ async fn forward(
         resp,
         route: &fwd.route,
     };
+    if let Some(upgrade) = upgrade_requested(req, ex.client.buf.filled()) {
+        return upgrade_to(&mut ex, upgrade, UpgradeTo::Direct(&addrs)).await;
+    }
+    write_head(ctx, ex.client, req)?;
     let side = ex.side();
     let (mut conn, server) = acquire(ctx, &addrs, true).await?;
     let (body, payload) = buffered_body(&mut ex).await?;
@@ -288,6 +291,7 @@ fn write_head(
         (target.authority.text, target.path),
         &client.ip,
         ctx.forward,
+        b"",
     );
     client.buf.consume(req.fields.head_len);
     Ok(())
@@ -295,7 +299,7 @@ fn write_head(
 
 /// Phase 6: the destination connection back to the pool if the exchange
 /// left it clean, and the client connection's fate.
-fn after(
+pub(super) fn after(
     ctx: &ShardContext,
     mut conn: UpstreamConn,
     end: ResponseEnd,

@@ -1,6 +1,12 @@
-//! Tunnels: after `CONNECT host:port` is admitted (and, for Upgrade, after
-//! a 101), the connection stops being HTTP and bytes flow both ways as they
-//! are until both sides are done.
+//! Tunnels: after `CONNECT host:port` is admitted, or after an upstream
+//! answers an `Upgrade` request (WebSocket) with 101, the connection stops
+//! being HTTP and bytes flow both ways as they are until both sides are done.
+//!
+//! Upgrade passthrough works in both modes: a request asking to upgrade
+//! (HTTP/1.1, `Connection: upgrade`, an `Upgrade` field, no body) is sent
+//! with those two fields kept (they are hop-by-hop and dropped otherwise)
+//! and skips the cache; a 101 switches to the tunnel, any other answer is
+//! an ordinary response and the connection stays HTTP.
 //!
 //! Each direction is one loop (receive into a leased buffer, send it all,
 //! repeat), so a tunnel holds two streaming buffers whatever the transfer
@@ -18,6 +24,7 @@
 
 use std::{
     cell::Cell,
+    net::SocketAddr,
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -26,15 +33,26 @@ use futures_lite::future::or;
 
 use super::{
     client::Client,
-    error::ProxyError,
-    exchange::Next,
-    forward::{acquire, admitted_addresses, Destination, ForwardShard},
+    error::{upstream_read_error, ProxyError},
+    exchange::{Exchange, Next},
+    forward::{self, acquire, admitted_addresses, Destination, ForwardShard},
+    response::{send_response, ToClient},
+    upstream,
 };
 use crate::{
     buffer::IoBuf,
-    http::head::RequestHead,
+    http::{
+        head::{parse_response, Framing, HeadError, RequestHead},
+        rewrite::{
+            write_forward_request_head, write_request_head_edited, write_response_head,
+            ClientFraming, RequestEdit,
+        },
+        target::absolute,
+        Span,
+    },
     net::{IoError, Socket},
     shard::context::ShardContext,
+    upstream::pool::UpstreamConn,
 };
 
 /// Sent once the destination is connected; the tunnel starts after it.
@@ -51,15 +69,21 @@ pub(super) async fn connect(
 ) -> Result<Next, ProxyError> {
     let addrs = admitted_addresses(ctx, fwd, destination).await?;
     // A tunnel never goes back to the pool: a fresh connection each.
-    let (mut conn, _) = acquire(ctx, &addrs, false).await?;
+    let (conn, _) = acquire(ctx, &addrs, false).await?;
     client.buf.consume(req.fields.head_len);
     client
         .stream
         .send_static(ESTABLISHED, client.write_timeout)
         .await
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
-    let idle = ctx.config.forward.tunnel_idle;
     // Bytes the client sent right behind the head (a TLS hello, say) are the tunnel's.
+    Ok(tunnel(ctx, client, conn).await)
+}
+
+/// Relays between the client and `conn` until both are done (or idle for
+/// `tunnel_idle`), then closes the upstream side; the client's closes next.
+async fn tunnel(ctx: &ShardContext, client: &mut Client, mut conn: UpstreamConn) -> Next {
+    let idle = ctx.config.forward.tunnel_idle;
     relay(
         &client.stream,
         &mut client.buf,
@@ -69,7 +93,7 @@ pub(super) async fn connect(
     )
     .await;
     ctx.pool.discard(conn);
-    Ok(Next::Close)
+    Next::Close
 }
 
 /// Why one direction of a tunnel stopped early.
@@ -82,13 +106,7 @@ enum TunnelEnd {
 /// Copies `a` → `b` and `b` → `a` until both have ended (each EOF passed on
 /// as a FIN), or one fails, or neither moves for `idle`. `a_buf` / `b_buf`
 /// hold what each side sent that is still to be passed on.
-pub(super) async fn relay(
-    a: &Socket,
-    a_buf: &mut IoBuf,
-    b: &Socket,
-    b_buf: &mut IoBuf,
-    idle: Duration,
-) {
+async fn relay(a: &Socket, a_buf: &mut IoBuf, b: &Socket, b_buf: &mut IoBuf, idle: Duration) {
     let activity = Cell::new(Instant::now());
     let a_to_b = std::pin::pin!(pump(a, b, a_buf, idle, &activity));
     let b_to_a = std::pin::pin!(pump(b, a, b_buf, idle, &activity));
@@ -138,4 +156,195 @@ async fn pump(
             Err(IoError::Io(_)) => return Err(TunnelEnd::Failed),
         }
     }
+}
+
+/// The `Upgrade` value of a request that asks to switch protocols in a way
+/// passed on (RFC 9110 §7.8): HTTP/1.1 (an HTTP/1.0 Upgrade is ignored),
+/// `upgrade` among the Connection options, and no body.
+pub(super) fn upgrade_requested(req: &RequestHead, buf: &[u8]) -> Option<Span> {
+    let fields = &req.fields;
+    if fields.minor_version == 0
+        || fields.framing != Framing::None
+        || !fields.is_connection_option(buf, b"upgrade")
+    {
+        return None;
+    }
+    let upgrade = fields
+        .headers
+        .iter()
+        .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"upgrade"))?;
+    Some(upgrade.value)
+}
+
+/// Where an upgrade request goes: a route's upstream, or (forward proxy)
+/// the admitted addresses of its absolute-form target.
+pub(super) enum UpgradeTo<'a> {
+    Upstream(usize),
+    Direct(&'a [SocketAddr]),
+}
+
+/// Phases 4 to 6 of a request asking to upgrade (`upgrade` is its
+/// `Upgrade` value): 101 turns the connection into a tunnel until both
+/// sides are done; another answer is sent on as an ordinary response.
+pub(super) async fn upgrade(
+    ex: &mut Exchange<'_>,
+    upgrade: Span,
+    to: UpgradeTo<'_>,
+) -> Result<Next, ProxyError> {
+    let ctx = ex.ctx;
+    let side = ex.side();
+    write_upgrade_head(ex, upgrade, &to)?;
+    let (mut conn, _) = match to {
+        UpgradeTo::Upstream(index) => upstream::acquire(ctx, index).await?,
+        UpgradeTo::Direct(addrs) => acquire(ctx, addrs, true).await?,
+    };
+    let answered = answer_head(ex, &mut conn).await;
+    if let Err(e) = answered {
+        ctx.pool.discard(conn);
+        return Err(e);
+    }
+    if ex.resp.status == 101 {
+        return switch(ex, conn).await;
+    }
+    let to_client = ToClient {
+        stream: &ex.client.stream,
+        out: &mut ex.client.out,
+        side,
+        extra_fields: b"",
+    };
+    let end = send_response(to_client, &conn.stream, &mut conn.buf, ex.resp, None);
+    let end = match end.await {
+        Ok(end) => end,
+        Err(e) => {
+            ctx.pool.discard(conn);
+            return Err(e);
+        }
+    };
+    Ok(match to {
+        UpgradeTo::Upstream(index) => {
+            upstream::finish(ctx, conn, &ctx.config.upstreams[index], end, true)
+        }
+        UpgradeTo::Direct(_) => forward::after(ctx, conn, end, true),
+    })
+}
+
+/// The upstream head with `Connection: upgrade` and the client's `Upgrade`
+/// kept, into `client.out`; consumes the client's copy.
+fn write_upgrade_head(
+    ex: &mut Exchange<'_>,
+    upgrade: Span,
+    to: &UpgradeTo<'_>,
+) -> Result<(), ProxyError> {
+    let client = &mut *ex.client;
+    let buf = client.buf.filled();
+    let extra = upgrade_fields(upgrade.of(buf));
+    client.out.clear();
+    let opts = ex.ctx.forward;
+    match to {
+        UpgradeTo::Upstream(_) => {
+            let edit = RequestEdit {
+                drop_field: |_| false,
+                extra: &extra,
+            };
+            write_request_head_edited(&mut client.out, buf, ex.req, &client.ip, opts, edit);
+        }
+        UpgradeTo::Direct(_) => {
+            let target = absolute(ex.req.target.of(buf))
+                .ok_or(ProxyError::BadRequest(HeadError::NotOriginForm))?;
+            let target = (target.authority.text, target.path);
+            write_forward_request_head(
+                &mut client.out,
+                buf,
+                ex.req,
+                target,
+                &client.ip,
+                opts,
+                &extra,
+            );
+        }
+    }
+    ex.consume_head();
+    Ok(())
+}
+
+/// Sends the head in `client.out` and reads the answer's head into
+/// `ex.resp`: a 101 or a final response (other interim ones are dropped),
+/// within `upstream_first_byte`.
+async fn answer_head(ex: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<(), ProxyError> {
+    let ctx = ex.ctx;
+    let timeouts = &ctx.config.timeouts;
+    conn.stream
+        .send_vec(&mut ex.client.out, timeouts.body_idle)
+        .await
+        .map_err(|e| ProxyError::UpstreamIo(e.into()))?;
+    let deadline = Instant::now() + timeouts.upstream_first_byte;
+    let method = ex.req.method();
+    loop {
+        let parsed = !conn.buf.is_empty()
+            && parse_response(conn.buf.filled(), &ctx.response_limits, method, ex.resp)
+                .map_err(ProxyError::BadResponse)?;
+        match ex.resp.status {
+            100..=199 if parsed && ex.resp.status != 101 => {
+                conn.buf.consume(ex.resp.fields.head_len);
+                continue;
+            }
+            _ if parsed => return Ok(()),
+            _ => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.stream.recv(&mut conn.buf, left).await {
+            Ok(0) => return Err(ProxyError::UpstreamClosed),
+            Ok(_) => {}
+            Err(IoError::TimedOut) => return Err(ProxyError::UpstreamTimeout),
+            Err(IoError::Io(e)) => return Err(upstream_read_error(e)),
+        }
+    }
+}
+
+/// Passes the 101 on (with `Connection: upgrade` and the upstream's
+/// `Upgrade`), then tunnels until both sides are done.
+async fn switch(ex: &mut Exchange<'_>, mut conn: UpstreamConn) -> Result<Next, ProxyError> {
+    let buf = conn.buf.filled();
+    let upgrade = ex
+        .resp
+        .fields
+        .headers
+        .iter()
+        .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"upgrade"));
+    let Some(upgrade) = upgrade else {
+        ex.ctx.pool.discard(conn);
+        return Err(ProxyError::BadResponse(HeadError::Malformed(
+            "101 without Upgrade",
+        )));
+    };
+    let extra = upgrade_fields(upgrade.value.of(buf));
+    let framing = ClientFraming {
+        close: false,
+        http10: false,
+        dechunk: false,
+    };
+    let client = &mut *ex.client;
+    client.out.clear();
+    write_response_head(
+        &mut client.out,
+        buf,
+        ex.resp,
+        ex.ctx.forward.via,
+        framing,
+        &extra,
+    );
+    conn.buf.consume(ex.resp.fields.head_len);
+    if client.send_out().await.is_err() {
+        ex.ctx.pool.discard(conn);
+        return Ok(Next::Close);
+    }
+    Ok(tunnel(ex.ctx, client, conn).await)
+}
+
+/// The two hop-by-hop fields an upgrade keeps, as field lines.
+fn upgrade_fields(upgrade: &[u8]) -> Vec<u8> {
+    let mut fields = b"Connection: upgrade\r\nUpgrade: ".to_vec();
+    fields.extend_from_slice(upgrade);
+    fields.extend_from_slice(b"\r\n");
+    fields
 }

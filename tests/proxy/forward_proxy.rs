@@ -23,7 +23,7 @@ use crate::support::{
 };
 
 /// A forward proxy that may reach loopback origins (the SSRF defaults refuse them).
-fn forward_config(shards: usize) -> ProxyConfig {
+pub(crate) fn forward_config(shards: usize) -> ProxyConfig {
     ProxyConfig::new(shards)
         .set("forward_proxy", "enabled", "true")
         .set("forward_proxy", "allow", r#"["127.0.0.0/8"]"#)
@@ -64,7 +64,7 @@ fn proxy_url(proxy: &Proxy) -> String {
 }
 
 /// Reads a response head byte by byte (nothing after it is consumed).
-fn read_head(stream: &mut TcpStream) -> String {
+pub(crate) fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -79,7 +79,7 @@ fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8(head).unwrap()
 }
 
-fn connect_to(proxy: &Proxy) -> TcpStream {
+pub(crate) fn connect_to(proxy: &Proxy) -> TcpStream {
     let stream = TcpStream::connect(proxy.addr()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
