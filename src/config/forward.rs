@@ -4,13 +4,13 @@
 //! names are resolved and cached. Off by default, so that a config written
 //! for a reverse proxy never turns into an open relay.
 
-use std::{ops::RangeInclusive, time::Duration};
+use std::{net::SocketAddr, ops::RangeInclusive, time::Duration};
 
 use toml::Spanned;
 
 use super::{
-    raw::{RawForward, RawPorts, RawUser, Text},
-    resolver::Resolver,
+    raw::{RawForward, RawParent, RawPorts, RawUser, Text},
+    resolver::{Keyword, Resolver},
     ConfigError, IpNet,
 };
 
@@ -31,6 +31,34 @@ pub enum DestinationRule {
 pub struct ForwardUser {
     pub name: String,
     pub password_hash: String,
+}
+
+/// A `[[forward_proxy.parent]]`: a proxy that forward requests and tunnels
+/// go through instead of straight to their destination.
+#[derive(Debug, Clone)]
+pub struct ParentProxy {
+    pub addr: SocketAddr,
+    /// The `Proxy-Authorization` value to send (`Basic base64(name:password)`), if any.
+    pub authorization: Option<String>,
+}
+
+/// What to do when no parent can be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentFallback {
+    /// 502: nothing leaves except through a parent.
+    Fail,
+    /// Go straight to the destination (with the usual DNS and ACL).
+    Direct,
+}
+
+impl Keyword for ParentFallback {
+    const ALL: &'static [Self] = &[ParentFallback::Fail, ParentFallback::Direct];
+    fn name(self) -> &'static str {
+        match self {
+            ParentFallback::Fail => "fail",
+            ParentFallback::Direct => "direct",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +91,9 @@ pub struct ForwardConfig {
     pub dns_cache_size: usize,
     pub dns_ttl: Duration,
     pub dns_negative_ttl: Duration,
+    /// Tried in turn (round-robin per shard); empty: always direct.
+    pub parents: Vec<ParentProxy>,
+    pub parent_fallback: ParentFallback,
 }
 
 /// Squid's "Safe_ports" idea, narrowed: the web's ports and the unprivileged range.
@@ -137,6 +168,52 @@ impl Resolver<'_> {
                 raw.dns_negative_ttl,
                 Duration::from_secs(5),
             )?,
+            parents: raw
+                .parent
+                .into_iter()
+                .map(|parent| self.parent(parent))
+                .collect::<Result<_, _>>()?,
+            parent_fallback: self.keyword(
+                "forward_proxy.parent_fallback",
+                raw.parent_fallback,
+                ParentFallback::Fail,
+            )?,
+        })
+    }
+
+    fn parent(&self, raw: RawParent) -> Result<ParentProxy, ConfigError> {
+        let addr = self.address(
+            "forward_proxy.parent.addr",
+            raw.addr.get_ref(),
+            raw.addr.span(),
+        )?;
+        let authorization = match (raw.username, raw.password) {
+            (None, None) => None,
+            (Some(name), password) if !name.get_ref().contains(':') => {
+                use base64::Engine as _;
+                let password = password.map(|p| p.into_inner()).unwrap_or_default();
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{password}", name.get_ref()));
+                Some(format!("Basic {token}"))
+            }
+            (Some(name), _) => {
+                return Err(self.invalid(
+                    "forward_proxy.parent.username",
+                    name.span(),
+                    "must not contain `:`",
+                ))
+            }
+            (None, Some(password)) => {
+                return Err(self.invalid(
+                    "forward_proxy.parent.password",
+                    password.span(),
+                    "a password needs a username",
+                ))
+            }
+        };
+        Ok(ParentProxy {
+            addr,
+            authorization,
         })
     }
 
@@ -274,6 +351,14 @@ mod tests {
         .allow;
         assert_eq!(rules[0], DestinationRule::Suffix("internal.example".into()));
         assert!(matches!(rules[1], DestinationRule::Net(_)));
+        let parents = Config::parse(
+            "[forward_proxy]\nenabled = true\n[[forward_proxy.parent]]\naddr = \"127.0.0.1:3128\"\nusername = \"u\"\npassword = \"p\"\n",
+            "x",
+        )
+        .unwrap()
+        .forward
+        .parents;
+        assert_eq!(parents[0].authorization.as_deref(), Some("Basic dTpw"));
     }
 
     #[test]
@@ -294,6 +379,10 @@ mod tests {
             e.contains("forward_proxy.user.password_hash") && e.contains("line 5"),
             "{e}"
         );
+        let e = error("parent_fallback = \"sometimes\"\n");
+        assert!(e.contains("forward_proxy.parent_fallback"), "{e}");
+        let e = error("[[forward_proxy.parent]]\naddr = \"127.0.0.1:3128\"\npassword = \"p\"\n");
+        assert!(e.contains("forward_proxy.parent.password"), "{e}");
         let e = error("[[forward_proxy.user]]\nname = \"a:b\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n");
         assert!(e.contains("forward_proxy.user.name"), "{e}");
     }

@@ -18,7 +18,7 @@ mod upstream;
 
 pub use cache::CacheConfig;
 pub use error::ConfigError;
-pub use forward::{DestinationRule, ForwardConfig, ForwardUser};
+pub use forward::{DestinationRule, ForwardConfig, ForwardUser, ParentFallback, ParentProxy};
 pub use net::IpNet;
 pub use route::RouteConfig;
 pub use server::{HttpConfig, IoBackend, RingMode, ServerConfig, Timeouts, Tuning};

@@ -149,6 +149,17 @@ pub struct RawForward {
     pub dns_negative_ttl: Option<Text>,
     #[serde(default)]
     pub user: Vec<RawUser>,
+    #[serde(default)]
+    pub parent: Vec<RawParent>,
+    pub parent_fallback: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParent {
+    pub addr: Text,
+    pub username: Option<Text>,
+    pub password: Option<Text>,
 }
 
 /// A port (`443`) or an inclusive range (`"1025-65535"`). No spans inside

@@ -48,6 +48,8 @@ pub enum ProxyError {
     AuthBusy,
     #[error("forward proxy: {0}")]
     Dns(DnsError),
+    #[error("parent proxy refused with status {0}")]
+    ParentRefused(u16),
 }
 
 impl ProxyError {
@@ -77,7 +79,7 @@ impl ProxyError {
             ProxyError::AuthBusy => 503,
             ProxyError::Dns(DnsError::TimedOut(_)) => 504,
             ProxyError::Dns(DnsError::Busy) => 503,
-            ProxyError::Dns(_) => 502,
+            ProxyError::Dns(_) | ProxyError::ParentRefused(_) => 502,
         })
     }
 
@@ -91,6 +93,7 @@ impl ProxyError {
             )),
             ProxyError::Denied(denial) => Some((String::new(), denial.to_string())),
             ProxyError::Dns(e) => Some((String::new(), e.to_string())),
+            ProxyError::ParentRefused(_) => Some((String::new(), self.to_string())),
             ProxyError::AuthBusy => Some((String::new(), "too many password checks".into())),
             _ => None,
         }

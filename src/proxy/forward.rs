@@ -10,9 +10,13 @@
 //! address, like every upstream connection), through the same phases 4 to 6
 //! as a reverse-proxied request.
 //!
+//! With `[[forward_proxy.parent]]`s, requests and tunnels leave through a
+//! parent instead (`parent`), or direct when none answers and
+//! `parent_fallback = "direct"`.
+//!
 //! Per-shard state ([`ForwardShard`]): the resolver and its cache, the
-//! authenticator and its remembered credentials. Not done here yet: the
-//! cache for forward requests, parent proxies.
+//! authenticator and its remembered credentials, the parents' round-robin.
+//! Not done here yet: the response cache for forward requests.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -26,15 +30,16 @@ use super::{
     duplex::stream_request,
     error::ProxyError,
     exchange::{buffered_body, whole_request, Exchange, Forward, Next},
+    parent::{self, Parents},
     response::ResponseEnd,
     tunnel::{self, upgrade as upgrade_to, upgrade_requested, UpgradeTo},
     upstream::connect,
 };
 use crate::{
-    config::{ForwardConfig, RouteConfig},
+    config::{ForwardConfig, ParentFallback, ParentProxy, RouteConfig},
     http::{
         head::{host_without_port, Framing, HeadError, RequestHead, ResponseHead, TargetForm},
-        rewrite::write_forward_request_head,
+        rewrite::{write_forward_request_head, write_request_head_edited, RequestEdit},
         target::{absolute, connect_authority},
     },
     shard::context::ShardContext,
@@ -48,6 +53,7 @@ use crate::{
 pub struct ForwardShard {
     pub dns: Dns,
     pub auth: Auth,
+    parents: Parents,
     /// Forward requests have no `[[route]]`; the shared phases 4 to 6 take
     /// one, so this stands in: cache off, and an upstream index nothing here
     /// reads (connections come from [`acquire`], not a balancer).
@@ -66,6 +72,7 @@ impl ForwardShard {
         Ok(ForwardShard {
             dns: Dns::start(shard, settings)?,
             auth: Auth::start(shard)?,
+            parents: Parents::default(),
             route: RouteConfig {
                 host: None,
                 path_prefix: "/".into(),
@@ -106,10 +113,64 @@ pub async fn handle(
             return Err(e);
         }
     };
-    if req.form == TargetForm::Authority {
-        return tunnel::connect(ctx, fwd, client, req, &destination).await;
+    let tunnelling = req.form == TargetForm::Authority;
+    // A tunnel's connection never goes back to the pool: a fresh one each.
+    match (
+        tunnelling,
+        next_hop(ctx, fwd, &destination, !tunnelling).await?,
+    ) {
+        (true, Hop::Direct(addrs)) => {
+            let (conn, _) = acquire(ctx, &addrs, false).await?;
+            tunnel::connect(ctx, client, req, conn).await
+        }
+        (true, Hop::Parent(mut conn, _, parent)) => {
+            let authority = req.target.of(client.buf.filled());
+            if let Err(e) = parent::open_tunnel(ctx, &mut conn, parent, authority, resp).await {
+                ctx.pool.discard(conn);
+                return Err(e);
+            }
+            tunnel::connect(ctx, client, req, conn).await
+        }
+        (false, hop) => forward(ctx, fwd, client, req, resp, hop).await,
     }
-    forward(ctx, fwd, client, req, resp, &destination).await
+}
+
+/// The way out for one request: straight to the destination's admitted
+/// addresses, or a connection to a parent proxy.
+enum Hop<'c> {
+    Direct(Vec<SocketAddr>),
+    Parent(UpstreamConn, SocketAddr, &'c ParentProxy),
+}
+
+/// Picks the way out: a parent when parents are configured and one answers
+/// (`pooled`: an idle connection to it may do), else (no parents, or none
+/// reachable with `parent_fallback = "direct"`) the destination itself.
+async fn next_hop<'c>(
+    ctx: &'c ShardContext,
+    fwd: &ForwardShard,
+    destination: &Destination,
+    pooled: bool,
+) -> Result<Hop<'c>, ProxyError> {
+    let config = &ctx.config.forward;
+    if !config.parents.is_empty() {
+        // The parent resolves names; an address typed in is still ours to check.
+        if let Ok(ip) = destination.host.parse::<IpAddr>() {
+            acl::check_address(config, &destination.host, ip).map_err(ProxyError::Denied)?;
+        }
+        match fwd.parents.acquire(ctx, pooled).await {
+            Ok((conn, addr, parent)) => return Ok(Hop::Parent(conn, addr, parent)),
+            Err(e) if config.parent_fallback == ParentFallback::Direct => {
+                log::warn!(
+                    "shard {}: no parent proxy reachable ({e}); going direct",
+                    ctx.id
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Hop::Direct(
+        admitted_addresses(ctx, fwd, destination).await?,
+    ))
 }
 
 /// The checks before any destination address is known: client address,
@@ -231,9 +292,8 @@ async fn forward(
     client: &mut Client,
     req: &RequestHead,
     resp: &mut ResponseHead,
-    destination: &Destination,
+    hop: Hop<'_>,
 ) -> Result<Next, ProxyError> {
-    let addrs = admitted_addresses(ctx, fwd, destination).await?;
     let mut ex = Exchange {
         ctx,
         client,
@@ -241,12 +301,21 @@ async fn forward(
         resp,
         route: &fwd.route,
     };
-    if let Some(upgrade) = upgrade_requested(req, ex.client.buf.filled()) {
-        return upgrade_to(&mut ex, upgrade, UpgradeTo::Direct(&addrs)).await;
-    }
-    write_head(ctx, ex.client, req)?;
+    let upgrade = upgrade_requested(req, ex.client.buf.filled());
+    let (mut conn, server) = match hop {
+        Hop::Direct(addrs) => {
+            if let Some(upgrade) = upgrade {
+                return upgrade_to(&mut ex, upgrade, UpgradeTo::Direct(&addrs)).await;
+            }
+            write_head(ctx, ex.client, req, None)?;
+            acquire(ctx, &addrs, true).await?
+        }
+        Hop::Parent(conn, addr, parent) => {
+            write_head(ctx, ex.client, req, Some(parent))?;
+            (conn, addr)
+        }
+    };
     let side = ex.side();
-    let (mut conn, server) = acquire(ctx, &addrs, true).await?;
     let (body, payload) = buffered_body(&mut ex).await?;
     let plan = Forward::plain(b"");
     let exchanged = if body.is_done() {
@@ -266,12 +335,14 @@ async fn forward(
     }
 }
 
-/// Refuses a declared body over `max_body_size`, writes the origin-form
-/// head into `client.out` and consumes the client's copy.
+/// Refuses a declared body over `max_body_size`, writes the head into
+/// `client.out` and consumes the client's copy: origin-form for the
+/// destination, or absolute-form with its credentials for a `parent`.
 fn write_head(
     ctx: &ShardContext,
     client: &mut Client,
     req: &RequestHead,
+    parent: Option<&ParentProxy>,
 ) -> Result<(), ProxyError> {
     let limit = ctx.config.http.max_body_size;
     if let (Framing::Length(n), Some(max)) = (req.fields.framing, limit) {
@@ -280,10 +351,20 @@ fn write_head(
         }
     }
     let buf = client.buf.filled();
+    client.out.clear();
+    if let Some(parent) = parent {
+        let credentials = parent::authorization_line(parent);
+        let edit = RequestEdit {
+            drop_field: |name| name.eq_ignore_ascii_case(b"proxy-authorization"),
+            extra: &credentials,
+        };
+        write_request_head_edited(&mut client.out, buf, req, &client.ip, ctx.forward, edit);
+        client.buf.consume(req.fields.head_len);
+        return Ok(());
+    }
     // The parser accepted the target as absolute-form.
     let target =
         absolute(req.target.of(buf)).ok_or(ProxyError::BadRequest(HeadError::NotOriginForm))?;
-    client.out.clear();
     write_forward_request_head(
         &mut client.out,
         buf,

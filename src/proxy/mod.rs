@@ -22,6 +22,7 @@ mod duplex;
 pub mod error;
 pub mod exchange;
 pub mod forward;
+mod parent;
 pub mod relay;
 pub mod response;
 pub mod routing;

@@ -25,7 +25,6 @@
 use std::{
     cell::Cell,
     net::SocketAddr,
-    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -35,14 +34,14 @@ use super::{
     client::Client,
     error::{upstream_read_error, ProxyError},
     exchange::{Exchange, Next},
-    forward::{self, acquire, admitted_addresses, Destination, ForwardShard},
+    forward::{self, acquire},
     response::{send_response, ToClient},
     upstream,
 };
 use crate::{
     buffer::IoBuf,
     http::{
-        head::{parse_response, Framing, HeadError, RequestHead},
+        head::{parse_response, Framing, HeadError, Method, RequestHead, ResponseHead},
         rewrite::{
             write_forward_request_head, write_request_head_edited, write_response_head,
             ClientFraming, RequestEdit,
@@ -58,18 +57,15 @@ use crate::{
 /// Sent once the destination is connected; the tunnel starts after it.
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 
-/// Serves `CONNECT host:port`: connects, answers 200, then relays until
-/// both directions end. The client connection always closes after.
+/// Serves `CONNECT host:port` once `conn` leads there (straight, or through
+/// a parent that agreed): answers 200, then relays until both directions
+/// end. The client connection always closes after.
 pub(super) async fn connect(
-    ctx: &Rc<ShardContext>,
-    fwd: &ForwardShard,
+    ctx: &ShardContext,
     client: &mut Client,
     req: &RequestHead,
-    destination: &Destination,
+    conn: UpstreamConn,
 ) -> Result<Next, ProxyError> {
-    let addrs = admitted_addresses(ctx, fwd, destination).await?;
-    // A tunnel never goes back to the pool: a fresh connection each.
-    let (conn, _) = acquire(ctx, &addrs, false).await?;
     client.buf.consume(req.fields.head_len);
     client
         .stream
@@ -198,7 +194,8 @@ pub(super) async fn upgrade(
         UpgradeTo::Upstream(index) => upstream::acquire(ctx, index).await?,
         UpgradeTo::Direct(addrs) => acquire(ctx, addrs, true).await?,
     };
-    let answered = answer_head(ex, &mut conn).await;
+    let method = ex.req.method();
+    let answered = read_answer_head(ctx, &mut conn, &mut ex.client.out, method, ex.resp).await;
     if let Err(e) = answered {
         ctx.pool.discard(conn);
         return Err(e);
@@ -267,25 +264,29 @@ fn write_upgrade_head(
     Ok(())
 }
 
-/// Sends the head in `client.out` and reads the answer's head into
-/// `ex.resp`: a 101 or a final response (other interim ones are dropped),
-/// within `upstream_first_byte`.
-async fn answer_head(ex: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<(), ProxyError> {
-    let ctx = ex.ctx;
+/// Sends `head` and reads the answer's head into `resp`: a 101 or a final
+/// response (other interim ones are dropped), within `upstream_first_byte`.
+/// The head stays at the front of `conn.buf`.
+pub(super) async fn read_answer_head(
+    ctx: &ShardContext,
+    conn: &mut UpstreamConn,
+    head: &mut Vec<u8>,
+    method: Method,
+    resp: &mut ResponseHead,
+) -> Result<(), ProxyError> {
     let timeouts = &ctx.config.timeouts;
     conn.stream
-        .send_vec(&mut ex.client.out, timeouts.body_idle)
+        .send_vec(head, timeouts.body_idle)
         .await
         .map_err(|e| ProxyError::UpstreamIo(e.into()))?;
     let deadline = Instant::now() + timeouts.upstream_first_byte;
-    let method = ex.req.method();
     loop {
         let parsed = !conn.buf.is_empty()
-            && parse_response(conn.buf.filled(), &ctx.response_limits, method, ex.resp)
+            && parse_response(conn.buf.filled(), &ctx.response_limits, method, resp)
                 .map_err(ProxyError::BadResponse)?;
-        match ex.resp.status {
-            100..=199 if parsed && ex.resp.status != 101 => {
-                conn.buf.consume(ex.resp.fields.head_len);
+        match resp.status {
+            100..=199 if parsed && resp.status != 101 => {
+                conn.buf.consume(resp.fields.head_len);
                 continue;
             }
             _ if parsed => return Ok(()),

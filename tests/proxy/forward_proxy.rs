@@ -260,28 +260,34 @@ fn tunnel_config(shards: usize) -> ProxyConfig {
     )
 }
 
+/// Opens `CONNECT target` (a [`half_close_echo`]) through `proxy`, checks
+/// the 200 and the echo, sends `payload` and a FIN, and expects the server's
+/// answer after its EOF.
+fn assert_tunnel_to_echo(proxy: &Proxy, target: &str, payload: &[u8]) {
+    let mut stream = connect_to(proxy);
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream.write_all(b"hello").unwrap();
+    let mut hello = [0u8; 5];
+    stream.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello");
+    stream.write_all(payload).unwrap();
+    // Our FIN: the server answers only after its EOF, through the open other half.
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, format!("bye {}", payload.len()));
+}
+
 #[test]
 fn connect_tunnels_both_ways_with_half_close() {
     for_each_shard_count(|shards| {
         let echo = half_close_echo();
         let proxy = Proxy::start(&tunnel_config(shards));
-        let mut stream = connect_to(&proxy);
-        stream
-            .write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
-            .unwrap();
-        let head = read_head(&mut stream);
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        stream.write_all(b"hello").unwrap();
-        let mut hello = [0u8; 5];
-        stream.read_exact(&mut hello).unwrap();
-        assert_eq!(&hello, b"hello");
-        // 1 MiB more, then our FIN: the server answers only after its EOF.
-        let payload = vec![7u8; 1 << 20];
-        stream.write_all(&payload).unwrap();
-        stream.shutdown(Shutdown::Write).unwrap();
-        let mut rest = String::new();
-        stream.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest, format!("bye {}", payload.len()));
+        assert_tunnel_to_echo(&proxy, &echo.to_string(), &vec![7u8; 1 << 20]);
     });
 }
 
@@ -396,5 +402,99 @@ fn users_must_authenticate() {
         let (code, body) =
             curl(&["-x", &proxy_url(&proxy), "-U", "ann:open sesame", &url]).unwrap();
         assert_eq!((code, body.as_str()), (200, "/private"));
+    });
+}
+
+/// A forward proxy whose only way out is `parent` (its own ACL keeps the
+/// SSRF defaults, so a loopback origin is reachable only through the parent).
+fn child_of(shards: usize, parent: SocketAddr, credentials: &str) -> ProxyConfig {
+    ProxyConfig::new(shards)
+        .set("forward_proxy", "enabled", "true")
+        .set(
+            "forward_proxy",
+            "allowed_connect_ports",
+            r#"["1024-65535"]"#,
+        )
+        .table(&format!(
+            "[[forward_proxy.parent]]\naddr = \"{parent}\"\n{credentials}"
+        ))
+}
+
+#[test]
+fn parent_proxies_carry_requests_and_tunnels() {
+    let hash = hash_password("exit");
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|request, stream| {
+            let via = request.header("via").unwrap_or_default().to_string();
+            origin::send_ok(stream, format!("{} via {via}", request.target).as_bytes());
+            After::KeepAlive
+        });
+        let parent = Proxy::start(&tunnel_config(shards).table(&format!(
+            "[[forward_proxy.user]]\nname = \"peer\"\npassword_hash = \"{hash}\"\n"
+        )));
+        let child = Proxy::start(&child_of(
+            shards,
+            parent.addr(),
+            "username = \"peer\"\npassword = \"exit\"\n",
+        ));
+        // A name: the parent resolves it (an address literal would meet the child's own SSRF check).
+        let host = format!("localhost:{}", origin.addr().port());
+        let url = format!("http://{host}/hop");
+        let mut client = child.client();
+        for _ in 0..2 {
+            client.send(format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+            let response = client.read_response("GET");
+            assert_status(&response, 200);
+            assert_eq!(
+                response.body_text(),
+                "/hop via 1.1 shardproxy, 1.1 shardproxy",
+                "both proxies must be on the way"
+            );
+        }
+        // A tunnel through both.
+        let echo = format!("localhost:{}", half_close_echo().port());
+        assert_tunnel_to_echo(&child, &echo, b"through two proxies");
+        // Wrong credentials: the parent refuses the tunnel, the child says so.
+        let refused = Proxy::start(&child_of(
+            shards,
+            parent.addr(),
+            "username = \"peer\"\npassword = \"wrong\"\n",
+        ));
+        let mut client = refused.client();
+        client.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes());
+        let response = client.read_response("CONNECT");
+        assert_error_response(&response, 502);
+        assert!(
+            response.body_text().contains("407"),
+            "{}",
+            response.body_text()
+        );
+    });
+}
+
+#[test]
+fn an_unreachable_parent_fails_or_falls_back_to_direct() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let dead = crate::support::sockets::closed_port();
+        let host = format!("localhost:{}", origin.addr().port());
+        let url = format!("http://{host}/fallback");
+        let request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+
+        let strict = Proxy::start(&child_of(shards, dead, ""));
+        let mut client = strict.client();
+        client.send(request.as_bytes());
+        assert_error_response(&client.read_response("GET"), 502);
+        assert_eq!(origin.heads(), 0);
+
+        let lenient = child_of(shards, dead, "")
+            .set("forward_proxy", "parent_fallback", r#""direct""#)
+            .set("forward_proxy", "allow", r#"["127.0.0.0/8"]"#);
+        let proxy = Proxy::start(&lenient);
+        let mut client = proxy.client();
+        client.send(request.as_bytes());
+        let response = client.read_response("GET");
+        assert_status(&response, 200);
+        assert_eq!(response.body_text(), "/fallback");
     });
 }
