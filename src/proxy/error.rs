@@ -50,6 +50,10 @@ pub enum ProxyError {
     Dns(DnsError),
     #[error("parent proxy refused with status {0}")]
     ParentRefused(u16),
+    /// A forward destination or parent proxy could not be connected to;
+    /// unlike a reverse upstream's failure, the client is told which and why.
+    #[error("forward proxy: {what}")]
+    Unreachable { what: String, timed_out: bool },
 }
 
 impl ProxyError {
@@ -80,6 +84,10 @@ impl ProxyError {
             ProxyError::Dns(DnsError::TimedOut(_)) => 504,
             ProxyError::Dns(DnsError::Busy) => 503,
             ProxyError::Dns(_) | ProxyError::ParentRefused(_) => 502,
+            ProxyError::Unreachable { timed_out, .. } => match timed_out {
+                true => 504,
+                false => 502,
+            },
         })
     }
 
@@ -94,6 +102,7 @@ impl ProxyError {
             ProxyError::Denied(denial) => Some((String::new(), denial.to_string())),
             ProxyError::Dns(e) => Some((String::new(), e.to_string())),
             ProxyError::ParentRefused(_) => Some((String::new(), self.to_string())),
+            ProxyError::Unreachable { what, .. } => Some((String::new(), what.clone())),
             ProxyError::AuthBusy => Some((String::new(), "too many password checks".into())),
             _ => None,
         }

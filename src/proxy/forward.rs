@@ -278,11 +278,26 @@ pub(super) async fn acquire(
             Ok(conn) => return Ok((conn, addr)),
             Err(e) => {
                 log::debug!("shard {}: forward destination {addr}: {e}", ctx.id);
-                last_error = Some(e);
+                last_error = Some(unreachable(addr, e));
             }
         }
     }
     Err(last_error.unwrap_or(ProxyError::UpstreamClosed))
+}
+
+/// Names the address and the cause of a failed connect for the client.
+pub(super) fn unreachable(addr: SocketAddr, error: ProxyError) -> ProxyError {
+    match error {
+        ProxyError::UpstreamConnectTimeout => ProxyError::Unreachable {
+            what: format!("connecting to {addr} timed out"),
+            timed_out: true,
+        },
+        ProxyError::UpstreamConnect(e) => ProxyError::Unreachable {
+            what: format!("cannot connect to {addr}: {e}"),
+            timed_out: false,
+        },
+        other => other,
+    }
 }
 
 /// Phases 4 to 6 of an absolute-form request.

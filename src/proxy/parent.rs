@@ -16,7 +16,7 @@
 
 use std::{cell::Cell, net::SocketAddr};
 
-use super::{error::ProxyError, tunnel::read_answer_head, upstream::connect};
+use super::{error::ProxyError, forward::unreachable, tunnel::read_answer_head, upstream::connect};
 use crate::{
     config::ParentProxy,
     http::head::{Method, ResponseHead},
@@ -55,7 +55,7 @@ impl Parents {
                 Ok(conn) => return Ok((conn, parent.addr, parent)),
                 Err(e) => {
                     log::warn!("shard {}: parent proxy {}: {e}", ctx.id, parent.addr);
-                    last_error = Some(e);
+                    last_error = Some(unreachable(parent.addr, e));
                 }
             }
         }

@@ -484,7 +484,13 @@ fn an_unreachable_parent_fails_or_falls_back_to_direct() {
         let strict = Proxy::start(&child_of(shards, dead, ""));
         let mut client = strict.client();
         client.send(request.as_bytes());
-        assert_error_response(&client.read_response("GET"), 502);
+        let response = client.read_response("GET");
+        assert_error_response(&response, 502);
+        let reason = response.body_text();
+        assert!(
+            reason.contains(&format!("cannot connect to {dead}")),
+            "{reason}"
+        );
         assert_eq!(origin.heads(), 0);
 
         let lenient = child_of(shards, dead, "")
@@ -496,5 +502,142 @@ fn an_unreachable_parent_fails_or_falls_back_to_direct() {
         let response = client.read_response("GET");
         assert_status(&response, 200);
         assert_eq!(response.body_text(), "/fallback");
+    });
+}
+
+/// `openssl s_server -www` on an ephemeral loopback port with a fresh
+/// self-signed certificate for `localhost`; `None` if openssl is missing.
+struct TlsOrigin {
+    child: std::process::Child,
+    port: u16,
+    cert: crate::support::proxy::TempFile,
+    _key: crate::support::proxy::TempFile,
+}
+
+impl TlsOrigin {
+    fn start() -> Option<TlsOrigin> {
+        use std::io::BufRead;
+        let cert = crate::support::proxy::TempFile::with_contents("");
+        let key = crate::support::proxy::TempFile::with_contents("");
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key.path)
+            .arg("-out")
+            .arg(&cert.path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match made {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("SKIPPED: openssl is not installed; no TLS origin for CONNECT");
+                return None;
+            }
+            other => assert!(other.unwrap().success(), "openssl req failed"),
+        }
+        let mut child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-www",
+                "-naccept",
+                "1",
+            ])
+            .arg("-cert")
+            .arg(&cert.path)
+            .arg("-key")
+            .arg(&key.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting openssl s_server");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Blocks until s_server prints its address (or exits, ending the lines).
+        let port = stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.strip_prefix("ACCEPT ")?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("s_server printed no ACCEPT line");
+        Some(TlsOrigin {
+            child,
+            port,
+            cert,
+            _key: key,
+        })
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn curl_reaches_an_https_origin_through_connect() {
+    for_each_shard_count(|shards| {
+        let Some(origin) = TlsOrigin::start() else {
+            return;
+        };
+        let ports = format!("[{}]", origin.port);
+        let config = forward_config(shards).set("forward_proxy", "allowed_connect_ports", &ports);
+        let proxy = Proxy::start(&config);
+        let url = format!("https://localhost:{}/", origin.port);
+        let cacert = origin.cert.path.to_str().unwrap().to_string();
+        let Some((code, body)) = curl(&["-x", &proxy_url(&proxy), "--cacert", &cacert, &url])
+        else {
+            return;
+        };
+        assert_eq!(code, 200, "{body}\n{}", proxy.output());
+        assert!(
+            body.contains("s_server"),
+            "not the TLS origin's page: {body}"
+        );
+    });
+}
+
+#[test]
+fn dns_and_connect_failures_are_told_apart() {
+    for_each_shard_count(|shards| {
+        let proxy = Proxy::start(&forward_config(shards));
+        let dead = crate::support::sockets::closed_port();
+        let cases = [
+            // RFC 6761: .invalid never resolves.
+            (
+                "no-such-host.invalid:8080".to_string(),
+                "DNS lookup of no-such-host.invalid",
+            ),
+            (dead.to_string(), "cannot connect to"),
+        ];
+        for (authority, reason) in cases {
+            let mut client = proxy.client();
+            client.send(
+                format!("GET http://{authority}/ HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+            );
+            let response = client.read_response("GET");
+            assert_error_response(&response, 502);
+            assert!(
+                response.body_text().contains(reason),
+                "{}",
+                response.body_text()
+            );
+        }
     });
 }
