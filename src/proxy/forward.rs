@@ -30,10 +30,10 @@ use super::{
     duplex::stream_request,
     error::ProxyError,
     exchange::{buffered_body, whole_request, Exchange, Forward, Next},
+    eyeballs::connect_first,
     parent::{self, Parents},
     response::ResponseEnd,
     tunnel::{self, upgrade as upgrade_to, upgrade_requested, UpgradeTo},
-    upstream::connect,
 };
 use crate::{
     config::{ForwardConfig, ParentFallback, ParentProxy, RouteConfig},
@@ -258,7 +258,8 @@ pub(super) async fn admitted_addresses(
 }
 
 /// A connection to one of `addrs`: a pooled one if any address has one
-/// (`pooled`), else a new one, trying each address in turn.
+/// (`pooled`), else a new one to the first address that answers (Happy
+/// Eyeballs, `eyeballs`).
 pub(super) async fn acquire(
     ctx: &ShardContext,
     addrs: &[SocketAddr],
@@ -272,17 +273,7 @@ pub(super) async fn acquire(
             }
         }
     }
-    let mut last_error = None;
-    for &addr in addrs {
-        match connect(ctx, addr).await {
-            Ok(conn) => return Ok((conn, addr)),
-            Err(e) => {
-                log::debug!("shard {}: forward destination {addr}: {e}", ctx.id);
-                last_error = Some(unreachable(addr, e));
-            }
-        }
-    }
-    Err(last_error.unwrap_or(ProxyError::UpstreamClosed))
+    connect_first(ctx, addrs).await
 }
 
 /// Names the address and the cause of a failed connect for the client.

@@ -21,6 +21,7 @@ pub mod client;
 mod duplex;
 pub mod error;
 pub mod exchange;
+mod eyeballs;
 pub mod forward;
 mod parent;
 pub mod relay;
