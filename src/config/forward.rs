@@ -31,6 +31,10 @@ pub enum DestinationRule {
 pub struct ForwardUser {
     pub name: String,
     pub password_hash: String,
+    /// Requests and tunnels in progress at once, per shard; 0 = no limit.
+    pub max_connections: u32,
+    /// New requests and tunnels per second, per shard; 0 = no limit.
+    pub requests_per_second: u32,
 }
 
 /// A `[[forward_proxy.parent]]`: a proxy that forward requests and tunnels
@@ -317,9 +321,18 @@ impl Resolver<'_> {
                     why,
                 ));
             }
+            let limit = |key: &str, value| {
+                self.count(key, value, 0, 0..1_000_001)
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            };
             users.push(ForwardUser {
                 name: name.clone(),
                 password_hash: hash.clone(),
+                max_connections: limit("forward_proxy.user.max_connections", user.max_connections)?,
+                requests_per_second: limit(
+                    "forward_proxy.user.requests_per_second",
+                    user.requests_per_second,
+                )?,
             });
         }
         Ok(users)

@@ -176,4 +176,6 @@ pub enum RawPorts {
 pub struct RawUser {
     pub name: Text,
     pub password_hash: Text,
+    pub max_connections: Option<Spanned<i64>>,
+    pub requests_per_second: Option<Spanned<i64>>,
 }

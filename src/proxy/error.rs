@@ -54,6 +54,8 @@ pub enum ProxyError {
     /// unlike a reverse upstream's failure, the client is told which and why.
     #[error("forward proxy: {what}")]
     Unreachable { what: String, timed_out: bool },
+    #[error("forward proxy: {0}")]
+    UserLimit(String),
 }
 
 impl ProxyError {
@@ -81,6 +83,7 @@ impl ProxyError {
             ProxyError::Denied(_) => 403,
             ProxyError::ProxyAuthRequired { .. } => 407,
             ProxyError::AuthBusy => 503,
+            ProxyError::UserLimit(_) => 429,
             ProxyError::Dns(DnsError::TimedOut(_)) => 504,
             ProxyError::Dns(DnsError::Busy) => 503,
             ProxyError::Dns(_) | ProxyError::ParentRefused(_) => 502,
@@ -102,7 +105,9 @@ impl ProxyError {
             ProxyError::Denied(denial) => Some((String::new(), denial.to_string())),
             ProxyError::Dns(e) => Some((String::new(), e.to_string())),
             ProxyError::ParentRefused(_) => Some((String::new(), self.to_string())),
-            ProxyError::Unreachable { what, .. } => Some((String::new(), what.clone())),
+            ProxyError::Unreachable { what, .. } | ProxyError::UserLimit(what) => {
+                Some((String::new(), what.clone()))
+            }
             ProxyError::AuthBusy => Some((String::new(), "too many password checks".into())),
             _ => None,
         }
@@ -114,7 +119,10 @@ impl ProxyError {
     pub fn leaves_connection_in_sync(&self) -> bool {
         matches!(
             self,
-            ProxyError::NoRoute | ProxyError::Denied(_) | ProxyError::ProxyAuthRequired { .. }
+            ProxyError::NoRoute
+                | ProxyError::Denied(_)
+                | ProxyError::ProxyAuthRequired { .. }
+                | ProxyError::UserLimit(_)
         )
     }
 

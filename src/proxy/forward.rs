@@ -34,6 +34,7 @@ use super::{
     parent::{self, Parents},
     response::ResponseEnd,
     tunnel::{self, upgrade as upgrade_to, upgrade_requested, UpgradeTo},
+    user_limits::UserLimits,
 };
 use crate::{
     config::{ForwardConfig, ParentFallback, ParentProxy, RouteConfig},
@@ -54,6 +55,7 @@ pub struct ForwardShard {
     pub dns: Dns,
     pub auth: Auth,
     parents: Parents,
+    limits: UserLimits,
     /// Forward requests have no `[[route]]`; the shared phases 4 to 6 take
     /// one, so this stands in: cache off, and an upstream index nothing here
     /// reads (connections come from [`acquire`], not a balancer).
@@ -73,6 +75,7 @@ impl ForwardShard {
             dns: Dns::start(shard, settings)?,
             auth: Auth::start(shard)?,
             parents: Parents::default(),
+            limits: UserLimits::new(&config.users),
             route: RouteConfig {
                 host: None,
                 path_prefix: "/".into(),
@@ -105,8 +108,14 @@ pub async fn handle(
         client.buf.consume(req.fields.head_len);
         return Err(ProxyError::BadRequest(HeadError::NotOriginForm));
     };
-    let destination = match admit(ctx, fwd, client, req).await {
-        Ok(destination) => destination,
+    let admitted = admit(ctx, fwd, client, req).await;
+    // Held until the request or tunnel is over.
+    let slot = admitted.and_then(|(destination, user)| {
+        let slot = fwd.limits.enter(&ctx.config.forward.users, user)?;
+        Ok((destination, slot))
+    });
+    let (destination, _slot) = match slot {
+        Ok(admitted) => admitted,
         Err(e) => {
             // Nothing went anywhere: the connection may carry on after a 403 or 407.
             client.buf.consume(req.fields.head_len);
@@ -174,13 +183,14 @@ async fn next_hop<'c>(
 }
 
 /// The checks before any destination address is known: client address,
-/// user, target syntax, Host, port and name rules.
+/// user, target syntax, Host, port and name rules. Returns the destination
+/// and the user's index (`None` without users).
 async fn admit(
     ctx: &ShardContext,
     fwd: &ForwardShard,
     client: &Client,
     req: &RequestHead,
-) -> Result<Destination, ProxyError> {
+) -> Result<(Destination, Option<usize>), ProxyError> {
     let config = &ctx.config.forward;
     let client_ip = std::str::from_utf8(&client.ip)
         .ok()
@@ -188,7 +198,7 @@ async fn admit(
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     acl::check_client(config, client_ip).map_err(ProxyError::Denied)?;
     let buf = client.buf.filled();
-    fwd.auth.authenticate(config, req, buf).await?;
+    let user = fwd.auth.authenticate(config, req, buf).await?;
     let target = req.target.of(buf);
     let connect = req.form == TargetForm::Authority;
     let authority = match connect {
@@ -210,10 +220,11 @@ async fn admit(
     }
     let host = String::from_utf8_lossy(authority.host_for_lookup()).to_ascii_lowercase();
     acl::check_name(config, &host, authority.port, connect).map_err(ProxyError::Denied)?;
-    Ok(Destination {
+    let destination = Destination {
         host,
         port: authority.port,
-    })
+    };
+    Ok((destination, user))
 }
 
 /// Whether a Host value names `host:port` (port 80 when Host has none).

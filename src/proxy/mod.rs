@@ -29,3 +29,4 @@ pub mod response;
 pub mod routing;
 mod tunnel;
 mod upstream;
+mod user_limits;

@@ -641,3 +641,70 @@ fn dns_and_connect_failures_are_told_apart() {
         }
     });
 }
+
+#[test]
+fn a_user_over_max_connections_gets_429_until_one_ends() {
+    let hash = hash_password("pw");
+    for_each_shard_count(|shards| {
+        // Holds every connection open until the other side's EOF.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let holder_addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                thread::spawn(move || std::io::copy(&mut stream, &mut std::io::sink()));
+            }
+        });
+        let config = tunnel_config(shards).table(&format!(
+            "[[forward_proxy.user]]\nname = \"ann\"\npassword_hash = \"{hash}\"\nmax_connections = 1\n"
+        ));
+        let proxy = Proxy::start(&config);
+        // "ann:pw"
+        let connect = format!(
+            "CONNECT {holder_addr} HTTP/1.1\r\nHost: {holder_addr}\r\nProxy-Authorization: Basic YW5uOnB3\r\n\r\n"
+        );
+        // The limit is per shard: of shards + 1 tunnels at once, one at least is refused.
+        let mut open = Vec::new();
+        let mut refusals = Vec::new();
+        for _ in 0..=shards {
+            let mut stream = connect_to(&proxy);
+            stream.write_all(connect.as_bytes()).unwrap();
+            let head = read_head(&mut stream);
+            if head.starts_with("HTTP/1.1 200") {
+                open.push(stream);
+            } else {
+                assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")?
+                            .parse()
+                            .ok()
+                    })
+                    .expect("a 429 with Content-Length");
+                let mut body = vec![0u8; length];
+                stream.read_exact(&mut body).unwrap();
+                refusals.push(String::from_utf8(body).unwrap());
+            }
+        }
+        assert!(
+            open.len() <= shards,
+            "{} tunnels for max_connections = 1 per shard",
+            open.len()
+        );
+        assert!(!refusals.is_empty());
+        assert!(refusals[0].contains("max_connections"), "{}", refusals[0]);
+        // Once the tunnels end, the user may open one again.
+        drop(open);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut stream = connect_to(&proxy);
+            stream.write_all(connect.as_bytes()).unwrap();
+            if read_head(&mut stream).starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the limit was never released");
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
