@@ -14,8 +14,12 @@
 //! parent instead (`parent`), or direct when none answers and
 //! `parent_fallback = "direct"`.
 //!
+//! New connections race the admitted addresses (`eyeballs`); users'
+//! limits are counted per shard (`user_limits`).
+//!
 //! Per-shard state ([`ForwardShard`]): the resolver and its cache, the
-//! authenticator and its remembered credentials, the parents' round-robin.
+//! authenticator and its remembered credentials, the parents' round-robin,
+//! the users' counters.
 //! Not done here yet: the response cache for forward requests.
 
 use std::{

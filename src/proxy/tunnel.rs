@@ -19,8 +19,11 @@
 //! `duplex.rs` does not fit here: it relays HTTP-framed bodies (with
 //! `BodyState`, limits and trailers) and ends with the response. The two
 //! loops are raced on this task's stack like its two directions, though.
-//! No splice: compio 0.19 offers none, and the copy through a 64 KiB buffer
-//! costs a memcpy per direction against a syscall per chunk.
+//! No splice yet: compio-driver 0.12 has a `Splice` op, but a zero-copy
+//! tunnel needs a pipe per direction, descriptors the op owns until its
+//! completion (a `dup` per socket, or a shared-descriptor type `net.rs`
+//! does not offer) and its own path on the epoll driver; the copy through
+//! a leased buffer costs one memcpy per chunk and direction instead.
 
 use std::{
     cell::Cell,
