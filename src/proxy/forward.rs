@@ -92,6 +92,19 @@ impl ForwardShard {
     }
 }
 
+impl ForwardShard {
+    /// One line at shutdown: how names were resolved.
+    pub fn log_counters(&self, shard: usize) {
+        let dns = self.dns.counters();
+        log::info!(
+            "shard {shard} forward proxy: dns lookups {} cache-hits {} joined {}",
+            dns.lookups,
+            dns.hits,
+            dns.joined
+        );
+    }
+}
+
 /// Where a forward request goes, copied out of the head before it is consumed.
 pub(super) struct Destination {
     /// Lower case; an IPv6 literal without brackets.

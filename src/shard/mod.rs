@@ -170,6 +170,9 @@ async fn run(plan: ShardPlan, engine: Engine) {
     drop(mesh_task);
     ctx.pool.clear();
     log_cache_counters(&ctx);
+    if let Some(forward) = &ctx.forward_proxy {
+        forward.log_counters(id);
+    }
 }
 
 fn log_cache_counters(ctx: &ShardContext) {

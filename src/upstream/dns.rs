@@ -2,7 +2,10 @@
 //! getaddrinfo blocks (and reads /etc/hosts, nsswitch, resolv.conf), so each
 //! shard hands lookups to its own resolver threads (`crate::offload`).
 //! Answers and failures are kept in a per-shard cache (bounded, `dns_ttl` /
-//! `dns_negative_ttl`), so a busy name costs one lookup per TTL per shard.
+//! `dns_negative_ttl`), so a busy name costs one lookup per TTL per shard,
+//! and requests of a shard that want a name already being looked up wait
+//! for that lookup instead of starting their own (a crawler's burst to a new
+//! host is one lookup, not hundreds).
 //!
 //! getaddrinfo reports no record TTLs, so the cache's lifetimes are the
 //! configured ones (the alternative, a DNS client in-process, would bypass
@@ -16,7 +19,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::offload::{Offload, OffloadError};
+use crate::{
+    offload::{Offload, OffloadError},
+    shard::oneshot,
+};
+
+/// What a lookup gives: the addresses, or why there are none.
+pub type Answer = Result<Rc<[IpAddr]>, DnsError>;
 
 /// Lookups one shard may have queued for its resolver threads; past this a
 /// lookup fails at once instead of queueing without bound.
@@ -49,13 +58,25 @@ struct Cached {
     expires: Instant,
 }
 
-/// One shard's resolver: its threads and its cache.
+/// One shard's resolver: its threads, its cache and the lookups under way.
 pub struct Dns {
     threads: Offload,
     cache: RefCell<HashMap<Box<str>, Cached>>,
+    /// Names being looked up, with the requests waiting for the same answer.
+    in_flight: RefCell<HashMap<Box<str>, Vec<oneshot::Sender<Answer>>>>,
     settings: DnsSettings,
-    /// Lookups that went to a resolver thread (tests and stats).
-    lookups: Cell<u64>,
+    counters: Cell<DnsCounters>,
+}
+
+/// Per-shard counts, logged at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsCounters {
+    /// Lookups sent to a resolver thread.
+    pub lookups: u64,
+    /// Answers (and failures) from the cache.
+    pub hits: u64,
+    /// Requests that waited for another request's lookup.
+    pub joined: u64,
 }
 
 impl Dns {
@@ -64,49 +85,85 @@ impl Dns {
         Ok(Dns {
             threads: Offload::start(&format!("dns-{shard}"), settings.threads, QUEUE)?,
             cache: RefCell::new(HashMap::new()),
+            in_flight: RefCell::new(HashMap::new()),
             settings,
-            lookups: Cell::new(0),
+            counters: Cell::new(DnsCounters::default()),
         })
     }
 
-    /// Lookups this shard sent to its resolver threads (cache misses).
-    pub fn lookups(&self) -> u64 {
-        self.lookups.get()
+    pub fn counters(&self) -> DnsCounters {
+        self.counters.get()
+    }
+
+    fn count(&self, add: impl FnOnce(&mut DnsCounters)) {
+        let mut counters = self.counters.get();
+        add(&mut counters);
+        self.counters.set(counters);
     }
 
     /// The addresses of `name` (an IP literal is its own answer), from the
-    /// cache or a resolver thread within `limit`.
-    pub async fn resolve(&self, name: &str, limit: Duration) -> Result<Rc<[IpAddr]>, DnsError> {
+    /// cache, another request's lookup, or a resolver thread, within `limit`.
+    pub async fn resolve(&self, name: &str, limit: Duration) -> Answer {
         if let Ok(ip) = name.parse::<IpAddr>() {
             return Ok(Rc::from([ip]));
         }
         let key = name.to_ascii_lowercase();
         if let Some(answer) = self.cached(&key) {
+            self.count(|c| c.hits += 1);
             return answer;
         }
-        self.lookups.set(self.lookups.get() + 1);
+        let under_way = self
+            .in_flight
+            .borrow_mut()
+            .get_mut(key.as_str())
+            .map(|waiting| {
+                let (tell, told) = oneshot::channel();
+                waiting.push(tell);
+                told
+            });
+        if let Some(told) = under_way {
+            self.count(|c| c.joined += 1);
+            return match compio::time::timeout(limit, told).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => Err(DnsError::Failed(key, "the lookup was abandoned".into())),
+                Err(_) => Err(DnsError::TimedOut(key)),
+            };
+        }
+        let asking = Asking::begin(self, &key);
+        let answer = self.ask(key, limit).await;
+        for tell in asking.finish() {
+            tell.send(answer.clone());
+        }
+        answer
+    }
+
+    /// Asks a resolver thread; caches what says something about the name.
+    async fn ask(&self, key: String, limit: Duration) -> Answer {
+        self.count(|c| c.lookups += 1);
         let asked = key.clone();
         let lookup = self.threads.run(move || lookup(&asked));
         let answer = match compio::time::timeout(limit, lookup).await {
             Ok(Ok(answer)) => answer.map(Rc::from),
             Ok(Err(OffloadError::Busy)) => Err(DnsError::Busy),
-            Ok(Err(OffloadError::Gone)) => Err(DnsError::Failed(key, "no resolver thread".into())),
-            Err(_) => Err(DnsError::TimedOut(key)),
+            Ok(Err(OffloadError::Gone)) => {
+                Err(DnsError::Failed(key.clone(), "no resolver thread".into()))
+            }
+            Err(_) => Err(DnsError::TimedOut(key.clone())),
         };
         // A busy queue or a timeout says nothing about the name: not cached.
         if let Ok(_) | Err(DnsError::Failed(..) | DnsError::NoAddress(_)) = &answer {
-            self.remember(name.to_ascii_lowercase(), answer.clone());
+            self.remember(key, answer.clone());
         }
         answer
     }
 
-    fn cached(&self, key: &str) -> Option<Result<Rc<[IpAddr]>, DnsError>> {
+    fn cached(&self, key: &str) -> Option<Answer> {
         let cache = self.cache.borrow();
         let entry = cache.get(key)?;
         (entry.expires > Instant::now()).then(|| entry.answer.clone())
     }
 
-    fn remember(&self, key: String, answer: Result<Rc<[IpAddr]>, DnsError>) {
+    fn remember(&self, key: String, answer: Answer) {
         let ttl = match answer {
             Ok(_) => self.settings.ttl,
             Err(_) => self.settings.negative_ttl,
@@ -125,6 +182,38 @@ impl Dns {
         }
         let expires = Instant::now() + ttl;
         cache.insert(key.into_boxed_str(), Cached { answer, expires });
+    }
+}
+
+/// A lookup under way for `key`. Dropped without [`Asking::finish`] (the
+/// asking request went away), it takes the entry with it: the waiting
+/// requests' channels close and they report the lookup abandoned.
+struct Asking<'a> {
+    dns: &'a Dns,
+    key: Box<str>,
+}
+
+impl<'a> Asking<'a> {
+    fn begin(dns: &'a Dns, key: &str) -> Asking<'a> {
+        let key: Box<str> = key.into();
+        dns.in_flight.borrow_mut().insert(key.clone(), Vec::new());
+        Asking { dns, key }
+    }
+
+    /// The requests waiting for this answer.
+    fn finish(self) -> Vec<oneshot::Sender<Answer>> {
+        // Drop runs next and finds the entry gone.
+        self.dns
+            .in_flight
+            .borrow_mut()
+            .remove(&self.key)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.dns.in_flight.borrow_mut().remove(&self.key);
     }
 }
 
@@ -168,7 +257,7 @@ mod tests {
             let again = dns.resolve("LOCALHOST", limit).await.unwrap();
             assert_eq!(first, again);
             assert_eq!(
-                dns.lookups(),
+                dns.counters().lookups,
                 1,
                 "the second lookup must come from the cache"
             );
@@ -176,12 +265,33 @@ mod tests {
             let bad = dns.resolve("no-such-host.invalid", limit).await;
             assert!(bad.is_err());
             assert!(dns.resolve("no-such-host.invalid", limit).await.is_err());
-            assert_eq!(dns.lookups(), 2, "a failure must be cached too");
+            assert_eq!(dns.counters().lookups, 2, "a failure must be cached too");
             assert_eq!(
                 &*dns.resolve("127.0.0.9", limit).await.unwrap(),
                 &["127.0.0.9".parse::<IpAddr>().unwrap()]
             );
-            assert_eq!(dns.lookups(), 2, "an IP literal needs no lookup");
+            assert_eq!(dns.counters().lookups, 2, "an IP literal needs no lookup");
+            assert_eq!(dns.counters().hits, 2);
+        });
+    }
+
+    #[test]
+    fn concurrent_requests_for_a_name_share_one_lookup() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let dns = Dns::start(0, settings()).unwrap();
+            let limit = Duration::from_secs(10);
+            let (a, (b, c)) = futures_lite::future::zip(
+                dns.resolve("localhost", limit),
+                futures_lite::future::zip(
+                    dns.resolve("localhost", limit),
+                    dns.resolve("Localhost", limit),
+                ),
+            )
+            .await;
+            assert!(a.is_ok() && a == b && b == c);
+            let counters = dns.counters();
+            assert_eq!((counters.lookups, counters.joined), (1, 2), "{counters:?}");
+            assert!(dns.in_flight.borrow().is_empty());
         });
     }
 

@@ -196,6 +196,44 @@ fn curl_gets_through_the_forward_proxy_by_name_from_etc_hosts() {
     });
 }
 
+/// The sum over shards of `name` in the `forward proxy: dns ...` shutdown lines.
+fn dns_counter(output: &str, name: &str) -> u64 {
+    output
+        .lines()
+        .filter(|line| line.contains("forward proxy: dns"))
+        .filter_map(|line| {
+            let rest = line.split_once(&format!("{name} "))?.1;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn names_are_resolved_once_per_shard_through_the_cache() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let mut proxy = Proxy::start(&forward_config(shards));
+        let host = format!("localhost:{}", origin.addr().port());
+        let requests = 6;
+        for i in 0..requests {
+            let mut client = proxy.client();
+            client
+                .send(format!("GET http://{host}/{i} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+            assert_status(&client.read_response("GET"), 200);
+        }
+        proxy.send_sigterm();
+        assert!(proxy.wait_for_exit(Duration::from_secs(10)).success());
+        let output = proxy.output();
+        let lookups = dns_counter(&output, "lookups");
+        let answered = dns_counter(&output, "cache-hits") + dns_counter(&output, "joined");
+        assert!(
+            lookups >= 1 && lookups <= shards as u64,
+            "{lookups} lookups\n{output}"
+        );
+        assert_eq!(lookups + answered, requests, "{output}");
+    });
+}
+
 #[test]
 fn ssrf_defaults_refuse_loopback_with_a_reason() {
     for_each_shard_count(|shards| {
