@@ -96,8 +96,8 @@ pub fn write_request_head_edited(
 
 /// The head a forward proxy sends for an absolute-form request (RFC 9112
 /// §3.2.2): origin-form `path` (`/` when empty), `Host` set to the target's
-/// authority, `Proxy-Authorization` (ours to consume) dropped, `extra`
-/// field lines added, and the usual rewriting otherwise.
+/// authority, `Proxy-*` fields (ours to consume) dropped, `extra` field
+/// lines added, and the usual rewriting otherwise.
 pub fn write_forward_request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -117,12 +117,16 @@ pub fn write_forward_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     push_field(out, b"Host", authority);
     let edit = RequestEdit {
-        drop_field: |name| {
-            name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"proxy-authorization")
-        },
+        drop_field: |name| name.eq_ignore_ascii_case(b"host") || is_proxy_field(name),
         extra,
     };
     write_request_fields(out, buf, head, client_ip, opts, edit);
+}
+
+/// Whether a request field is addressed to the proxy (`Proxy-Authorization`,
+/// `Proxy-Connection`, ...), not to the server behind it.
+pub fn is_proxy_field(name: &[u8]) -> bool {
+    name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
 }
 
 /// The field lines and the blank line of a forwarded request head.
@@ -283,6 +287,40 @@ mod tests {
             out,
             "GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-for: 1.2.3.4, 10.0.0.1\r\nVia: 1.0 other, 1.1 shardproxy\r\n\
              X-Forwarded-Proto: https\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forward_request_goes_out_in_origin_form() {
+        let raw = "GET http://A.example:8080?q HTTP/1.1\r\nHost: a.example:8080\r\nProxy-Authorization: Basic x\r\n\
+                   Proxy-Connection: keep-alive\r\nX-Up: 1\r\n\r\n";
+        let mut head = RequestHead::default();
+        let forms = crate::http::head::AcceptedForms::OriginAndProxy;
+        assert!(
+            crate::http::head::parse_request_with(raw.as_bytes(), &LIMITS, forms, &mut head)
+                .unwrap()
+        );
+        let target = crate::http::target::absolute(head.target.of(raw.as_bytes())).unwrap();
+        let mut out = Vec::new();
+        let none = ForwardOptions {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            x_forwarded_host: false,
+            via: false,
+        };
+        let parts = (target.authority.text, target.path);
+        write_forward_request_head(
+            &mut out,
+            raw.as_bytes(),
+            &head,
+            parts,
+            b"10.0.0.1",
+            none,
+            b"X-Extra: 1\r\n",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /?q HTTP/1.1\r\nHost: A.example:8080\r\nX-Up: 1\r\nX-Extra: 1\r\n\r\n"
         );
     }
 

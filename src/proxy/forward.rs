@@ -44,7 +44,9 @@ use crate::{
     config::{ForwardConfig, ParentFallback, ParentProxy, RouteConfig},
     http::{
         head::{host_without_port, Framing, HeadError, RequestHead, ResponseHead, TargetForm},
-        rewrite::{write_forward_request_head, write_request_head_edited, RequestEdit},
+        rewrite::{
+            is_proxy_field, write_forward_request_head, write_request_head_edited, RequestEdit,
+        },
         target::{absolute, connect_authority},
     },
     shard::context::ShardContext,
@@ -389,7 +391,7 @@ fn write_head(
     if let Some(parent) = parent {
         let credentials = parent::authorization_line(parent);
         let edit = RequestEdit {
-            drop_field: |name| name.eq_ignore_ascii_case(b"proxy-authorization"),
+            drop_field: is_proxy_field,
             extra: &credentials,
         };
         write_request_head_edited(&mut client.out, buf, req, &client.ip, ctx.forward, edit);

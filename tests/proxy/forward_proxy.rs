@@ -139,7 +139,7 @@ fn absolute_form_get_is_rewritten_and_pooled() {
         for path in ["/a?x=1", "/b"] {
             let head = format!(
                 "GET http://{addr}{path} HTTP/1.1\r\nHost: {addr}\r\nProxy-Connection: keep-alive\r\n\
-                 Proxy-Authorization: Basic eDp5\r\nX-Keep: 1\r\n\r\n",
+                 Proxy-Authorization: Basic eDp5\r\nProxy-Other: z\r\nX-Keep: 1\r\n\r\n",
                 addr = origin.addr()
             );
             client.send(head.as_bytes());
