@@ -746,3 +746,33 @@ fn a_user_over_max_connections_gets_429_until_one_ends() {
         }
     });
 }
+
+#[test]
+fn forward_requests_are_parsed_as_strictly_as_any() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::start(&forward_config(shards));
+        let a = origin.addr();
+        let vectors = [
+            format!("POST http://{a}/ HTTP/1.1\r\nHost: {a}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            format!("GET http://{a}/ HTTP/1.1\r\nHost: {a}\r\nHost: {a}\r\n\r\n"),
+            format!("GET http://user@{a}/ HTTP/1.1\r\nHost: {a}\r\n\r\n"),
+            format!("GET https://{a}/ HTTP/1.1\r\nHost: {a}\r\n\r\n"),
+            format!("GET http://{a}/ HTTP/1.1\nHost: {a}\r\n\r\n"),
+            format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\nContent-Length: 5\r\n\r\nhello"),
+            format!("CONNECT http://{a}/ HTTP/1.1\r\nHost: {a}\r\n\r\n"),
+            format!("GET {a} HTTP/1.1\r\nHost: {a}\r\n\r\n"),
+        ];
+        for vector in &vectors {
+            let mut client = proxy.client();
+            client.send(vector.as_bytes());
+            let response = client.read_response("GET");
+            assert_eq!(response.status, 400, "{vector:?} got {}", response.status);
+        }
+        assert_eq!(
+            origin.heads(),
+            0,
+            "a malformed forward request reached the origin"
+        );
+    });
+}
