@@ -9,9 +9,11 @@
 //! an ordinary response and the connection stays HTTP.
 //!
 //! Each direction is one loop (receive into a leased buffer, send it all,
-//! repeat), so a tunnel holds two streaming buffers whatever the transfer
-//! size: the client's (already leased for the request) and one upstream
-//! buffer. A side's EOF becomes a FIN to the other (half-close, RFC 9110
+//! repeat), so a busy tunnel holds two streaming buffers whatever the
+//! transfer size: a client-side one and an upstream-side one. A direction
+//! quiet for [`HOLD`] gives its buffer back and waits for readiness holding
+//! none, so thousands of idle tunnels (WebSockets, say) do not starve the
+//! shard's pools. A side's EOF becomes a FIN to the other (half-close, RFC 9110
 //! §9.3.6) and the other direction carries on until its own EOF. The tunnel
 //! closes after `tunnel_idle` with no byte in either direction: a
 //! direction waiting in silence is not idle while the other one moves.
@@ -28,6 +30,7 @@
 use std::{
     cell::Cell,
     net::SocketAddr,
+    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -42,7 +45,7 @@ use super::{
     upstream,
 };
 use crate::{
-    buffer::IoBuf,
+    buffer::{BufferPool, IoBuf},
     http::{
         head::{parse_response, Framing, HeadError, Method, RequestHead, ResponseHead},
         rewrite::{
@@ -83,16 +86,32 @@ pub(super) async fn connect(
 /// `tunnel_idle`), then closes the upstream side; the client's closes next.
 async fn tunnel(ctx: &ShardContext, client: &mut Client, mut conn: UpstreamConn) -> Next {
     let idle = ctx.config.forward.tunnel_idle;
-    relay(
-        &client.stream,
-        &mut client.buf,
-        &conn.stream,
-        &mut conn.buf,
-        idle,
-    )
-    .await;
+    let client_side = Side {
+        socket: &client.stream,
+        buf: &mut client.buf,
+        pool: &ctx.client_buffers,
+    };
+    let upstream_side = Side {
+        socket: &conn.stream,
+        buf: &mut conn.buf,
+        pool: &ctx.upstream_buffers,
+    };
+    relay(client_side, upstream_side, idle).await;
     ctx.pool.discard(conn);
     Next::Close
+}
+
+/// How long a quiet direction keeps its buffer before giving it back: long
+/// enough that a bulk transfer never pays a readiness wait per chunk.
+const HOLD: Duration = Duration::from_millis(500);
+
+/// One end of a tunnel: its socket, the buffer what it sends is received
+/// into (holding what is still to be passed on), and the pool that buffer
+/// is leased from.
+struct Side<'a> {
+    socket: &'a Socket,
+    buf: &'a mut IoBuf,
+    pool: &'a Rc<BufferPool>,
 }
 
 /// Why one direction of a tunnel stopped early.
@@ -103,12 +122,12 @@ enum TunnelEnd {
 }
 
 /// Copies `a` → `b` and `b` → `a` until both have ended (each EOF passed on
-/// as a FIN), or one fails, or neither moves for `idle`. `a_buf` / `b_buf`
-/// hold what each side sent that is still to be passed on.
-async fn relay(a: &Socket, a_buf: &mut IoBuf, b: &Socket, b_buf: &mut IoBuf, idle: Duration) {
+/// as a FIN), or one fails, or neither moves for `idle`.
+async fn relay(a: Side<'_>, b: Side<'_>, idle: Duration) {
     let activity = Cell::new(Instant::now());
-    let a_to_b = std::pin::pin!(pump(a, b, a_buf, idle, &activity));
-    let b_to_a = std::pin::pin!(pump(b, a, b_buf, idle, &activity));
+    let (a_socket, b_socket) = (a.socket, b.socket);
+    let a_to_b = std::pin::pin!(pump(a, b_socket, idle, &activity));
+    let b_to_a = std::pin::pin!(pump(b, a_socket, idle, &activity));
     let (mut a_to_b, mut b_to_a) = (a_to_b, b_to_a);
     let first = or(async { (true, a_to_b.as_mut().await) }, async {
         (false, b_to_a.as_mut().await)
@@ -128,13 +147,24 @@ async fn relay(a: &Socket, a_buf: &mut IoBuf, b: &Socket, b_buf: &mut IoBuf, idl
 
 /// One direction: receive from `from`, send all of it to `to`, until EOF
 /// (then a FIN to `to`). `activity` is shared by both directions.
+///
+/// Waiting is always a readiness wait, never a receive given up on: a
+/// receive abandoned at its deadline can take bytes that already arrived
+/// with it (io_uring completes it anyway), which in a tunnel that carries
+/// on would corrupt the stream. A receive is issued once bytes (or EOF) are
+/// there, so it completes at once; a receive that still times out ends
+/// the tunnel.
 async fn pump(
-    from: &Socket,
+    from: Side<'_>,
     to: &Socket,
-    buf: &mut IoBuf,
     idle: Duration,
     activity: &Cell<Instant>,
 ) -> Result<(), TunnelEnd> {
+    let Side {
+        socket: from,
+        buf,
+        pool,
+    } = from;
     loop {
         if !buf.is_empty() {
             let len = buf.len();
@@ -143,16 +173,33 @@ async fn pump(
                 .map_err(|_| TunnelEnd::Failed)?;
             activity.set(Instant::now());
         }
+        let quiet_for = activity.get().elapsed();
+        if quiet_for >= idle {
+            return Err(TunnelEnd::Idle);
+        }
+        let leased = buf.capacity() > 0;
+        let wait = match leased {
+            true => HOLD.min(idle - quiet_for),
+            false => idle - quiet_for,
+        };
+        match from.readable(wait).await {
+            Ok(true) if !leased => *buf = pool.lease().await,
+            Ok(true) => {}
+            // Quiet this way: the (empty) buffer goes back to the pool; the
+            // tunnel is idle only once the other way is quiet too.
+            Ok(false) => {
+                *buf = IoBuf::default();
+                continue;
+            }
+            Err(_) => return Err(TunnelEnd::Failed),
+        }
         match from.recv(buf, idle).await {
             Ok(0) => {
                 to.shutdown_write().await;
                 return Ok(());
             }
             Ok(_) => activity.set(Instant::now()),
-            // Quiet this way; the tunnel is idle only if the other way is too.
-            Err(IoError::TimedOut) if activity.get().elapsed() < idle => {}
-            Err(IoError::TimedOut) => return Err(TunnelEnd::Idle),
-            Err(IoError::Io(_)) => return Err(TunnelEnd::Failed),
+            Err(_) => return Err(TunnelEnd::Failed),
         }
     }
 }

@@ -776,3 +776,52 @@ fn forward_requests_are_parsed_as_strictly_as_any() {
         );
     });
 }
+
+/// A TCP echo server for any number of connections.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `message` into an open tunnel and expects it back.
+fn assert_echoes(stream: &mut TcpStream, message: &[u8]) {
+    stream.write_all(message).unwrap();
+    let mut back = vec![0u8; message.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, message);
+}
+
+#[test]
+fn idle_tunnels_hold_no_buffers() {
+    for_each_shard_count(|shards| {
+        let echo = echo_server();
+        // Two buffers per direction per shard: without giving them back,
+        // a third tunnel on a shard could not even have its CONNECT read.
+        let config = tunnel_config(shards).set("server.tuning", "buffers", "2");
+        let proxy = Proxy::start(&config);
+        let mut tunnels = Vec::new();
+        for i in 0..(2 * shards + 1) {
+            let mut stream = connect_to(&proxy);
+            stream
+                .write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+                .unwrap();
+            let head = read_head(&mut stream);
+            assert!(head.starts_with("HTTP/1.1 200"), "tunnel {i}: {head}");
+            assert_echoes(&mut stream, format!("ping {i}").as_bytes());
+            tunnels.push(stream);
+        }
+        for (i, stream) in tunnels.iter_mut().enumerate() {
+            assert_echoes(stream, format!("again {i}").as_bytes());
+        }
+    });
+}
