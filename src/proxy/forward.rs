@@ -80,7 +80,7 @@ impl ForwardShard {
         Ok(ForwardShard {
             dns: Dns::start(shard, settings)?,
             auth: Auth::start(shard)?,
-            parents: Parents::default(),
+            parents: Parents::new(config.parents.len()),
             limits: UserLimits::new(&config.users),
             route: RouteConfig {
                 host: None,

@@ -825,3 +825,36 @@ fn idle_tunnels_hold_no_buffers() {
         }
     });
 }
+
+#[test]
+fn a_dead_parent_is_set_aside() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let parent = Proxy::start(&tunnel_config(shards));
+        let hole = crate::support::sockets::Blackhole::new();
+        let config = child_of(shards, hole.addr, "")
+            .table(&format!(
+                "[[forward_proxy.parent]]\naddr = \"{}\"\n",
+                parent.addr()
+            ))
+            .timeout("upstream_connect", "1s");
+        let child = Proxy::start(&config);
+        let host = format!("localhost:{}", origin.addr().port());
+        let request = format!("GET http://{host}/x HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        // One connection, so one shard: its first request may wait out the
+        // black hole's connect timeout; after that the hole is left out.
+        let mut client = child.client();
+        client.send(request.as_bytes());
+        assert_status(&client.read_response("GET"), 200);
+        for _ in 0..3 {
+            let started = Instant::now();
+            client.send(request.as_bytes());
+            assert_status(&client.read_response("GET"), 200);
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_millis(1500),
+                "a request waited {took:?} for the dead parent"
+            );
+        }
+    });
+}
