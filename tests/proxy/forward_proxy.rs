@@ -852,7 +852,7 @@ fn a_dead_parent_is_set_aside() {
             assert_status(&client.read_response("GET"), 200);
             let took = started.elapsed();
             assert!(
-                took < Duration::from_millis(1500),
+                took < Duration::from_millis(900),
                 "a request waited {took:?} for the dead parent"
             );
         }
