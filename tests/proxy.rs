@@ -11,8 +11,12 @@ mod bodies;
 mod cache;
 #[path = "proxy/cli.rs"]
 mod cli;
+#[path = "proxy/forward_parents.rs"]
+mod forward_parents;
 #[path = "proxy/forward_proxy.rs"]
 mod forward_proxy;
+#[path = "proxy/forward_tunnels.rs"]
+mod forward_tunnels;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/harness.rs"]

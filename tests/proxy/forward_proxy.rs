@@ -1,16 +1,17 @@
 //! The forward proxy (`[forward_proxy]`): off by default (no open relay);
 //! absolute-form GET through to an origin with the request rewritten to
 //! origin-form, Host checked and `Proxy-*` fields removed, destination
-//! connections pooled; CONNECT tunnels (a TCP echo with half-close, the idle
-//! timeout, curl's --proxytunnel to an HTTP origin); ACL refusals with a
-//! one-line reason (SSRF defaults, ports, client addresses); users with 407
-//! and argon2 hashes made by `shardproxy hash-password`; a name from
-//! /etc/hosts resolved off the shard. Real clients: curl where installed
-//! (the tests that need it say so and pass vacuously without it), raw
-//! sockets otherwise.
+//! connections pooled; strict parsing in forward mode; ACL refusals with a
+//! one-line reason (SSRF defaults, ports, client addresses); users with 407,
+//! argon2 hashes made by `shardproxy hash-password` and per-user limits; a
+//! name from /etc/hosts resolved off the shard through its cache; DNS and
+//! connect failures told apart. Tunnels are in `forward_tunnels.rs`, parent
+//! proxies in `forward_parents.rs`; the helpers here serve all three. Real
+//! clients: curl where installed (tests that need it say so and pass
+//! vacuously without it), raw sockets otherwise.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ pub(crate) fn forward_config(shards: usize) -> ProxyConfig {
 }
 
 /// Runs curl with `args` (proxy environment cleared); `None` if curl is not installed.
-fn curl(args: &[&str]) -> Option<(u16, String)> {
+pub(crate) fn curl(args: &[&str]) -> Option<(u16, String)> {
     let output = Command::new("curl")
         .args(["-s", "-S", "--max-time", "20", "--noproxy", ""])
         .args(["-o", "-", "-w", "\n%{http_code}"])
@@ -59,7 +60,7 @@ fn curl(args: &[&str]) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
-fn proxy_url(proxy: &Proxy) -> String {
+pub(crate) fn proxy_url(proxy: &Proxy) -> String {
     format!("http://{}", proxy.addr())
 }
 
@@ -90,7 +91,7 @@ pub(crate) fn connect_to(proxy: &Proxy) -> TcpStream {
 /// A TCP server for one connection: echoes the first 5 bytes at once, then
 /// reads to EOF and answers `bye` after it (so a tunnel must pass the
 /// client's FIN on while keeping the other direction open), then closes.
-fn half_close_echo() -> SocketAddr {
+pub(crate) fn half_close_echo() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
@@ -290,7 +291,7 @@ fn ports_and_clients_outside_the_acl_are_refused() {
     });
 }
 
-fn tunnel_config(shards: usize) -> ProxyConfig {
+pub(crate) fn tunnel_config(shards: usize) -> ProxyConfig {
     forward_config(shards).set(
         "forward_proxy",
         "allowed_connect_ports",
@@ -298,87 +299,8 @@ fn tunnel_config(shards: usize) -> ProxyConfig {
     )
 }
 
-/// Opens `CONNECT target` (a [`half_close_echo`]) through `proxy`, checks
-/// the 200 and the echo, sends `payload` and a FIN, and expects the server's
-/// answer after its EOF.
-fn assert_tunnel_to_echo(proxy: &Proxy, target: &str, payload: &[u8]) {
-    let mut stream = connect_to(proxy);
-    stream
-        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .unwrap();
-    let head = read_head(&mut stream);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    stream.write_all(b"hello").unwrap();
-    let mut hello = [0u8; 5];
-    stream.read_exact(&mut hello).unwrap();
-    assert_eq!(&hello, b"hello");
-    stream.write_all(payload).unwrap();
-    // Our FIN: the server answers only after its EOF, through the open other half.
-    stream.shutdown(Shutdown::Write).unwrap();
-    let mut rest = String::new();
-    stream.read_to_string(&mut rest).unwrap();
-    assert_eq!(rest, format!("bye {}", payload.len()));
-}
-
-#[test]
-fn connect_tunnels_both_ways_with_half_close() {
-    for_each_shard_count(|shards| {
-        let echo = half_close_echo();
-        let proxy = Proxy::start(&tunnel_config(shards));
-        assert_tunnel_to_echo(&proxy, &echo.to_string(), &vec![7u8; 1 << 20]);
-    });
-}
-
-#[test]
-fn idle_tunnels_close() {
-    for_each_shard_count(|shards| {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let silent = listener.local_addr().unwrap();
-        let holder = thread::spawn(move || listener.accept().map(|(s, _)| s));
-        let config = tunnel_config(shards).set("forward_proxy", "tunnel_idle", r#""300ms""#);
-        let proxy = Proxy::start(&config);
-        let mut stream = connect_to(&proxy);
-        stream
-            .write_all(format!("CONNECT {silent} HTTP/1.1\r\nHost: {silent}\r\n\r\n").as_bytes())
-            .unwrap();
-        assert!(read_head(&mut stream).starts_with("HTTP/1.1 200"));
-        let started = Instant::now();
-        let mut rest = Vec::new();
-        stream
-            .read_to_end(&mut rest)
-            .expect("the proxy must close an idle tunnel");
-        assert!(rest.is_empty());
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
-            "closed after {waited:?}"
-        );
-        drop(holder.join());
-    });
-}
-
-#[test]
-fn curl_proxytunnel_reaches_an_http_origin() {
-    for_each_shard_count(|shards| {
-        let origin = Origin::start(origin::echo_target());
-        let proxy = Proxy::start(&tunnel_config(shards));
-        let url = format!("http://{}/tunnelled", origin.addr());
-        let Some((code, body)) = curl(&["-p", "-x", &proxy_url(&proxy), &url]) else {
-            return;
-        };
-        assert_eq!(code, 200, "{body}\n{}", proxy.output());
-        assert_eq!(body, "/tunnelled");
-        let request = origin.single_request();
-        assert_eq!(
-            request.header("via"),
-            None,
-            "a tunnel must not touch the bytes"
-        );
-    });
-}
-
 /// `shardproxy hash-password` with `password` on stdin.
-fn hash_password(password: &str) -> String {
+pub(crate) fn hash_password(password: &str) -> String {
     let mut child = Command::new(PROXY_BINARY)
         .arg("hash-password")
         .stdin(Stdio::piped())
@@ -440,214 +362,6 @@ fn users_must_authenticate() {
         let (code, body) =
             curl(&["-x", &proxy_url(&proxy), "-U", "ann:open sesame", &url]).unwrap();
         assert_eq!((code, body.as_str()), (200, "/private"));
-    });
-}
-
-/// A forward proxy whose only way out is `parent` (its own ACL keeps the
-/// SSRF defaults, so a loopback origin is reachable only through the parent).
-fn child_of(shards: usize, parent: SocketAddr, credentials: &str) -> ProxyConfig {
-    ProxyConfig::new(shards)
-        .set("forward_proxy", "enabled", "true")
-        .set(
-            "forward_proxy",
-            "allowed_connect_ports",
-            r#"["1024-65535"]"#,
-        )
-        .table(&format!(
-            "[[forward_proxy.parent]]\naddr = \"{parent}\"\n{credentials}"
-        ))
-}
-
-#[test]
-fn parent_proxies_carry_requests_and_tunnels() {
-    let hash = hash_password("exit");
-    for_each_shard_count(|shards| {
-        let origin = Origin::start(|request, stream| {
-            let via = request.header("via").unwrap_or_default().to_string();
-            origin::send_ok(stream, format!("{} via {via}", request.target).as_bytes());
-            After::KeepAlive
-        });
-        let parent = Proxy::start(&tunnel_config(shards).table(&format!(
-            "[[forward_proxy.user]]\nname = \"peer\"\npassword_hash = \"{hash}\"\n"
-        )));
-        let child = Proxy::start(&child_of(
-            shards,
-            parent.addr(),
-            "username = \"peer\"\npassword = \"exit\"\n",
-        ));
-        // A name: the parent resolves it (an address literal would meet the child's own SSRF check).
-        let host = format!("localhost:{}", origin.addr().port());
-        let url = format!("http://{host}/hop");
-        let mut client = child.client();
-        for _ in 0..2 {
-            client.send(format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
-            let response = client.read_response("GET");
-            assert_status(&response, 200);
-            assert_eq!(
-                response.body_text(),
-                "/hop via 1.1 shardproxy, 1.1 shardproxy",
-                "both proxies must be on the way"
-            );
-        }
-        // A tunnel through both.
-        let echo = format!("localhost:{}", half_close_echo().port());
-        assert_tunnel_to_echo(&child, &echo, b"through two proxies");
-        // Wrong credentials: the parent refuses the tunnel, the child says so.
-        let refused = Proxy::start(&child_of(
-            shards,
-            parent.addr(),
-            "username = \"peer\"\npassword = \"wrong\"\n",
-        ));
-        let mut client = refused.client();
-        client.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes());
-        let response = client.read_response("CONNECT");
-        assert_error_response(&response, 502);
-        assert!(
-            response.body_text().contains("407"),
-            "{}",
-            response.body_text()
-        );
-    });
-}
-
-#[test]
-fn an_unreachable_parent_fails_or_falls_back_to_direct() {
-    for_each_shard_count(|shards| {
-        let origin = Origin::start(origin::echo_target());
-        let dead = crate::support::sockets::closed_port();
-        let host = format!("localhost:{}", origin.addr().port());
-        let url = format!("http://{host}/fallback");
-        let request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-
-        let strict = Proxy::start(&child_of(shards, dead, ""));
-        let mut client = strict.client();
-        client.send(request.as_bytes());
-        let response = client.read_response("GET");
-        assert_error_response(&response, 502);
-        let reason = response.body_text();
-        assert!(
-            reason.contains(&format!("cannot connect to {dead}")),
-            "{reason}"
-        );
-        assert_eq!(origin.heads(), 0);
-
-        let lenient = child_of(shards, dead, "")
-            .set("forward_proxy", "parent_fallback", r#""direct""#)
-            .set("forward_proxy", "allow", r#"["127.0.0.0/8"]"#);
-        let proxy = Proxy::start(&lenient);
-        let mut client = proxy.client();
-        client.send(request.as_bytes());
-        let response = client.read_response("GET");
-        assert_status(&response, 200);
-        assert_eq!(response.body_text(), "/fallback");
-    });
-}
-
-/// `openssl s_server -www` on an ephemeral loopback port with a fresh
-/// self-signed certificate for `localhost`; `None` if openssl is missing.
-struct TlsOrigin {
-    child: std::process::Child,
-    port: u16,
-    cert: crate::support::proxy::TempFile,
-    _key: crate::support::proxy::TempFile,
-}
-
-impl TlsOrigin {
-    fn start() -> Option<TlsOrigin> {
-        use std::io::BufRead;
-        let cert = crate::support::proxy::TempFile::with_contents("");
-        let key = crate::support::proxy::TempFile::with_contents("");
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost",
-            ])
-            .arg("-keyout")
-            .arg(&key.path)
-            .arg("-out")
-            .arg(&cert.path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        match made {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("SKIPPED: openssl is not installed; no TLS origin for CONNECT");
-                return None;
-            }
-            other => assert!(other.unwrap().success(), "openssl req failed"),
-        }
-        let mut child = Command::new("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                "127.0.0.1:0",
-                "-www",
-                "-naccept",
-                "1",
-            ])
-            .arg("-cert")
-            .arg(&cert.path)
-            .arg("-key")
-            .arg(&key.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting openssl s_server");
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        // Blocks until s_server prints its address (or exits, ending the lines).
-        let port = stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.strip_prefix("ACCEPT ")?
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .expect("s_server printed no ACCEPT line");
-        Some(TlsOrigin {
-            child,
-            port,
-            cert,
-            _key: key,
-        })
-    }
-}
-
-impl Drop for TlsOrigin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[test]
-fn curl_reaches_an_https_origin_through_connect() {
-    for_each_shard_count(|shards| {
-        let Some(origin) = TlsOrigin::start() else {
-            return;
-        };
-        let ports = format!("[{}]", origin.port);
-        let config = forward_config(shards).set("forward_proxy", "allowed_connect_ports", &ports);
-        let proxy = Proxy::start(&config);
-        let url = format!("https://localhost:{}/", origin.port);
-        let cacert = origin.cert.path.to_str().unwrap().to_string();
-        let Some((code, body)) = curl(&["-x", &proxy_url(&proxy), "--cacert", &cacert, &url])
-        else {
-            return;
-        };
-        assert_eq!(code, 200, "{body}\n{}", proxy.output());
-        assert!(
-            body.contains("s_server"),
-            "not the TLS origin's page: {body}"
-        );
     });
 }
 
@@ -774,87 +488,5 @@ fn forward_requests_are_parsed_as_strictly_as_any() {
             0,
             "a malformed forward request reached the origin"
         );
-    });
-}
-
-/// A TCP echo server for any number of connections.
-fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            thread::spawn(move || {
-                let mut reader = stream.try_clone().unwrap();
-                let mut writer = stream;
-                let _ = std::io::copy(&mut reader, &mut writer);
-            });
-        }
-    });
-    addr
-}
-
-/// Writes `message` into an open tunnel and expects it back.
-fn assert_echoes(stream: &mut TcpStream, message: &[u8]) {
-    stream.write_all(message).unwrap();
-    let mut back = vec![0u8; message.len()];
-    stream.read_exact(&mut back).unwrap();
-    assert_eq!(back, message);
-}
-
-#[test]
-fn idle_tunnels_hold_no_buffers() {
-    for_each_shard_count(|shards| {
-        let echo = echo_server();
-        // Two buffers per direction per shard: without giving them back,
-        // a third tunnel on a shard could not even have its CONNECT read.
-        let config = tunnel_config(shards).set("server.tuning", "buffers", "2");
-        let proxy = Proxy::start(&config);
-        let mut tunnels = Vec::new();
-        for i in 0..(2 * shards + 1) {
-            let mut stream = connect_to(&proxy);
-            stream
-                .write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
-                .unwrap();
-            let head = read_head(&mut stream);
-            assert!(head.starts_with("HTTP/1.1 200"), "tunnel {i}: {head}");
-            assert_echoes(&mut stream, format!("ping {i}").as_bytes());
-            tunnels.push(stream);
-        }
-        for (i, stream) in tunnels.iter_mut().enumerate() {
-            assert_echoes(stream, format!("again {i}").as_bytes());
-        }
-    });
-}
-
-#[test]
-fn a_dead_parent_is_set_aside() {
-    for_each_shard_count(|shards| {
-        let origin = Origin::start(origin::echo_target());
-        let parent = Proxy::start(&tunnel_config(shards));
-        let hole = crate::support::sockets::Blackhole::new();
-        let config = child_of(shards, hole.addr, "")
-            .table(&format!(
-                "[[forward_proxy.parent]]\naddr = \"{}\"\n",
-                parent.addr()
-            ))
-            .timeout("upstream_connect", "1s");
-        let child = Proxy::start(&config);
-        let host = format!("localhost:{}", origin.addr().port());
-        let request = format!("GET http://{host}/x HTTP/1.1\r\nHost: {host}\r\n\r\n");
-        // One connection, so one shard: its first request may wait out the
-        // black hole's connect timeout; after that the hole is left out.
-        let mut client = child.client();
-        client.send(request.as_bytes());
-        assert_status(&client.read_response("GET"), 200);
-        for _ in 0..3 {
-            let started = Instant::now();
-            client.send(request.as_bytes());
-            assert_status(&client.read_response("GET"), 200);
-            let took = started.elapsed();
-            assert!(
-                took < Duration::from_millis(900),
-                "a request waited {took:?} for the dead parent"
-            );
-        }
     });
 }
