@@ -12,6 +12,7 @@
 //! - [`cluster`]: nodes sharing one cache — key owners by rendezvous hashing, signed peer requests.
 //! - [`buffer`]: streaming buffers and the per-shard pool they are leased from.
 //! - [`net`]: socket I/O with owned buffers and deadlines.
+//! - [`offload`]: a shard's own threads for blocking work (DNS, password hashes).
 //! - [`preflight`]: turns a missing io_uring into a message with a fix.
 //! - [`admin`]: the admin endpoint's side thread (metrics, status, reload).
 //! - [`metrics`]: per-shard counters and histograms, merged when scraped.
@@ -34,6 +35,7 @@ pub mod listener;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod offload;
 pub mod preflight;
 pub mod proxy;
 pub mod shard;

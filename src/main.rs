@@ -24,10 +24,46 @@ struct Cli {
     /// applied, 1 with the reason if refused or unreachable.
     #[arg(long, conflicts_with = "check")]
     reload: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Read a password (first line of stdin) and print its argon2 PHC string
+    /// for a `[[forward_proxy.user]]` `password_hash`.
+    HashPassword,
+}
+
+/// `shardproxy hash-password`: the password never appears in argv or the config.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("shardproxy: cannot read the password from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("shardproxy: empty password (give it on stdin)");
+        return ExitCode::from(2);
+    }
+    match shardproxy::proxy::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shardproxy: hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let source = ConfigSource {
         path: cli.config.clone(),

@@ -27,6 +27,12 @@ mod client_limits;
 mod cluster;
 #[path = "proxy/deploy.rs"]
 mod deploy;
+#[path = "proxy/forward_parents.rs"]
+mod forward_parents;
+#[path = "proxy/forward_proxy.rs"]
+mod forward_proxy;
+#[path = "proxy/forward_tunnels.rs"]
+mod forward_tunnels;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/harness.rs"]
@@ -63,6 +69,8 @@ mod timeouts;
 mod trailers;
 #[path = "proxy/unknown_methods.rs"]
 mod unknown_methods;
+#[path = "proxy/upgrade.rs"]
+mod upgrade;
 #[path = "proxy/upstream_failures.rs"]
 mod upstream_failures;
 #[path = "proxy/validators.rs"]

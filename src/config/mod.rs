@@ -9,6 +9,7 @@ mod admin;
 mod cache;
 mod cluster;
 mod error;
+mod forward;
 mod limits;
 mod log;
 mod net;
@@ -25,6 +26,7 @@ pub use admin::AdminConfig;
 pub use cache::CacheConfig;
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
+pub use forward::{DestinationRule, ForwardConfig, ForwardUser, ParentFallback, ParentProxy};
 pub use limits::{LimitsConfig, Rate};
 pub use log::{AccessFormat, AccessTarget, LogConfig};
 pub use net::IpNet;
@@ -58,6 +60,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub forward: ForwardConfig,
 }
 
 /// The config file `config.toml` documents; used when no file is given or found.
@@ -134,6 +137,14 @@ impl Config {
         if differs(&self.log, &running.log) {
             ignored.push("[log]");
         }
+        // Both are shared by every context generation of a shard (its peer
+        // view; its resolver and hashing threads and user table).
+        if differs(&self.cluster, &running.cluster) {
+            ignored.push("[cluster]");
+        }
+        if differs(&self.forward, &running.forward) {
+            ignored.push("[forward_proxy]");
+        }
         let http = &running.http;
         if self.http.buffer_size != http.buffer_size
             || self.http.max_header_bytes != http.max_header_bytes
@@ -148,6 +159,8 @@ impl Config {
         self.cache = running.cache.clone();
         self.admin = running.admin.clone();
         self.log = running.log.clone();
+        self.cluster = running.cluster.clone();
+        self.forward = running.forward.clone();
         self.http.buffer_size = http.buffer_size;
         self.http.max_header_bytes = http.max_header_bytes;
         (self, ignored)

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub forward_proxy: RawForward,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,4 +222,55 @@ pub struct RawLimits {
     pub connections_per_ip: Option<Spanned<i64>>,
     pub rate: Option<Spanned<i64>>,
     pub burst: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub enabled: Option<bool>,
+    pub allowed_ports: Option<Spanned<Vec<RawPorts>>>,
+    pub allowed_connect_ports: Option<Spanned<Vec<RawPorts>>>,
+    pub client_allow: Option<Vec<Text>>,
+    pub allow: Option<Vec<Text>>,
+    pub deny: Option<Vec<Text>>,
+    pub realm: Option<Text>,
+    pub auth_cache_ttl: Option<Text>,
+    pub tunnel_idle: Option<Text>,
+    pub keepalive: Option<Spanned<i64>>,
+    pub keepalive_timeout: Option<Text>,
+    pub dns_threads: Option<Spanned<i64>>,
+    pub dns_cache_size: Option<Spanned<i64>>,
+    pub dns_ttl: Option<Text>,
+    pub dns_negative_ttl: Option<Text>,
+    #[serde(default)]
+    pub user: Vec<RawUser>,
+    #[serde(default)]
+    pub parent: Vec<RawParent>,
+    pub parent_fallback: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParent {
+    pub addr: Text,
+    pub username: Option<Text>,
+    pub password: Option<Text>,
+}
+
+/// A port (`443`) or an inclusive range (`"1025-65535"`). No spans inside
+/// (untagged enum): errors point at the list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPorts {
+    One(i64),
+    Range(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Text,
+    pub password_hash: Text,
+    pub max_connections: Option<Spanned<i64>>,
+    pub requests_per_second: Option<Spanned<i64>>,
 }

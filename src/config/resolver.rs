@@ -131,8 +131,17 @@ impl Resolver<'_> {
         let (server, tuning) = self.server(raw.server)?;
         let http = self.http(raw.http)?;
         let timeouts = self.timeouts(raw.timeouts)?;
-        let (upstreams, by_name) = self.upstreams(raw.upstream)?;
-        let routes = self.routes(raw.route, &by_name)?;
+        let forward = self.forward(raw.forward_proxy)?;
+        // A forward proxy alone needs no upstream or route.
+        let reverse = !(forward.enabled && raw.upstream.is_empty() && raw.route.is_empty());
+        let (upstreams, by_name) = match reverse {
+            true => self.upstreams(raw.upstream)?,
+            false => Default::default(),
+        };
+        let routes = match reverse {
+            true => self.routes(raw.route, &by_name)?,
+            false => Vec::new(),
+        };
         let cache = self.cache(raw.cache)?;
         let cluster = self.cluster(raw.cluster)?;
         if cluster.is_some() && !cache.enabled {
@@ -157,6 +166,7 @@ impl Resolver<'_> {
             admin,
             log,
             limits,
+            forward,
         })
     }
 }

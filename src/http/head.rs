@@ -180,12 +180,36 @@ impl Fields {
     }
 }
 
+/// Which request-target forms a listener takes (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptedForms {
+    /// A reverse proxy: origin-form (and `OPTIONS *`) only; CONNECT is 501.
+    Origin,
+    /// A forward proxy as well: absolute-form `http://` targets and CONNECT
+    /// with authority-form (`[forward_proxy] enabled`).
+    OriginAndProxy,
+}
+
+/// The form of a parsed request's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetForm {
+    #[default]
+    Origin,
+    /// `OPTIONS *`.
+    Asterisk,
+    /// `http://host[:port]/path` (forward proxy).
+    Absolute,
+    /// CONNECT's `host:port` (forward proxy).
+    Authority,
+}
+
 #[derive(Debug, Default)]
 pub struct RequestHead {
     pub fields: Fields,
     pub method: Span,
     pub method_kind: Option<Method>,
     pub target: Span,
+    pub form: TargetForm,
     pub host: Option<Span>,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     pub expect_continue: bool,
@@ -258,6 +282,16 @@ pub fn parse_request(
     limits: &Limits,
     out: &mut RequestHead,
 ) -> Result<bool, HeadError> {
+    parse_request_with(buf, limits, AcceptedForms::Origin, out)
+}
+
+/// [`parse_request`] taking the target forms `forms` allows.
+pub fn parse_request_with(
+    buf: &[u8],
+    limits: &Limits,
+    forms: AcceptedForms,
+    out: &mut RequestHead,
+) -> Result<bool, HeadError> {
     let mut slots = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut []);
     let status = req
@@ -289,12 +323,7 @@ pub fn parse_request(
     out.target = Span::within(buf, target.as_bytes());
     out.fields.minor_version = version;
     out.fields.head_len = end;
-    if kind == Method::Connect {
-        return Err(HeadError::MethodNotImplemented);
-    }
-    if !(target.starts_with('/') || (target == "*" && kind == Method::Options)) {
-        return Err(HeadError::NotOriginForm);
-    }
+    out.form = target_form(kind, target.as_bytes(), forms)?;
 
     let mut summary = HeaderSummary::default();
     for h in req.headers.iter() {
@@ -330,7 +359,27 @@ pub fn parse_request(
         ));
     }
     out.fields.framing = summary.framing(Framing::None)?;
+    if out.form == TargetForm::Authority && out.fields.framing != Framing::None {
+        // A CONNECT body has no meaning (RFC 9110 §9.3.6); its bytes would be
+        // taken for the tunnel's.
+        return Err(HeadError::Malformed("CONNECT with a body"));
+    }
     Ok(true)
+}
+
+/// The target's form, if `forms` accepts it for this method.
+fn target_form(kind: Method, target: &[u8], forms: AcceptedForms) -> Result<TargetForm, HeadError> {
+    let proxy = forms == AcceptedForms::OriginAndProxy;
+    match (kind, target) {
+        (Method::Connect, _) if !proxy => Err(HeadError::MethodNotImplemented),
+        (Method::Connect, t) => super::target::connect_authority(t)
+            .map(|_| TargetForm::Authority)
+            .ok_or(HeadError::Malformed("CONNECT target is not host:port")),
+        (_, [b'/', ..]) => Ok(TargetForm::Origin),
+        (Method::Options, b"*") => Ok(TargetForm::Asterisk),
+        (_, t) if proxy && super::target::absolute(t).is_some() => Ok(TargetForm::Absolute),
+        _ => Err(HeadError::NotOriginForm),
+    }
 }
 
 /// Parses a response head; `request_method` decides whether a body follows

@@ -1,7 +1,7 @@
 //! HTTP/1.1 message syntax, shared by both sides of the proxy: head parsing and
 //! validation (`head`), body framing (`body`, `chunked`), header rewriting
-//! toward the other side (`rewrite`) and the canned responses the proxy sends
-//! itself (`status`).
+//! toward the other side (`rewrite`), the canned responses the proxy sends
+//! itself (`status`) and the forward proxy's request targets (`target`).
 //!
 //! Everything here is synchronous and works on byte slices the caller owns;
 //! no I/O, no allocation per message once the caller's buffers are warm.
@@ -11,6 +11,7 @@ pub mod chunked;
 pub mod head;
 pub mod rewrite;
 pub mod status;
+pub mod target;
 
 /// A byte range into the buffer a head was parsed from; kept instead of slices
 /// so that a parsed head can live beside its buffer without borrowing it.

@@ -94,12 +94,59 @@ pub fn write_request_head_edited(
     opts: ForwardOptions,
     edit: RequestEdit<'_>,
 ) {
-    let fields = &head.fields;
     out.extend_from_slice(edit.method.unwrap_or(head.method.of(buf)));
     out.push(b' ');
     out.extend_from_slice(head.target.of(buf));
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_request_fields(out, buf, head, client_ip, opts, edit);
+}
 
+/// The head a forward proxy sends for an absolute-form request (RFC 9112
+/// §3.2.2): origin-form `path` (`/` when empty), `Host` set to the target's
+/// authority, `Proxy-*` fields (ours to consume) dropped, `extra` field
+/// lines added, and the usual rewriting otherwise.
+pub fn write_forward_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    target: (&[u8], &[u8]),
+    client_ip: &[u8],
+    opts: ForwardOptions,
+    extra: &[u8],
+) {
+    let (authority, path) = target;
+    out.extend_from_slice(head.method.of(buf));
+    out.push(b' ');
+    if !path.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    push_field(out, b"Host", authority);
+    let edit = RequestEdit {
+        drop_field: |name| name.eq_ignore_ascii_case(b"host") || is_proxy_field(name),
+        extra,
+        method: None,
+    };
+    write_request_fields(out, buf, head, client_ip, opts, edit);
+}
+
+/// Whether a request field is addressed to the proxy (`Proxy-Authorization`,
+/// `Proxy-Connection`, ...), not to the server behind it.
+pub fn is_proxy_field(name: &[u8]) -> bool {
+    name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
+}
+
+/// The field lines and the blank line of a forwarded request head.
+fn write_request_fields(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client_ip: &[u8],
+    opts: ForwardOptions,
+    edit: RequestEdit<'_>,
+) {
+    let fields = &head.fields;
     let last_xff = last_of(fields, HeaderKind::XForwardedFor);
     let last_via = last_of(fields, HeaderKind::Via);
     for (i, h) in fields.headers.iter().enumerate() {
@@ -278,6 +325,40 @@ mod tests {
         assert!(!respond(chunked, true).contains("Trailer"));
         let sized = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTrailer: X-Sum\r\n\r\n";
         assert!(!respond(sized, false).contains("Trailer"));
+    }
+
+    #[test]
+    fn forward_request_goes_out_in_origin_form() {
+        let raw = "GET http://A.example:8080?q HTTP/1.1\r\nHost: a.example:8080\r\nProxy-Authorization: Basic x\r\n\
+                   Proxy-Connection: keep-alive\r\nX-Up: 1\r\n\r\n";
+        let mut head = RequestHead::default();
+        let forms = crate::http::head::AcceptedForms::OriginAndProxy;
+        assert!(
+            crate::http::head::parse_request_with(raw.as_bytes(), &LIMITS, forms, &mut head)
+                .unwrap()
+        );
+        let target = crate::http::target::absolute(head.target.of(raw.as_bytes())).unwrap();
+        let mut out = Vec::new();
+        let none = ForwardOptions {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            x_forwarded_host: false,
+            via: false,
+        };
+        let parts = (target.authority.text, target.path);
+        write_forward_request_head(
+            &mut out,
+            raw.as_bytes(),
+            &head,
+            parts,
+            b"10.0.0.1",
+            none,
+            b"X-Extra: 1\r\n",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /?q HTTP/1.1\r\nHost: A.example:8080\r\nX-Up: 1\r\nX-Extra: 1\r\n\r\n"
+        );
     }
 
     #[test]

@@ -11,10 +11,12 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",
@@ -36,6 +38,22 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, close: bool) {
         out,
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {body_len}\r\n{}{}\r\n{status} {reason}\n",
         if status == 503 { "Retry-After: 1\r\n" } else { "" },
+        if close { "Connection: close\r\n" } else { "" }
+    );
+}
+
+/// [`write_error`] with extra field lines (each ending in CRLF) and a
+/// one-line reason after the status in the body (`403 Forbidden: why`).
+pub fn write_error_detailed(out: &mut Vec<u8>, status: u16, close: bool, fields: &str, why: &str) {
+    use std::io::Write;
+    let reason = reason(status);
+    // One line: a reason must not start a second line or a second message.
+    let why: String = why.chars().filter(|c| !c.is_control()).collect();
+    let body = format!("{status} {reason}: {why}\n");
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{fields}{}\r\n{body}",
+        body.len(),
         if close { "Connection: close\r\n" } else { "" }
     );
 }

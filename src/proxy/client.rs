@@ -25,8 +25,8 @@ use crate::{
     access_log::RequestText,
     buffer::IoBuf,
     http::{
-        head::{parse_request, Framing, Method, RequestHead, ResponseHead},
-        status::write_error,
+        head::{parse_request_with, Framing, Method, RequestHead, ResponseHead},
+        status::{write_error, write_error_detailed},
     },
     limits::{write_too_many, OverLimit},
     net::{Arrival, IoError, Socket},
@@ -140,10 +140,8 @@ pub async fn serve(
                     log::debug!("shard {}: {e}", ctx.id);
                 }
                 // Only a request that never had a body can leave the connection in sync.
-                let keep = matches!(e, ProxyError::NoRoute | ProxyError::RateLimited(_))
-                    && !had_body
-                    && keep_alive
-                    && !ctx.draining.get();
+                let keep =
+                    e.leaves_connection_in_sync() && !had_body && keep_alive && !ctx.draining.get();
                 answer(&mut client, &e, !keep).await;
                 if !keep {
                     linger_close(&mut client).await;
@@ -230,7 +228,12 @@ async fn read_request_head(
     let mut received = !client.buf.is_empty();
     loop {
         if !client.buf.is_empty()
-            && parse_request(client.buf.filled(), &ctx.request_limits, request)?
+            && parse_request_with(
+                client.buf.filled(),
+                &ctx.request_limits,
+                ctx.target_forms,
+                request,
+            )?
         {
             return Ok(true);
         }
@@ -269,7 +272,12 @@ async fn answer(client: &mut Client, error: &ProxyError, close: bool) {
         let _ = client.send_out().await;
     } else if let Some(status) = error.status() {
         client.out.clear();
-        write_error(&mut client.out, status, close);
+        match error.detail() {
+            Some((fields, why)) => {
+                write_error_detailed(&mut client.out, status, close, &fields, &why)
+            }
+            None => write_error(&mut client.out, status, close),
+        }
         let _ = client.send_out().await;
     }
 }

@@ -4,9 +4,11 @@
 
 use std::io;
 
+use super::acl::Denial;
 use crate::{
     config::Failure,
     http::{chunked::ChunkError, head::HeadError},
+    upstream::dns::DnsError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,22 @@ pub enum ProxyError {
     PeerForbidden(crate::cluster::sign::SignatureError),
     #[error("response too large to hand to a peer whole")]
     PeerResponseTooLarge,
+    #[error("forward proxy: {0}")]
+    Denied(Denial),
+    #[error("forward proxy: credentials required or wrong")]
+    ProxyAuthRequired { realm: String },
+    #[error("forward proxy: too many password checks in progress")]
+    AuthBusy,
+    #[error("forward proxy: {0}")]
+    Dns(DnsError),
+    #[error("parent proxy refused with status {0}")]
+    ParentRefused(u16),
+    /// A forward destination or parent proxy could not be connected to;
+    /// unlike a reverse upstream's failure, the client is told which and why.
+    #[error("forward proxy: {what}")]
+    Unreachable { what: String, timed_out: bool },
+    #[error("forward proxy: {0}")]
+    UserLimit(String),
 }
 
 impl ProxyError {
@@ -80,7 +98,37 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => 504,
             // Overload and no server: 503, which always carries Retry-After.
             ProxyError::NoServerUp | ProxyError::Shed | ProxyError::QueueTimeout => 503,
+            ProxyError::Denied(_) => 403,
+            ProxyError::ProxyAuthRequired { .. } => 407,
+            ProxyError::AuthBusy => 503,
+            ProxyError::UserLimit(_) => 429,
+            ProxyError::Dns(DnsError::TimedOut(_)) => 504,
+            ProxyError::Dns(DnsError::Busy) => 503,
+            ProxyError::Dns(_) | ProxyError::ParentRefused(_) => 502,
+            ProxyError::Unreachable { timed_out, .. } => match timed_out {
+                true => 504,
+                false => 502,
+            },
         })
+    }
+
+    /// What the forward proxy's client can act on beyond the status: extra
+    /// field lines (each ending in CRLF) and a one-line reason for the body.
+    pub fn detail(&self) -> Option<(String, String)> {
+        match self {
+            ProxyError::ProxyAuthRequired { realm } => Some((
+                format!("Proxy-Authenticate: Basic realm=\"{realm}\", charset=\"UTF-8\"\r\n"),
+                "proxy credentials required".into(),
+            )),
+            ProxyError::Denied(denial) => Some((String::new(), denial.to_string())),
+            ProxyError::Dns(e) => Some((String::new(), e.to_string())),
+            ProxyError::ParentRefused(_) => Some((String::new(), self.to_string())),
+            ProxyError::Unreachable { what, .. } | ProxyError::UserLimit(what) => {
+                Some((String::new(), what.clone()))
+            }
+            ProxyError::AuthBusy => Some((String::new(), "too many password checks".into())),
+            _ => None,
+        }
     }
 
     /// The failure kind a retry policy or outlier detection sees, if this
@@ -94,6 +142,20 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => Some(Failure::Timeout),
             _ => None,
         }
+    }
+
+    /// Whether the connection can carry on after this error's response
+    /// (when the request had no body): the head was consumed and nothing
+    /// went upstream.
+    pub fn leaves_connection_in_sync(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::NoRoute
+                | ProxyError::RateLimited(_)
+                | ProxyError::Denied(_)
+                | ProxyError::ProxyAuthRequired { .. }
+                | ProxyError::UserLimit(_)
+        )
     }
 
     /// Whether the failure is the upstream's (logged as a warning) rather

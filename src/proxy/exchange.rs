@@ -4,6 +4,8 @@
 //!    and parses it (strictly) before calling [`handle`].
 //! 2. **route**: Host and path pick the `[[route]]`; none is a 404. Then
 //!    the client IP's and the route's rate limits (`admit`): over one, a 429.
+//!    An absolute-form or CONNECT request (forward proxy) takes `forward`'s
+//!    path instead: admission, destination ACL, then phases 4 to 6 or a tunnel.
 //! 3. **cache lookup**: on a route with the cache on, `cached::lookup`
 //!    answers from a stored response (or a PURGE) or says what the trip
 //!    upstream is for: a plain forward, or a fetch for the cache.
@@ -31,18 +33,20 @@ use super::{
     client::Client,
     duplex::stream_request,
     error::ProxyError,
+    forward,
     response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     retrying::Retries,
     target::Target,
     trip::CacheUse,
-    upstream::finish,
+    tunnel,
+    upstream::{exchange_head, finish},
 };
 use crate::{
     access_log::RequestText,
     config::RouteConfig,
     http::{
         body::BodyState,
-        head::{host_without_port, Framing, RequestHead, ResponseHead},
+        head::{host_without_port, Framing, RequestHead, ResponseHead, TargetForm},
         rewrite::write_request_head,
         status::CONTINUE,
     },
@@ -158,6 +162,10 @@ async fn phases(
     req: &RequestHead,
     resp: &mut ResponseHead,
 ) -> Result<Next, ProxyError> {
+    // Absolute-form and CONNECT: the forward proxy's own path.
+    if matches!(req.form, TargetForm::Absolute | TargetForm::Authority) {
+        return Box::pin(forward::handle(ctx, client, req, resp)).await;
+    }
     // 2. Route, and the client and route rate limits.
     let route = route(ctx, client, req)?;
     admit_rate(ctx, client, req)?;
@@ -173,6 +181,11 @@ async fn phases(
         route,
         target,
     };
+    // A protocol switch (WebSocket) skips the cache: 101 turns it into a tunnel.
+    if let Some(upgrade) = tunnel::upgrade_requested(req, ex.client.buf.filled()) {
+        let to = tunnel::UpgradeTo::Upstream(route.upstream);
+        return Box::pin(tunnel::upgrade(&mut ex, upgrade, to)).await;
+    }
     // 3. Cache lookup.
     let lookup = match &ctx.cache {
         Some(cache) if route.cache => Box::pin(cached::lookup(&mut ex, cache)).await?,
@@ -303,7 +316,7 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     // 4 and 5: in turn when the whole request is in hand (retried under the
     // upstream's policy), else full duplex (never retried: the body is gone).
     let exchanged = if body.is_done() {
-        whole_request(ex, &mut conn, &mut retries, side, &plan).await
+        whole_request(ex, &mut conn, Some(&mut retries), side, &plan).await
     } else {
         Box::pin(stream_request(ex, &mut conn, body, payload, side, &plan)).await
     };
@@ -348,7 +361,7 @@ fn write_upstream_head(ex: &mut Exchange<'_>) -> Result<(), ProxyError> {
 /// body go out in one write. Runs once a connection is in hand, so the
 /// client is invited to send only when the upstream is reachable. Returns the
 /// body's state and the payload bytes taken.
-async fn buffered_body(ex: &mut Exchange<'_>) -> Result<(BodyState, u64), ProxyError> {
+pub(super) async fn buffered_body(ex: &mut Exchange<'_>) -> Result<(BodyState, u64), ProxyError> {
     let (framing, limit) = (ex.req.fields.framing, ex.ctx.config.http.max_body_size);
     let client = &mut *ex.client;
     if ex.req.expect_continue && framing != Framing::None && client.buf.is_empty() {
@@ -379,18 +392,28 @@ async fn buffered_body(ex: &mut Exchange<'_>) -> Result<(BodyState, u64), ProxyE
 /// Phases 4 and 5 when the whole request is in `client.out`: one write, the
 /// response head, then the response. Returns how the response ended and that
 /// the request went out whole.
-async fn whole_request(
+pub(super) async fn whole_request(
     ex: &mut Exchange<'_>,
     conn: &mut UpstreamConn,
-    retries: &mut Retries<'_>,
+    retries: Option<&mut Retries<'_>>,
     side: ClientSide,
     plan: &Forward<'_>,
 ) -> Result<(ResponseEnd, bool), ProxyError> {
     let method = ex.req.method();
     let interim = Interim::to(&ex.client.stream, side);
-    retries
-        .exchange(&mut ex.client.out, conn, method, ex.resp, interim)
-        .await?;
+    let out = &mut ex.client.out;
+    match retries {
+        Some(retries) => {
+            retries
+                .exchange(out, conn, method, ex.resp, interim)
+                .await?
+        }
+        // The forward proxy's destinations have no retry policy.
+        None => {
+            let server = conn.addr;
+            exchange_head(ex.ctx, out, conn, method, ex.resp, server, interim).await?
+        }
+    }
     if let Some(invalidation) = &plan.invalidation {
         invalidation.apply(ex.resp, conn.buf.filled()).await;
     }

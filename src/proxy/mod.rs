@@ -4,7 +4,8 @@
 //! selection (`routing`), the cache's phases (`cached`), the upstream
 //! connection (`upstream`), the full-duplex path for bodies still arriving
 //! (`duplex`), the response's way back (`response`), body streaming
-//! (`relay`) and the error-to-status map (`error`).
+//! (`relay`) and the error-to-status map (`error`). The forward proxy
+//! (`forward`) adds its admission (`acl`, `auth`) and tunnels (`tunnel`).
 //!
 //! Everything here runs on one shard, in the connection's own task.
 
@@ -13,16 +14,23 @@
 // vectors are all `RefCell`s.
 #![deny(clippy::await_holding_refcell_ref)]
 
+pub mod acl;
 mod admission;
+pub mod auth;
 pub mod cached;
 pub mod client;
 mod duplex;
 pub mod error;
 pub mod exchange;
+mod eyeballs;
+pub mod forward;
+mod parent;
 pub mod relay;
 pub mod response;
 mod retrying;
 pub mod routing;
 pub mod target;
 pub mod trip;
+mod tunnel;
 mod upstream;
+mod user_limits;

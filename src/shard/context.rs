@@ -25,12 +25,12 @@ use crate::{
     cluster::ClusterShard,
     config::Config,
     http::{
-        head::{Limits, RequestHead, ResponseHead},
+        head::{AcceptedForms, Limits, RequestHead, ResponseHead},
         rewrite::ForwardOptions,
     },
     limits::{ClientLimits, ShardRate, TokenBucket},
     metrics::shard::{RouteStats, ShardMetrics, NO_ROUTE},
-    proxy::routing::Router,
+    proxy::{forward::ForwardShard, routing::Router},
     upstream::{health::HealthTable, pool::Pool, state::UpstreamState},
 };
 
@@ -89,6 +89,11 @@ pub struct ShardContext {
     pub access_log: Option<Rc<ShardLog>>,
     /// The newest generation of this shard's context (see the module doc).
     newest: Rc<RefCell<Weak<ShardContext>>>,
+    /// The forward proxy's resolver and authenticator, when `[forward_proxy]
+    /// enabled` (shared by generations: its threads start once per shard).
+    pub forward_proxy: Option<Rc<ForwardShard>>,
+    /// Request targets the parser takes: proxy forms only with `forward_proxy`.
+    pub target_forms: AcceptedForms,
 }
 
 impl ShardContext {
@@ -143,6 +148,9 @@ impl ShardContext {
             .collect();
         ShardContext {
             id,
+            // Started by `start_forward_proxy`, once per shard.
+            forward_proxy: None,
+            target_forms: AcceptedForms::Origin,
             request_limits,
             response_limits,
             forward,
@@ -209,6 +217,8 @@ impl ShardContext {
             upstream_buffers: self.upstream_buffers.clone(),
             cache: self.cache.clone(),
             cluster: self.cluster.clone(),
+            forward_proxy: self.forward_proxy.clone(),
+            target_forms: self.target_forms,
             access_log: self.access_log.clone(),
             client_limits: self.client_limits.clone(),
             newest: self.newest.clone(),
@@ -222,6 +232,27 @@ impl ShardContext {
             .borrow()
             .upgrade()
             .unwrap_or_else(|| self.clone())
+    }
+}
+
+impl ShardContext {
+    /// Starts the forward proxy's per-shard threads, if it is enabled, and
+    /// lets the parser take its request forms. A shard that cannot start
+    /// them (thread limit) serves as a reverse proxy only and says so.
+    pub fn start_forward_proxy(&mut self) {
+        if !self.config.forward.enabled {
+            return;
+        }
+        let id = self.id;
+        self.forward_proxy = ForwardShard::start(id, &self.config.forward)
+            .map_err(|e| {
+                log::error!("shard {id}: forward proxy off: cannot start its threads: {e}")
+            })
+            .ok()
+            .map(Rc::new);
+        if self.forward_proxy.is_some() {
+            self.target_forms = AcceptedForms::OriginAndProxy;
+        }
     }
 }
 

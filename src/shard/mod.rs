@@ -128,6 +128,7 @@ async fn run(plan: ShardPlan, engine: Engine) {
     let metrics = Rc::new(ShardMetrics::new(engine.to_string()));
     let provided_buffers = engine.has_provided_buffers();
     let mut first = ShardContext::new(id, config, cache, provided_buffers, health, metrics, shards);
+    first.start_forward_proxy();
     first.access_log =
         access_log.map(|sender| Rc::new(ShardLog::new(first.config.log.format, sender)));
     let ctx = first.install();
@@ -185,6 +186,9 @@ async fn run(plan: ShardPlan, engine: Engine) {
     log_cache_counters(&ctx);
     if let Some(cluster) = &ctx.cluster {
         cluster.log_counters(id);
+    }
+    if let Some(forward) = &ctx.forward_proxy {
+        forward.log_counters(id);
     }
 }
 

@@ -176,6 +176,13 @@ impl ProxyConfig {
         self.cache("enabled", "true")
     }
 
+    /// Appends a raw TOML table after the sections, e.g.
+    /// `"[[forward_proxy.user]]\nname = \"ann\"\n..."`.
+    pub fn table(mut self, raw: &str) -> Self {
+        self.upstreams.push(raw.to_owned());
+        self
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         for (section, entries) in &self.sections {
