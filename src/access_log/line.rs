@@ -1,9 +1,9 @@
 //! One access log line from one request's [`Entry`], in the combined format
 //! or as a JSON object. Appended to the shard's buffer: no I/O here.
 
-use std::{io::Write, net::SocketAddr, ops::Range, time::Duration};
+use std::{borrow::Cow, fmt, io::Write, net::SocketAddr, ops::Range, time::Duration};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::time::Civil;
 use crate::{
@@ -60,8 +60,9 @@ impl RequestText {
         start..self.bytes.len()
     }
 
-    fn get(&self, range: &Range<usize>) -> String {
-        String::from_utf8_lossy(&self.bytes[range.clone()]).into_owned()
+    /// Borrowed unless the client sent invalid UTF-8 (then a lossy copy).
+    fn get(&self, range: &Range<usize>) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes[range.clone()])
     }
 }
 
@@ -80,21 +81,37 @@ pub struct Entry<'a> {
     pub shard: usize,
 }
 
+/// One JSON line. Every field borrows or is written in place: a line costs
+/// no allocation of its own (the shard writes one per request).
 #[derive(Serialize)]
 struct JsonLine<'a> {
-    time: String,
+    #[serde(serialize_with = "as_text")]
+    time: Rfc3339<'a>,
     client: &'a str,
-    method: String,
-    target: String,
+    method: Cow<'a, str>,
+    target: Cow<'a, str>,
     status: Option<u16>,
     bytes: Option<u64>,
     duration_ms: f64,
-    upstream: Option<String>,
+    upstream: Option<SocketAddr>,
     upstream_ms: Option<f64>,
     cache: &'a str,
     shard: usize,
-    referer: Option<String>,
-    user_agent: Option<String>,
+    referer: Option<Cow<'a, str>>,
+    user_agent: Option<Cow<'a, str>>,
+}
+
+/// The line's time as RFC 3339 text, formatted straight into the output.
+struct Rfc3339<'a>(&'a Civil);
+
+impl fmt::Display for Rfc3339<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write_rfc3339(f)
+    }
+}
+
+fn as_text<S: Serializer>(value: &impl fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// Appends `entry`, at `time`, as one line (ending in `\n`) to `out`.
@@ -108,14 +125,14 @@ pub fn write(out: &mut Vec<u8>, format: AccessFormat, time: &Civil, entry: &Entr
 fn write_json(out: &mut Vec<u8>, time: &Civil, e: &Entry<'_>) {
     let r = e.request;
     let line = JsonLine {
-        time: time.rfc3339(),
+        time: Rfc3339(time),
         client: std::str::from_utf8(e.client).unwrap_or("-"),
         method: r.get(&r.method),
         target: r.get(&r.target),
         status: e.status,
         bytes: e.bytes,
         duration_ms: e.duration.as_secs_f64() * 1000.0,
-        upstream: e.upstream.map(|a| a.to_string()),
+        upstream: e.upstream,
         upstream_ms: e.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
         cache: e.cache,
         shard: e.shard,

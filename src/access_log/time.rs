@@ -4,6 +4,7 @@
 //! formats arrange differently.
 
 use std::{
+    fmt,
     io::Write,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -17,6 +18,8 @@ const MONTHS: [&str; 12] = [
 pub struct Civil {
     /// `Sun, 06 Nov 1994 08:49:37 GMT`.
     imf: String,
+    /// `1994-11-06T08:49:37`: RFC 3339 up to the seconds, made once a second.
+    rfc3339_seconds: String,
     /// Whole seconds since the epoch that `imf` shows.
     secs: u64,
     millis: u32,
@@ -25,11 +28,16 @@ pub struct Civil {
 impl Civil {
     pub fn of(time: SystemTime) -> Civil {
         let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        Civil {
+        let mut civil = Civil {
             imf: httpdate::fmt_http_date(time),
+            rfc3339_seconds: String::new(),
             secs: since.as_secs(),
             millis: since.subsec_millis(),
-        }
+        };
+        let (day, month, year, clock) = civil.parts();
+        let month = MONTHS.iter().position(|m| *m == month).unwrap_or(0) + 1;
+        civil.rfc3339_seconds = format!("{year}-{month:02}-{day}T{clock}");
+        civil
     }
 
     /// Moves `self` to `time`, formatting the date again only when the
@@ -55,11 +63,18 @@ impl Civil {
         let _ = write!(out, "{day}/{month}/{year}:{clock} +0000");
     }
 
-    /// `2000-10-10T13:55:36.123Z` (RFC 3339).
+    /// `2000-10-10T13:55:36.123Z` (RFC 3339), written into `out`.
+    pub fn write_rfc3339(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        write!(out, "{}.{:03}Z", self.rfc3339_seconds, self.millis)
+    }
+
+    /// [`Civil::write_rfc3339`] as a `String`.
+    #[cfg(test)]
     pub fn rfc3339(&self) -> String {
-        let (day, month, year, clock) = self.parts();
-        let month = MONTHS.iter().position(|m| *m == month).unwrap_or(0) + 1;
-        format!("{year}-{month:02}-{day}T{clock}.{:03}Z", self.millis)
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_rfc3339(&mut text);
+        text
     }
 }
 
