@@ -304,8 +304,13 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     let mut conn = retries.connection().await?;
     // Metrics and the access log name the first try's server.
     let server = conn.addr;
-    let upstream = &ex.ctx.config.upstreams[ex.target.upstream];
-    let stats = ex.ctx.metrics.server(&upstream.name, server);
+    let stats = match &conn.lease {
+        Some(lease) => lease.upstream().servers[lease.server].stats.clone(),
+        None => {
+            let upstream = &ex.ctx.config.upstreams[ex.target.upstream];
+            ex.ctx.metrics.server(&upstream.name, server)
+        }
+    };
     // Counted in flight until this returns, however it returns.
     let _in_flight = stats.begin();
     let trip = &mut ex.client.trip;

@@ -127,7 +127,7 @@ impl ShardContext {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(index, u)| UpstreamState::new(id, index, u, health.clone()))
+            .map(|(index, u)| UpstreamState::new(id, index, u, health.clone(), &metrics))
             .collect();
         let router = Router::new(&config.routes);
         let route_stats = router

@@ -16,11 +16,17 @@ use super::{
     retry::RetryBudget,
     rng::Rng,
 };
-use crate::config::{Failure, UpstreamConfig};
+use crate::{
+    config::{Failure, UpstreamConfig},
+    metrics::shard::{ServerStats, ShardMetrics},
+};
 
 /// One server of the upstream, on this shard.
 pub struct ServerState {
     pub addr: SocketAddr,
+    /// The server's metrics (kept by the shard across config generations),
+    /// looked up once here rather than by name and address per request.
+    pub stats: Rc<ServerStats>,
     /// Requests this shard has in flight to the server (leases held).
     in_flight: Cell<u32>,
     ejection: Ejection,
@@ -59,6 +65,7 @@ impl UpstreamState {
         index: usize,
         config: &UpstreamConfig,
         health: Arc<HealthTable>,
+        metrics: &ShardMetrics,
     ) -> Rc<UpstreamState> {
         let servers = config
             .servers
@@ -66,6 +73,7 @@ impl UpstreamState {
             .enumerate()
             .map(|(i, entry)| ServerState {
                 addr: entry.addr,
+                stats: metrics.server(&config.name, entry.addr),
                 in_flight: Cell::new(0),
                 ejection: Ejection::default(),
                 slot: health.slot(index, i),
