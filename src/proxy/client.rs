@@ -29,7 +29,7 @@ use crate::{
         status::{write_error, write_error_detailed},
     },
     limits::{write_too_many, OverLimit},
-    net::{Arrival, IoError, Socket},
+    net::{Arrival, IoError, RingWait, Socket},
     shard::{context::ShardContext, registry::Registration},
 };
 
@@ -190,13 +190,15 @@ async fn wait_for_request(
     } else {
         timeouts.client_keepalive
     };
+    // The multishot receive pays off from a connection's second request on.
+    let ring = match (ctx.provided_buffers, first) {
+        (false, _) => RingWait::None,
+        (true, true) => RingWait::Once,
+        (true, false) => RingWait::Multishot,
+    };
     let arrival = client
         .stream
-        .wait_for_bytes(
-            limit,
-            ctx.provided_buffers,
-            ctx.client_buffers.buffer_size(),
-        )
+        .wait_for_bytes(limit, ring, ctx.client_buffers.buffer_size())
         .await;
     if ctx.draining.get() && !matches!(arrival, Arrival::Bytes(_)) {
         return false;
@@ -206,7 +208,7 @@ async fn wait_for_request(
         Arrival::Bytes(bytes) => {
             client.buf = ctx.client_buffers.lease().await;
             // At most the client buffer's size was received (wait_for_bytes' max_len).
-            client.buf.push(&bytes);
+            client.buf.push(bytes.bytes());
         }
         Arrival::Readable => client.buf = ctx.client_buffers.lease().await,
         Arrival::Closed | Arrival::TimedOut => return false,

@@ -155,7 +155,8 @@ pub async fn handle(
             let (conn, _) = acquire(ctx, &addrs, false).await?;
             tunnel::connect(ctx, client, req, conn).await
         }
-        (true, Hop::Parent(mut conn, _, parent)) => {
+        (true, Hop::Parent(conn, _, parent)) => {
+            let mut conn = *conn;
             let authority = req.target.of(client.buf.filled());
             if let Err(e) = parent::open_tunnel(ctx, &mut conn, parent, authority, resp).await {
                 ctx.pool.discard(conn);
@@ -171,7 +172,8 @@ pub async fn handle(
 /// addresses, or a connection to a parent proxy.
 enum Hop<'c> {
     Direct(Vec<SocketAddr>),
-    Parent(UpstreamConn, SocketAddr, &'c ParentProxy),
+    /// Boxed: a connection is large and `Direct` is the common case.
+    Parent(Box<UpstreamConn>, SocketAddr, &'c ParentProxy),
 }
 
 /// Picks the way out: a parent when parents are configured and one answers
@@ -190,7 +192,7 @@ async fn next_hop<'c>(
             acl::check_address(config, &destination.host, ip).map_err(ProxyError::Denied)?;
         }
         match fwd.parents.acquire(ctx, pooled).await {
-            Ok((conn, addr, parent)) => return Ok(Hop::Parent(conn, addr, parent)),
+            Ok((conn, addr, parent)) => return Ok(Hop::Parent(Box::new(conn), addr, parent)),
             Err(e) if config.parent_fallback == ParentFallback::Direct => {
                 log::warn!(
                     "shard {}: no parent proxy reachable ({e}); going direct",
@@ -359,7 +361,7 @@ async fn forward(
         }
         Hop::Parent(conn, addr, parent) => {
             write_head(ctx, ex.client, req, Some(parent))?;
-            (conn, addr)
+            (*conn, addr)
         }
     };
     let side = ex.side();

@@ -37,7 +37,11 @@ use compio::{
     BufResult,
 };
 
-use compio_driver::BufferRef;
+mod inbox;
+
+pub use inbox::Received;
+
+use inbox::{Delivery, Inbox};
 
 use crate::buffer::{IoBuf, ReadTail, WriteWindow};
 
@@ -61,6 +65,8 @@ impl From<IoError> for io::Error {
 pub struct Socket {
     stream: TcpStream,
     watch: Watchdog,
+    /// The multishot receive, once a wait for a client's request armed it.
+    inbox: Inbox,
 }
 
 impl Socket {
@@ -77,11 +83,14 @@ impl Socket {
         Socket {
             stream,
             watch: Watchdog::default(),
+            inbox: Inbox::default(),
         }
     }
 
     /// Closes through the ring (no close(2) on the shard's thread).
     pub async fn close(self) {
+        // Cancels an armed multishot first: it holds a reference to the descriptor.
+        drop(self.inbox);
         // An error closing changes nothing: the descriptor is released either way.
         let _ = self.stream.close().await;
     }
@@ -94,6 +103,20 @@ impl Socket {
     pub async fn recv(&self, buf: &mut IoBuf, limit: Duration) -> Result<usize, IoError> {
         if buf.make_room() == 0 {
             return Ok(0);
+        }
+        if self.inbox.is_active() {
+            match self.inbox.next(&self.watch, limit).await? {
+                Delivery::Bytes(received) => {
+                    let (n, rest) = received.copy_into(buf.spare());
+                    buf.commit(n);
+                    if let Some(rest) = rest {
+                        self.inbox.keep(rest);
+                    }
+                    return Ok(n);
+                }
+                Delivery::Eof => return Ok(0),
+                Delivery::NotArmed => {}
+            }
         }
         let lent = ReadTail(std::mem::take(buf));
         let mut reader = &self.stream;
@@ -174,19 +197,35 @@ impl Socket {
         result.map_err(IoError::Io)
     }
 
-    /// Waits for the next bytes without holding a buffer of ours. On
-    /// io_uring (`provided`) this is one receive into the shard's
-    /// provided-buffer ring: the kernel picks a ring buffer only when bytes
-    /// arrive, and the caller copies them out and drops the ring buffer at
-    /// once, so the wait and the first receive are one operation. Where the
-    /// ring is unavailable or empty (ENOBUFS), or on epoll, it waits for
-    /// readiness instead and the caller receives into its own buffer.
-    /// At most `max_len` bytes are taken (so they fit the buffer they are copied to).
-    pub async fn wait_for_bytes(&self, limit: Duration, provided: bool, max_len: usize) -> Arrival {
-        if provided && max_len > 0 {
+    /// Waits for the next bytes without holding a buffer of ours. With the
+    /// shard's provided-buffer ring (io_uring) the kernel picks a ring
+    /// buffer only when bytes arrive, and the caller copies them out and
+    /// drops the ring buffer at once: `RingWait::Once` is one receive into
+    /// the ring; `RingWait::Multishot` arms the connection's multishot
+    /// receive (see [`inbox`]) and leaves it armed for every later read, which
+    /// saves a submission and a poll arm per request on a keep-alive
+    /// connection but costs an arm and a cancel on a connection that
+    /// carries one request. Where the ring is unavailable or empty
+    /// (ENOBUFS), or on epoll, it waits for readiness instead and the caller
+    /// receives into its own buffer. A delivery holds at most `max_len`
+    /// bytes (so it fits the buffer it is copied to).
+    pub async fn wait_for_bytes(&self, limit: Duration, ring: RingWait, max_len: usize) -> Arrival {
+        if ring == RingWait::Multishot && max_len > 0 {
+            // Failing to arm (no ring) leaves the waits below.
+            let _ = self.inbox.arm(&self.stream, max_len);
+        }
+        if self.inbox.is_active() {
+            match self.inbox.next(&self.watch, limit).await {
+                Ok(Delivery::Bytes(received)) => return Arrival::Bytes(received),
+                Ok(Delivery::Eof) => return Arrival::Closed,
+                Err(IoError::TimedOut) => return Arrival::TimedOut,
+                Err(IoError::Io(_)) => return Arrival::Closed,
+                Ok(Delivery::NotArmed) => {}
+            }
+        } else if ring == RingWait::Once && max_len > 0 {
             let mut reader = &self.stream;
             match self.watch.guard(limit, reader.read_managed(max_len)).await {
-                Ok(Ok(Some(bytes))) => return Arrival::Bytes(bytes),
+                Ok(Ok(Some(bytes))) => return Arrival::Bytes(Received::whole(bytes)),
                 Ok(Ok(None)) => return Arrival::Closed,
                 Err(IoError::TimedOut) => return Arrival::TimedOut,
                 // ENOBUFS (ring empty) or no ring: wait for readiness below.
@@ -204,7 +243,22 @@ impl Socket {
 
     /// Waits until the socket has bytes (or EOF, or an error) to read,
     /// holding no buffer meanwhile. `Ok(false)`: `limit` passed first.
+    /// With the multishot receive armed, readiness is its next delivery
+    /// (kept for the next receive): a readiness wait would never see bytes
+    /// the multishot already took.
     pub async fn readable(&self, limit: Duration) -> io::Result<bool> {
+        if self.inbox.is_active() {
+            match self.inbox.next(&self.watch, limit).await {
+                Ok(Delivery::Bytes(received)) => {
+                    self.inbox.keep(received);
+                    return Ok(true);
+                }
+                Ok(Delivery::Eof) => return Ok(true),
+                Err(IoError::TimedOut) => return Ok(false),
+                Err(IoError::Io(e)) => return Err(e),
+                Ok(Delivery::NotArmed) => {}
+            }
+        }
         let poll = self.stream.to_poll_fd()?;
         match self.watch.guard(limit, poll.read_ready()).await {
             Ok(result) => result.map(|()| true),
@@ -218,8 +272,19 @@ impl Socket {
         scratch: &mut Vec<u8>,
         limit: Duration,
     ) -> Result<usize, IoError> {
-        let mut lent = std::mem::take(scratch);
-        lent.clear();
+        scratch.clear();
+        if self.inbox.is_active() {
+            match self.inbox.next(&self.watch, limit).await? {
+                Delivery::Bytes(received) => {
+                    // Drained bytes are discarded: keep none for later.
+                    scratch.extend_from_slice(received.bytes());
+                    return Ok(scratch.len());
+                }
+                Delivery::Eof => return Ok(0),
+                Delivery::NotArmed => {}
+            }
+        }
+        let lent = std::mem::take(scratch);
         let mut reader = &self.stream;
         let BufResult(result, back) = self.watch.guard(limit, reader.read(lent)).await?;
         *scratch = back;
@@ -240,10 +305,22 @@ impl AsRawFd for Socket {
     }
 }
 
+/// How [`Socket::wait_for_bytes`] uses the shard's provided-buffer ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingWait {
+    /// No ring (epoll): wait for readiness.
+    None,
+    /// One receive into the ring (a connection's first wait: it may carry
+    /// only one request).
+    Once,
+    /// Arm the connection's multishot receive and leave it armed.
+    Multishot,
+}
+
 /// What [`Socket::wait_for_bytes`] found.
 pub enum Arrival {
     /// Bytes, in a provided-ring buffer to copy out and drop.
-    Bytes(BufferRef),
+    Bytes(Received),
     /// Bytes (or EOF) are waiting to be received.
     Readable,
     Closed,
