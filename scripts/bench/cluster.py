@@ -7,7 +7,7 @@ origin requests (nginx's access log lines), the hit ratio they imply
 (1 - origin requests / requests), p99, req/s and the nodes' CPU per request
 (schedstat of all three). Interleaved over --rounds.
 
-    scripts/bench/cluster.py [--rounds 2] [--seconds 10] [--keys 100000] [--capacity 16MiB]
+    scripts/bench/cluster.py [--rounds 2] [--seconds 10 | --requests 300000] [--keys 100000] [--capacity 16MiB]
 
 Needs nginx and a release build (cargo build --release --workspace).
 Everything listens on 127.0.0.1 on ports the kernel picks.
@@ -92,8 +92,12 @@ def run_once(work, clustered, a):
         before_log = lines(log)
         before_cpu = sum(cpu_ns(n.proc.pid) for n in nodes)
         urls = [f"http://127.0.0.1:{n.port}/obj" for n in nodes]
+        amount = ["-n", str(a.requests)] if a.requests else ["-d", f"{a.seconds}s"]
         out = subprocess.run([os.path.join(BIN, "loadtest"), "run", "--json", "-c", str(a.connections),
-                              "-d", f"{a.seconds}s", "--warmup", "0s", "--paths", str(a.keys),
+                              # One Host for every node, as behind an L4 balancer: the
+                              # host is part of the cache key (and so of the owner).
+                              "-H", "Host: cache.bench",
+                              "--warmup", "0s", "--paths", str(a.keys)] + amount + [
                               "--dist", f"zipf:{a.zipf}"] + urls,
                              capture_output=True, text=True, check=True).stdout
         report = json.loads(out)
@@ -119,6 +123,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--requests", type=int, default=0,
+                    help="a fixed number of requests per run instead of --seconds, so both modes "
+                         "see the same key sequence length (origin requests then compare directly)")
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--zipf", default="1.0")
     ap.add_argument("--connections", type=int, default=48)
@@ -132,8 +139,9 @@ def main():
             results[mode].append(res)
             print(f"round {r} {mode:12s} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                       for k, v in res.items()), flush=True)
+    amount = f"{a.requests} requests" if a.requests else f"{a.seconds} s"
     print(f"\nmedians: 3 nodes x 1 shard, {a.keys} keys zipf:{a.zipf}, {a.connections} connections, "
-          f"cache {a.capacity} per node, {a.rounds} x {a.seconds} s")
+          f"cache {a.capacity} per node, {a.rounds} x {amount}")
     print("| mode | req/s | origin requests | hit ratio | p99 ms | CPU µs/req (3 nodes) | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for mode, rows in results.items():
