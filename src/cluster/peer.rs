@@ -34,7 +34,7 @@ struct Down {
     failures: u32,
 }
 
-/// Events counted per shard (logged; exported once metrics exist).
+/// Events counted per shard (logged at shutdown, exported on `/metrics`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ClusterCounters {
     /// Fetches this shard sent to the key's owner node.
@@ -188,6 +188,21 @@ impl ClusterShard {
     /// Counts a peer response whose Content-Digest did not match its body.
     pub fn digest_mismatch(&self) {
         self.count(|c| c.digest_mismatches += 1);
+    }
+
+    /// The members this shard knows, and how many of them it does not hold
+    /// down now (this node always counts as up), for metrics.
+    pub fn membership(&self) -> (usize, usize) {
+        let now = Instant::now();
+        let members = self.members.borrow();
+        let down = self.down.borrow();
+        let up = members
+            .iter()
+            .filter(|m| {
+                m.addr == self.self_addr || !down.iter().any(|(a, d)| *a == m.addr && d.until > now)
+            })
+            .count();
+        (members.len(), up)
     }
 
     /// Logs the counters (at shutdown, beside the cache's).

@@ -15,7 +15,10 @@ use hdrhistogram::Histogram;
 use super::{
     names::*,
     process::ProcessStats,
-    shard::{CacheSnapshot, RouteSnapshot, ShardSnapshot, METHOD_CLASSES, STATUS_CLASSES},
+    shard::{
+        CacheSnapshot, ClusterSnapshot, RouteSnapshot, ShardSnapshot, METHOD_CLASSES,
+        STATUS_CLASSES,
+    },
 };
 
 /// Upper bounds of the latency buckets, seconds (Prometheus' default set,
@@ -58,6 +61,7 @@ pub fn render(shards: &[ShardSnapshot], process: &ProcessStats, reloads: ReloadC
     shard_gauges(&mut page, shards);
     upstreams(&mut page, shards);
     cache(&mut page, shards);
+    cluster(&mut page, shards);
     page.family(CONFIG_RELOADS, "Config reloads applied.", "counter");
     page.sample(CONFIG_RELOADS, &[], reloads.succeeded as f64);
     page.family(
@@ -369,6 +373,75 @@ fn cache(page: &mut Page, shards: &[ShardSnapshot]) {
             &LOOKUP_BUCKETS,
             sum,
         );
+    }
+}
+
+/// The cluster's numbers per shard. A hit answered by the owner node is a
+/// peer answer; a hit on this node's own cache is in the cache's hits.
+fn cluster(page: &mut Page, shards: &[ShardSnapshot]) {
+    type Get = fn(&ClusterSnapshot) -> u64;
+    let families: [(&str, &str, &str, Get); 8] = [
+        (
+            CLUSTER_PEER_REQUESTS_SENT,
+            "Fetches sent to the key's owner node.",
+            "counter",
+            |c| c.counters.peer_requests_sent,
+        ),
+        (
+            CLUSTER_PEER_ANSWERS,
+            "Verified answers from owner nodes (remote hits or fills).",
+            "counter",
+            |c| c.counters.peer_answers,
+        ),
+        (
+            CLUSTER_PEER_REQUESTS_RECEIVED,
+            "Signed requests from other nodes admitted.",
+            "counter",
+            |c| c.counters.peer_requests_received,
+        ),
+        (
+            CLUSTER_SIGNATURE_REJECTIONS,
+            "Peer requests refused with 403 (signature).",
+            "counter",
+            |c| c.counters.signature_rejections,
+        ),
+        (
+            CLUSTER_DIGEST_MISMATCHES,
+            "Peer answers whose Content-Digest was missing or wrong.",
+            "counter",
+            |c| c.counters.digest_mismatches,
+        ),
+        (
+            CLUSTER_PEERS_MARKED_DOWN,
+            "Times a peer node was marked down.",
+            "counter",
+            |c| c.counters.peers_marked_down,
+        ),
+        (
+            CLUSTER_MEMBERS,
+            "Cluster members this shard knows (itself included).",
+            "gauge",
+            |c| c.members as u64,
+        ),
+        (
+            CLUSTER_MEMBERS_UP,
+            "Members this shard does not hold down.",
+            "gauge",
+            |c| c.members_up as u64,
+        ),
+    ];
+    let clustered: Vec<_> = shards
+        .iter()
+        .filter_map(|s| s.cluster.as_ref().map(|c| (s.shard.to_string(), c)))
+        .collect();
+    if clustered.is_empty() {
+        return;
+    }
+    for (name, help, kind, get) in families {
+        page.family(name, help, kind);
+        for (shard, c) in &clustered {
+            page.sample(name, &[("shard", shard)], get(c) as f64);
+        }
     }
 }
 

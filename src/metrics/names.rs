@@ -33,6 +33,15 @@ pub const CACHE_EVICTIONS: &str = "shardproxy_cache_evictions_total";
 pub const CACHE_BYTES: &str = "shardproxy_cache_stored_bytes";
 pub const CACHE_ENTRIES: &str = "shardproxy_cache_stored_entries";
 
+pub const CLUSTER_PEER_REQUESTS_SENT: &str = "shardproxy_cluster_peer_requests_sent_total";
+pub const CLUSTER_PEER_ANSWERS: &str = "shardproxy_cluster_peer_answers_total";
+pub const CLUSTER_PEER_REQUESTS_RECEIVED: &str = "shardproxy_cluster_peer_requests_received_total";
+pub const CLUSTER_SIGNATURE_REJECTIONS: &str = "shardproxy_cluster_signature_rejections_total";
+pub const CLUSTER_DIGEST_MISMATCHES: &str = "shardproxy_cluster_digest_mismatches_total";
+pub const CLUSTER_PEERS_MARKED_DOWN: &str = "shardproxy_cluster_peers_marked_down_total";
+pub const CLUSTER_MEMBERS: &str = "shardproxy_cluster_members";
+pub const CLUSTER_MEMBERS_UP: &str = "shardproxy_cluster_members_up";
+
 pub const CONFIG_RELOADS: &str = "shardproxy_config_reloads_total";
 pub const CONFIG_RELOAD_FAILURES: &str = "shardproxy_config_reload_failures_total";
 

@@ -300,6 +300,16 @@ pub struct ShardSnapshot {
     /// Requests that found no server to connect to, by upstream.
     pub connect_failures: Vec<(String, u64)>,
     pub cache: Option<CacheSnapshot>,
+    pub cluster: Option<ClusterSnapshot>,
+}
+
+/// One shard's view of the cluster (`[cluster]`), for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterSnapshot {
+    pub counters: crate::cluster::peer::ClusterCounters,
+    pub members: usize,
+    /// Members this shard does not hold down.
+    pub members_up: usize,
 }
 
 #[cfg(test)]

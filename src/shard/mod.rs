@@ -27,7 +27,7 @@ use crate::{
     access_log::{LogMessage, ShardLog, FLUSH_EVERY},
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
-    metrics::shard::{CacheSnapshot, ShardMetrics, ShardSnapshot},
+    metrics::shard::{CacheSnapshot, ClusterSnapshot, ShardMetrics, ShardSnapshot},
     proxy::client::serve,
     upstream::health::{spawn_probers, HealthTable},
 };
@@ -311,6 +311,14 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
             counters: *cache.counters.borrow(),
             store: cache.store_stats(),
             lookup_latency: cache.lookup_latency.borrow().clone(),
+        }),
+        cluster: ctx.cluster.as_ref().map(|cluster| {
+            let (members, members_up) = cluster.membership();
+            ClusterSnapshot {
+                counters: cluster.counters.get(),
+                members,
+                members_up,
+            }
         }),
     }
 }

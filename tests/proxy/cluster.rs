@@ -526,3 +526,50 @@ fn objects_too_large_to_store_are_still_served_on_every_node() {
         }
     });
 }
+
+/// The cluster's counters are on each node's `/metrics`: what the nodes
+/// sent to owners and received from each other adds up, every member is up.
+#[test]
+fn cluster_counters_are_exported_on_metrics() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let addrs = free_addrs(3);
+        let nodes: Vec<Proxy> = addrs
+            .iter()
+            .map(|me| {
+                let config = node_config(shards, &origin, *me, &addrs)
+                    .set("admin", "listen", r#""127.0.0.1:0""#);
+                Proxy::start(&config)
+            })
+            .collect();
+        for key in 0..12 {
+            for node in &nodes {
+                assert_status(&node.client().get(&format!("/m{key}")), 200);
+            }
+        }
+        let pages: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let (status, text) = node.admin("GET", "/metrics");
+                assert_eq!(status, 200);
+                crate::support::prometheus::parse(&text).expect("/metrics parses")
+            })
+            .collect();
+        let total = |name: &str| pages.iter().map(|p| p.sum(name, &[])).sum::<f64>();
+        let sent = total("shardproxy_cluster_peer_requests_sent_total");
+        // 36 requests, each key owned by one of three nodes: 24 asked another node.
+        assert_eq!(sent, 24.0, "peer requests sent");
+        assert_eq!(
+            total("shardproxy_cluster_peer_requests_received_total"),
+            sent
+        );
+        assert_eq!(total("shardproxy_cluster_peer_answers_total"), sent);
+        assert_eq!(total("shardproxy_cluster_signature_rejections_total"), 0.0);
+        for page in &pages {
+            assert_eq!(
+                page.sum("shardproxy_cluster_members_up", &[]),
+                3.0 * shards as f64
+            );
+        }
+    });
+}
