@@ -537,8 +537,11 @@ fn cluster_counters_are_exported_on_metrics() {
         let nodes: Vec<Proxy> = addrs
             .iter()
             .map(|me| {
-                let config = node_config(shards, &origin, *me, &addrs)
-                    .set("admin", "listen", r#""127.0.0.1:0""#);
+                let config = node_config(shards, &origin, *me, &addrs).set(
+                    "admin",
+                    "listen",
+                    r#""127.0.0.1:0""#,
+                );
                 Proxy::start(&config)
             })
             .collect();
@@ -569,6 +572,32 @@ fn cluster_counters_are_exported_on_metrics() {
             assert_eq!(
                 page.sum("shardproxy_cluster_members_up", &[]),
                 3.0 * shards as f64
+            );
+        }
+    });
+}
+
+/// A HEAD miss is filled like a GET (issue 12), and in a cluster by the
+/// key's owner: HEAD on any node, then GET on every node, and the origin
+/// sees each key once.
+#[test]
+fn head_misses_are_fetched_by_the_owner_too() {
+    for_each_shard_count(|shards| {
+        let origin = cacheable_origin();
+        let (nodes, _) = three_nodes(shards, &origin);
+        for key in 0..9 {
+            let target = format!("/h{key}");
+            let head = nodes[key % 3].client().request("HEAD", &target);
+            assert_status(&head, 200);
+            for node in &nodes {
+                let response = node.client().get(&target);
+                assert_status(&response, 200);
+                assert_eq!(response.body_text(), format!("body of {target}"));
+            }
+            assert_eq!(
+                requests_for(&origin, &target),
+                1,
+                "origin requests for {target}"
             );
         }
     });

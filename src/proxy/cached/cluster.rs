@@ -131,7 +131,8 @@ async fn ask_owner(
     let ctx = ex.ctx;
     let buf = ex.client.buf.filled();
     let mut signature = Vec::with_capacity(96);
-    cluster.sign(&mut signature, ex.req.method.of(buf), ex.req.target.of(buf));
+    // Signed as what is sent: a HEAD miss goes to the owner as a GET.
+    cluster.sign(&mut signature, b"GET", ex.req.target.of(buf));
     let edit = RequestEdit {
         drop_field: is_dropped_by_cache_fetch,
         extra: &signature,
