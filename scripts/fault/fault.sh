@@ -7,7 +7,8 @@
 #   scripts/fault/fault.sh slow   # origin 3 answers every request 500 ms late
 #
 # Environment: DURATION (default 20s), OUTLIER=on|off (default on),
-# CONNECTIONS (default 32), KILL_AT / RESTART_AT in seconds (default 5 / 10),
+# CONNECTIONS (default 32), KILL_AT / RESTART_AT in seconds (default 5 / 10), RISE (passing
+# checks that bring a server back, default 2),
 # BASE_PORT (default 19100: origins on BASE_PORT+1..3, the proxy on BASE_PORT+80).
 # Prints the loadtest report (JSON) and the proxy's health/ejection log lines.
 # Run it on an otherwise idle machine: the numbers mean nothing on a busy one.
@@ -67,7 +68,7 @@ upstream_first_byte = "250ms"
 name = "fleet"
 servers = ["127.0.0.1:$((base + 1))", "127.0.0.1:$((base + 2))", "127.0.0.1:$((base + 3))"]
 balance = "least_conn"
-health_check = { path = "/bytes/1", interval = "1s", timeout = "500ms", rise = 2, fall = 2 }
+health_check = { path = "/bytes/1", interval = "1s", timeout = "500ms", rise = ${RISE:-2}, fall = 2 }
 retry = { attempts = 2, on = ["connect", "reset", "timeout", "502", "503", "504"], backoff_base = "10ms", backoff_max = "100ms" }
 $outlier_line
 
