@@ -14,6 +14,7 @@
 //! - [`net`]: socket I/O with owned buffers and deadlines.
 //! - [`offload`]: a shard's own threads for blocking work (DNS, password hashes).
 //! - [`preflight`]: turns a missing io_uring into a message with a fix.
+//! - [`heap`]: glibc allocator settings for a long-running server.
 //! - [`admin`]: the admin endpoint's side thread (metrics, status, reload).
 //! - [`metrics`]: per-shard counters and histograms, merged when scraped.
 //! - [`access_log`]: per-shard line buffers and the writer thread.
@@ -29,6 +30,7 @@ pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod heap;
 pub mod http;
 pub mod limits;
 pub mod listener;

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         return hash_password();
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    shardproxy::heap::tune_for_server();
     let source = ConfigSource {
         path: cli.config.clone(),
         shards: cli.shards,
