@@ -94,6 +94,19 @@ impl Inbox {
         Ok(())
     }
 
+    /// Cancels an armed multishot (dropping it submits the cancellation,
+    /// which the kernel applies before anything submitted after it). Only
+    /// between exchanges, when the peer has nothing more to send: bytes it
+    /// took after the cancellation was queued would be lost.
+    pub fn disarm(&self) {
+        drop(self.armed.borrow_mut().take());
+    }
+
+    /// Whether bytes from a ring buffer wait to be handed out.
+    pub fn has_leftover(&self) -> bool {
+        self.leftover.borrow().is_some()
+    }
+
     /// Whether reads must come through [`Inbox::next`].
     pub fn is_active(&self) -> bool {
         self.eof.get() || self.leftover.borrow().is_some() || self.armed.borrow().is_some()

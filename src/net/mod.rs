@@ -18,7 +18,7 @@
 //! request (docs/PERFORMANCE.md). Shard-local; nothing here blocks.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     future::{poll_fn, Future},
     io,
     net::SocketAddr,
@@ -65,8 +65,11 @@ impl From<IoError> for io::Error {
 pub struct Socket {
     stream: TcpStream,
     watch: Watchdog,
-    /// The multishot receive, once a wait for a client's request armed it.
+    /// The multishot receive, once a wait for a client's request (or
+    /// [`Socket::choose_next_receive`] on a pooled upstream connection) armed it.
     inbox: Inbox,
+    /// Bytes received since the last [`Socket::choose_next_receive`].
+    received: Cell<usize>,
 }
 
 impl Socket {
@@ -84,7 +87,38 @@ impl Socket {
             stream,
             watch: Watchdog::default(),
             inbox: Inbox::default(),
+            received: Cell::new(0),
         }
+    }
+
+    /// Chooses how the next exchange's bytes will be received, as a pooled
+    /// connection goes idle: with the multishot receive (see [`inbox`]) when
+    /// the exchange just finished received at most `ring_buffer_len` bytes,
+    /// single-shot receives into the connection's own buffer otherwise.
+    ///
+    /// The multishot saves a submission and a poll arm per response, but it
+    /// delivers in ring buffers, each one a completion and a copy: a 64 KiB
+    /// response arriving as sixteen 4 KiB pieces cost 40 % more CPU than one
+    /// receive straight into the buffer (docs/PERFORMANCE.md). So it stays
+    /// armed only while responses fit one ring buffer. `ring`: whether the
+    /// shard has a provided-buffer ring at all.
+    pub fn choose_next_receive(&self, ring: bool, ring_buffer_len: usize) {
+        let received = self.received.replace(0);
+        if !ring {
+            return;
+        }
+        if received <= ring_buffer_len {
+            // Failing to arm (no ring) leaves reads single-shot.
+            let _ = self.inbox.arm(&self.stream, ring_buffer_len);
+        } else {
+            self.inbox.disarm();
+        }
+    }
+
+    /// Whether bytes the peer sent wait here unread (kept from a ring buffer
+    /// a reader had no room for), which makes the connection unfit to reuse.
+    pub fn has_unread(&self) -> bool {
+        self.inbox.has_leftover()
     }
 
     /// Closes through the ring (no close(2) on the shard's thread).
@@ -112,6 +146,7 @@ impl Socket {
                     if let Some(rest) = rest {
                         self.inbox.keep(rest);
                     }
+                    self.received.set(self.received.get() + n);
                     return Ok(n);
                 }
                 Delivery::Eof => return Ok(0),
@@ -122,7 +157,9 @@ impl Socket {
         let mut reader = &self.stream;
         let BufResult(result, ReadTail(back)) = self.watch.guard(limit, reader.read(lent)).await?;
         *buf = back;
-        result.map_err(IoError::Io)
+        let n = result.map_err(IoError::Io)?;
+        self.received.set(self.received.get() + n);
+        Ok(n)
     }
 
     /// Sends all of `bytes` (a `Vec` the caller reuses), within `limit` of silence.

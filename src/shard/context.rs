@@ -164,7 +164,7 @@ impl ShardContext {
             access_log: None,
             client_limits: Rc::new(ClientLimits::new(shards)),
             route_buckets,
-            pool: Rc::new(Pool::new()),
+            pool: Rc::new(Pool::new(provided_buffers)),
             connections: Registry::new(config.tuning.max_connections),
             draining: Rc::new(Cell::new(false)),
             requests_in_flight: Rc::new(Cell::new(0)),

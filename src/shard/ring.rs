@@ -95,7 +95,7 @@ pub fn build(io: IoBackend, mode: RingMode, ring_depth: u32) -> Result<(Runtime,
 /// connection's leased buffer; an empty ring (ENOBUFS) falls back to waiting
 /// for readiness, so the count bounds memory, not connections.
 const PROVIDED_BUFFERS: u16 = 256;
-const PROVIDED_BUFFER_LEN: usize = 4096;
+pub const PROVIDED_BUFFER_LEN: usize = 4096;
 
 fn ring(mode: RingMode, ring_depth: u32) -> ProactorBuilder {
     let mut proactor = ProactorBuilder::new();

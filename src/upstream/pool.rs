@@ -44,6 +44,9 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    /// Whether the shard has a provided-buffer ring, so that a pooled
+    /// connection may receive its next response with a multishot receive.
+    ring: bool,
 }
 
 /// FNV-1a over the address's bytes. The pool is looked up twice per
@@ -72,8 +75,12 @@ impl Hasher for AddrHasher {
 }
 
 impl Pool {
-    pub fn new() -> Pool {
-        Pool::default()
+    /// `ring`: the shard has a provided-buffer ring (io_uring).
+    pub fn new(ring: bool) -> Pool {
+        Pool {
+            ring,
+            ..Pool::default()
+        }
     }
 
     /// The most recently returned live connection to `addr`, if any.
@@ -93,10 +100,12 @@ impl Pool {
     /// Returns a connection whose last exchange completed cleanly. Kept unless
     /// the pool for its address already holds `max_idle` connections.
     pub fn put(&self, mut conn: UpstreamConn, max_idle: usize, idle_timeout: Duration) {
-        if max_idle == 0 || !conn.buf.is_empty() {
+        if max_idle == 0 || !conn.buf.is_empty() || conn.stream.has_unread() {
             self.discard(conn);
             return;
         }
+        conn.stream
+            .choose_next_receive(self.ring, crate::shard::ring::PROVIDED_BUFFER_LEN);
         // The buffer's lease ends here, and the request's: an idle connection holds neither.
         conn.buf = IoBuf::default();
         conn.lease = None;

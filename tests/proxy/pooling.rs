@@ -4,7 +4,9 @@
 //! accepting, requests spread over every server of an upstream by weight,
 //! host names resolve, a refused server is skipped for a live one (nginx's
 //! default `proxy_next_upstream error`), and interim 1xx responses from the
-//! upstream do not desynchronise anything.
+//! upstream do not desynchronise anything. A pooled connection switches
+//! between multishot and single-shot receives as its responses go from
+//! small to large and back, and loses no byte doing so.
 
 use std::time::{Duration, Instant};
 
@@ -234,5 +236,35 @@ fn refused_server_is_skipped_for_a_live_one() {
             assert_status(&response, 200);
             assert_eq!(response.body_text(), path);
         }
+    });
+}
+
+#[test]
+fn a_pooled_connection_alternating_small_and_large_responses_keeps_every_byte() {
+    // Responses up to one ring buffer (4 KiB) arm the pooled connection's
+    // multishot receive for the next one; a bigger one disarms it. These
+    // sizes cross that line both ways, on one upstream connection.
+    const SIZES: [u64; 10] = [100, 70_000, 4096, 4097, 1, 250_000, 3000, 3000, 65_536, 10];
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(|request, stream| {
+            let len: u64 = request.target.trim_start_matches("/size/").parse().unwrap_or(0);
+            origin::send_pattern_body(stream, len, len);
+            After::KeepAlive
+        });
+        let proxy = Proxy::in_front_of(&origin, shards);
+        let mut client = proxy.client();
+        for round in 0..3 {
+            for len in SIZES {
+                let response = client.get(&format!("/size/{len}"));
+                assert_eq!(response.status, 200);
+                assert!(
+                    response.body == crate::support::cache::pattern(len, len),
+                    "round {round}: the {len}-byte body arrived altered ({} bytes)",
+                    response.body.len()
+                );
+            }
+        }
+        // One client connection lands on one shard, which reuses one upstream connection.
+        assert_eq!(origin.connections(), 1, "the upstream connection was not reused");
     });
 }
