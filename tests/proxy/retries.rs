@@ -1,8 +1,10 @@
 //! Retries: a 503 is retried on another server; backoff with full jitter
 //! shows in the gaps between tries; the retry budget
-//! caps retries; POST is not retried unless `retry_non_idempotent`; nothing
+//! caps retries (none with a zero budget; one in flight per shard with a
+//! floor of one, when six requests fail together); POST is not retried unless `retry_non_idempotent`; nothing
 //! is retried once response bytes reached the client.
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::fleet::{fleet, fleet_config, Member};
@@ -92,6 +94,39 @@ fn the_budget_caps_retries() {
             assert_status(&client.get("/"), 503);
         }
         assert_eq!(members[0].served(), 4, "the budget allowed retries");
+    });
+}
+
+#[test]
+fn the_budget_caps_retries_in_flight_when_requests_fail_together() {
+    const REQUESTS: usize = 6;
+    for_each_shard_count(|shards| {
+        // Floor 1: one retry in flight per shard at a time; floor 6: room for all.
+        for (budget_min, retries) in [(1, 1..=shards), (REQUESTS, REQUESTS..=REQUESTS)] {
+            let members = fleet(1);
+            members[0].fail_with(503);
+            // Each try takes 200 ms: the six first tries overlap, and a
+            // retry holds its budget claim for at least that long.
+            members[0].set_delay(Duration::from_millis(200));
+            let keys = [retry(&format!(
+                r#"attempts = 2, on = ["503"], backoff_base = "1ms", budget_percent = 0, budget_min = {budget_min}"#
+            ))];
+            let proxy = Proxy::start(&config(shards, &members, &keys));
+            let clients: Vec<_> = (0..REQUESTS)
+                .map(|_| {
+                    let mut client = proxy.client();
+                    thread::spawn(move || client.get("/").status)
+                })
+                .collect();
+            for client in clients {
+                assert_eq!(client.join().expect("a client thread panicked"), 503);
+            }
+            let retried = members[0].served() - REQUESTS;
+            assert!(
+                retries.contains(&retried),
+                "budget_min = {budget_min}: {retried} retries, expected {retries:?}"
+            );
+        }
     });
 }
 
