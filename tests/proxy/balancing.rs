@@ -1,7 +1,8 @@
 //! Balancers through the proxy: each `balance` policy's split of requests
 //! over real origins (weights within 5 %), and `consistent_hash` keeping a
 //! header's or a cookie's key on one server across connections and shards.
-//! Under concurrent load, `least_conn` and `p2c` (each shard counting its own
+//! Concurrent requests for one `consistent_hash` key spill past its server
+//! at the bounded-load cap. Under concurrent load, `least_conn` and `p2c` (each shard counting its own
 //! requests in flight) send a slow server far less than its rotation share.
 //! The exact properties (10k picks, bounded load, 1/N remapping) are unit
 //! tests in `src/upstream/balance/`.
@@ -179,5 +180,50 @@ fn least_conn_and_p2c_send_a_slow_server_less_than_its_share() {
                 assert!(slow < 0.15, "{balance}: slow share {slow:.2}: {counts:?}");
             }
         }
+    });
+}
+
+#[test]
+fn bounded_load_spills_one_hot_key_past_its_server() {
+    const REQUESTS: usize = 9;
+    for_each_shard_count(|shards| {
+        let members = fleet(3);
+        for member in &members {
+            // Every request of the burst is in flight at once.
+            member.set_delay(Duration::from_millis(200));
+        }
+        let keys = [
+            ("balance", "\"consistent_hash\""),
+            ("hash_key", "\"header:X-User\""),
+            ("hash_epsilon", "0.25"),
+        ];
+        let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
+        let hot = [("X-User", "hot")];
+        let owner = proxy.client().request_with("GET", "/", &hot).body_text();
+        let before: Vec<usize> = members.iter().map(Member::served).collect();
+        let burst: Vec<_> = (0..REQUESTS)
+            .map(|_| {
+                let mut client = proxy.client();
+                thread::spawn(move || client.request_with("GET", "/", &hot).status)
+            })
+            .collect();
+        for request in burst {
+            assert_eq!(request.join().expect("a client thread panicked"), 200);
+        }
+        let got: Vec<usize> = members
+            .iter()
+            .zip(&before)
+            .map(|(m, before)| m.served() - before)
+            .collect();
+        let owner_got = got[members.iter().position(|m| m.name() == owner).unwrap()];
+        // Each shard caps a server at ceil(1.25 × its requests / 3): 4 of 9
+        // on one shard, one more where two shards split the burst. Without
+        // the bound the owner would take all 9.
+        let cap = (1.25 * REQUESTS as f64 / 3.0).ceil() as usize + shards - 1;
+        assert!(
+            (1..=cap).contains(&owner_got),
+            "owner {owner} got {owner_got} of the burst: {got:?}"
+        );
+        assert_eq!(got.iter().sum::<usize>(), REQUESTS);
     });
 }
