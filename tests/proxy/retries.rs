@@ -1,8 +1,9 @@
 //! Retries: a 503 is retried on another server; backoff with full jitter
-//! shows in the gaps between tries, and `backoff_max` caps them; the retry budget
-//! caps retries (none with a zero budget; one in flight per shard with a
-//! floor of one, when six requests fail together); POST is not retried unless `retry_non_idempotent`; nothing
-//! is retried once response bytes reached the client.
+//! shows in the gaps between tries, and `backoff_max` caps them; the retry
+//! budget caps retries (none with a zero budget; one in flight per shard
+//! with a floor of one, when six requests fail together); POST is not
+//! retried unless `retry_non_idempotent`; nothing is retried once response
+//! bytes reached the client.
 
 use std::thread;
 use std::time::{Duration, Instant};
