@@ -64,7 +64,12 @@ fn main() -> ExitCode {
     if let Some(Command::HashPassword) = cli.command {
         return hash_password();
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Millisecond timestamps: health transitions and ejections are timed
+    // against restarts and kills (scripts/fault/recovery.py), and a health
+    // interval is often under a second.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     shardproxy::heap::tune_for_server();
     let source = ConfigSource {
         path: cli.config.clone(),

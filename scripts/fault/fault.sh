@@ -12,6 +12,7 @@
 # BASE_PORT (default 19100: origins on BASE_PORT+1..3, the proxy on BASE_PORT+80).
 # Prints the loadtest report (JSON) and the proxy's health/ejection log lines.
 # Run it on an otherwise idle machine: the numbers mean nothing on a busy one.
+# scripts/fault/recovery.py times the kill and the restart to the millisecond.
 set -euo pipefail
 
 mode=${1:-kill}

@@ -1,10 +1,15 @@
 //! Balancers through the proxy: each `balance` policy's split of requests
 //! over real origins (weights within 5 %), and `consistent_hash` keeping a
 //! header's or a cookie's key on one server across connections and shards.
+//! Concurrent requests for one `consistent_hash` key spill past its server
+//! at the bounded-load cap. Under concurrent load, `least_conn` and `p2c` (each shard counting its own
+//! requests in flight) send a slow server far less than its rotation share.
 //! The exact properties (10k picks, bounded load, 1/N remapping) are unit
 //! tests in `src/upstream/balance/`.
 
 use std::collections::HashMap;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::support::fleet::{fleet, fleet_config, tally, Member};
 use crate::support::*;
@@ -122,5 +127,103 @@ fn consistent_hash_by_client_ip_and_uri() {
         }
         let used: std::collections::HashSet<&String> = owners.values().collect();
         assert!(used.len() >= 2, "20 targets landed on {used:?}");
+    });
+}
+
+/// GETs on each of `connections` keep-alive connections, all at once (one
+/// thread each), until `run` has passed; counts responses by body. Bounded by
+/// time, not by count: no tail where only the slow server's clients are left.
+fn concurrent_tally(proxy: &Proxy, connections: usize, run: Duration) -> HashMap<String, usize> {
+    let deadline = Instant::now() + run;
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let mut client = proxy.client();
+            thread::spawn(move || {
+                let mut names = Vec::new();
+                while Instant::now() < deadline {
+                    let response = client.get("/");
+                    assert_status(&response, 200);
+                    names.push(response.body_text());
+                }
+                names
+            })
+        })
+        .collect();
+    let mut counts = HashMap::new();
+    for worker in workers {
+        for name in worker.join().expect("a client thread panicked") {
+            *counts.entry(name).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn least_conn_and_p2c_send_a_slow_server_less_than_its_share() {
+    for_each_shard_count(|shards| {
+        for balance in ["round_robin", "least_conn", "p2c"] {
+            let members = fleet(3);
+            // s0 holds each request 100 ms; the others answer at once.
+            members[0].set_delay(Duration::from_millis(100));
+            let balance_key = format!("{balance:?}");
+            let config = fleet_config(shards, &members, &[], &[("balance", &balance_key)]);
+            let proxy = Proxy::start(&config);
+            let counts = concurrent_tally(&proxy, 6, Duration::from_millis(800));
+            let slow = shares(&members, &counts)[0];
+            eprintln!("{shards} shards, {balance}: {counts:?}");
+            if balance == "round_robin" {
+                // The control: a rotation ignores load and gives it a third.
+                assert!((0.28..0.39).contains(&slow), "{balance}: {counts:?}");
+            } else {
+                // Each shard sees its own request to s0 in flight and sends
+                // the next ones elsewhere while the fast servers are idle.
+                assert!(slow < 0.15, "{balance}: slow share {slow:.2}: {counts:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn bounded_load_spills_one_hot_key_past_its_server() {
+    const REQUESTS: usize = 9;
+    for_each_shard_count(|shards| {
+        let members = fleet(3);
+        for member in &members {
+            // Every request of the burst is in flight at once.
+            member.set_delay(Duration::from_millis(200));
+        }
+        let keys = [
+            ("balance", "\"consistent_hash\""),
+            ("hash_key", "\"header:X-User\""),
+            ("hash_epsilon", "0.25"),
+        ];
+        let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
+        let hot = [("X-User", "hot")];
+        let owner = proxy.client().request_with("GET", "/", &hot).body_text();
+        let before: Vec<usize> = members.iter().map(Member::served).collect();
+        let burst: Vec<_> = (0..REQUESTS)
+            .map(|_| {
+                let mut client = proxy.client();
+                thread::spawn(move || client.request_with("GET", "/", &hot).status)
+            })
+            .collect();
+        for request in burst {
+            assert_eq!(request.join().expect("a client thread panicked"), 200);
+        }
+        let got: Vec<usize> = members
+            .iter()
+            .zip(&before)
+            .map(|(m, before)| m.served() - before)
+            .collect();
+        let owner_got = got[members.iter().position(|m| m.name() == owner).unwrap()];
+        // Each shard caps a server at ceil(1.25 × its requests / 3): 4 of 9
+        // on one shard, one more where two shards split the burst. Without
+        // the bound the owner would take all 9.
+        let cap = (1.25 * REQUESTS as f64 / 3.0).ceil() as usize + shards - 1;
+        assert!(
+            (1..=cap).contains(&owner_got),
+            "owner {owner} got {owner_got} of the burst: {got:?}"
+        );
+        assert_eq!(got.iter().sum::<usize>(), REQUESTS);
     });
 }

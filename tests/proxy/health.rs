@@ -2,8 +2,13 @@
 //! listening) is marked down within `interval × fall` and gets no request
 //! after that, even over warm pooled connections; `rise` passing checks
 //! bring it back; with `consistent_hash`, only the down server's keys move.
+//! Killed mid-run, under steady traffic: the last request it got arrived
+//! within `interval × fall` (plus slack) of the kill, and no client saw an
+//! error.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -121,5 +126,72 @@ fn consistent_hash_moves_only_the_down_servers_keys() {
         }
         // About a quarter of the keys lived on the server that went down.
         assert!((8..=32).contains(&moved), "{moved} of 80 keys moved");
+    });
+}
+
+/// Keeps `connections` clients sending GETs until `stop` is set; returns
+/// their threads, each yielding the statuses it saw that were not 200.
+fn steady_traffic(
+    proxy: &Proxy,
+    connections: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<Vec<u16>>> {
+    (0..connections)
+        .map(|_| {
+            let mut client = proxy.client();
+            let stop = Arc::clone(stop);
+            thread::spawn(move || {
+                let mut bad = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let status = client.get("/").status;
+                    if status != 200 {
+                        bad.push(status);
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+                bad
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_killed_mid_run_gets_nothing_after_interval_times_fall() {
+    for_each_shard_count(|shards| {
+        let members = fleet(3);
+        let proxy = Proxy::start(&fleet_config(shards, &members, &[], &[health_key()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = steady_traffic(&proxy, 4, &stop);
+        // Traffic reaches the victim over pooled connections before the kill.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while members[2].served() < 10 {
+            assert!(Instant::now() < deadline, "no traffic reached s2");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let killed = Instant::now();
+        members[2].origin.stop_listening();
+        // Keep the load on well past the bound, so a late request would show.
+        thread::sleep(MARKED_DOWN_WITHIN + Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        let bad: Vec<u16> = traffic
+            .into_iter()
+            .flat_map(|t| t.join().expect("a client thread panicked"))
+            .collect();
+        assert!(bad.is_empty(), "clients saw {bad:?}");
+        let last = *members[2]
+            .arrivals()
+            .last()
+            .expect("s2 served before the kill");
+        let after_kill = last.saturating_duration_since(killed);
+        assert!(
+            after_kill <= MARKED_DOWN_WITHIN,
+            "s2 got a request {after_kill:?} after the kill"
+        );
+        // The others carried the load after that.
+        assert!(members[0].arrivals().last().unwrap() > &(killed + MARKED_DOWN_WITHIN));
+        assert!(proxy.output().contains(&format!(
+            "upstream server {} is down",
+            members[2].origin.addr()
+        )));
     });
 }

@@ -1,8 +1,11 @@
 //! Retries: a 503 is retried on another server; backoff with full jitter
-//! shows in the gaps between tries; the retry budget
-//! caps retries; POST is not retried unless `retry_non_idempotent`; nothing
-//! is retried once response bytes reached the client.
+//! shows in the gaps between tries, and `backoff_max` caps them; the retry
+//! budget caps retries (none with a zero budget; one in flight per shard
+//! with a floor of one, when six requests fail together); POST is not
+//! retried unless `retry_non_idempotent`; nothing is retried once response
+//! bytes reached the client.
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::fleet::{fleet, fleet_config, Member};
@@ -16,6 +19,26 @@ fn retry(spec: &str) -> (&'static str, String) {
 fn config(shards: usize, members: &[Member], keys: &[(&'static str, String)]) -> ProxyConfig {
     let keys: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (*k, v.as_str())).collect();
     fleet_config(shards, members, &[], &keys)
+}
+
+/// The gaps between consecutive tries of each of `requests` requests that
+/// each made `tries` tries on `member`, one request after the other.
+#[track_caller]
+fn gaps_between_tries(member: &Member, requests: usize, tries: usize) -> Vec<Duration> {
+    let arrivals = member.arrivals();
+    assert_eq!(
+        arrivals.len(),
+        requests * tries,
+        "{tries} tries per request"
+    );
+    arrivals
+        .chunks(tries)
+        .flat_map(|each| each.windows(2).map(|w| w[1] - w[0]))
+        .collect()
+}
+
+fn mean(gaps: &[Duration]) -> Duration {
+    gaps.iter().sum::<Duration>() / gaps.len() as u32
 }
 
 #[test]
@@ -56,24 +79,46 @@ fn backoff_shows_in_the_gaps_between_tries() {
             assert_status(&client.get("/"), 503);
         }
         let elapsed = started.elapsed();
-        let arrivals = members[0].arrivals();
-        assert_eq!(arrivals.len(), REQUESTS * 4, "4 tries per request");
-        let gaps: Vec<Duration> = arrivals
-            .chunks(4)
-            .flat_map(|tries| tries.windows(2).map(|w| w[1] - w[0]))
-            .collect();
+        let gaps = gaps_between_tries(&members[0], REQUESTS, 4);
         // The caps (40, 80, 80 ms here) are checked exactly by the unit test
         // in src/upstream/retry.rs; through a busy machine a single gap can
         // stretch by scheduling delay, so only the whole run is bounded here.
         // Full jitter averages half the cap (~33 ms here); an absent backoff
         // would average well under 5 ms. 15 gaps make a mean under 10 ms
         // vanishingly unlikely with backoff in place.
-        let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+        let mean = mean(&gaps);
         assert!(
             mean > Duration::from_millis(10),
             "mean gap {mean:?}: no backoff?"
         );
         assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    });
+}
+
+#[test]
+fn backoff_max_caps_the_gaps() {
+    const TRIES: usize = 6;
+    for_each_shard_count(|shards| {
+        let members = fleet(1);
+        members[0].fail_with(503);
+        // Uncapped, the waits would be drawn below 20, 40, 80, 160 and 320 ms
+        // (mean 62 ms); capped at 20 ms, their mean is 10 ms.
+        let keys = [retry(&format!(
+            r#"attempts = {TRIES}, on = ["503"], backoff_base = "20ms", backoff_max = "20ms", budget_min = 10"#
+        ))];
+        let proxy = Proxy::start(&config(shards, &members, &keys));
+        let mut client = proxy.client();
+        for _ in 0..3 {
+            assert_status(&client.get("/"), 503);
+        }
+        let gaps = gaps_between_tries(&members[0], 3, TRIES);
+        // The mean of 15 gaps, each its wait plus the try itself and any
+        // scheduling delay: well under the uncapped 62 ms.
+        let mean = mean(&gaps);
+        assert!(
+            mean < Duration::from_millis(35),
+            "mean gap {mean:?}: backoff_max not applied? {gaps:?}"
+        );
     });
 }
 
@@ -92,6 +137,39 @@ fn the_budget_caps_retries() {
             assert_status(&client.get("/"), 503);
         }
         assert_eq!(members[0].served(), 4, "the budget allowed retries");
+    });
+}
+
+#[test]
+fn the_budget_caps_retries_in_flight_when_requests_fail_together() {
+    const REQUESTS: usize = 6;
+    for_each_shard_count(|shards| {
+        // Floor 1: one retry in flight per shard at a time; floor 6: room for all.
+        for (budget_min, retries) in [(1, 1..=shards), (REQUESTS, REQUESTS..=REQUESTS)] {
+            let members = fleet(1);
+            members[0].fail_with(503);
+            // Each try takes 200 ms: the six first tries overlap, and a
+            // retry holds its budget claim for at least that long.
+            members[0].set_delay(Duration::from_millis(200));
+            let keys = [retry(&format!(
+                r#"attempts = 2, on = ["503"], backoff_base = "1ms", budget_percent = 0, budget_min = {budget_min}"#
+            ))];
+            let proxy = Proxy::start(&config(shards, &members, &keys));
+            let clients: Vec<_> = (0..REQUESTS)
+                .map(|_| {
+                    let mut client = proxy.client();
+                    thread::spawn(move || client.get("/").status)
+                })
+                .collect();
+            for client in clients {
+                assert_eq!(client.join().expect("a client thread panicked"), 503);
+            }
+            let retried = members[0].served() - REQUESTS;
+            assert!(
+                retries.contains(&retried),
+                "budget_min = {budget_min}: {retried} retries, expected {retries:?}"
+            );
+        }
     });
 }
 

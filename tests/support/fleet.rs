@@ -1,14 +1,15 @@
 //! Several named origins behind one upstream, for the balancing, health,
 //! outlier, retry and priority tests: each answers `200` with its own name,
 //! or the status the test sets (`fail_with`), and `/health` with 200 or 503
-//! as the test sets (`set_healthy`). Each records when every request arrived,
+//! as the test sets (`set_healthy`), optionally after a delay (`set_delay`:
+//! a slow server). Each records when every request arrived,
 //! so a test can count what a server got (health checks apart) and measure
 //! the gaps between retries.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::origin::{self, After, Origin};
 use super::{Client, ProxyConfig};
@@ -21,6 +22,8 @@ struct State {
     healthy: AtomicBool,
     /// 200: answer with the name; anything else: answer with that status.
     status: AtomicU16,
+    /// Milliseconds each ordinary request waits before its answer.
+    delay_ms: AtomicU64,
     /// When each non-health request arrived, with its method.
     arrivals: Mutex<Vec<(Instant, String)>>,
 }
@@ -36,6 +39,7 @@ impl Member {
             name: name.to_owned(),
             healthy: AtomicBool::new(true),
             status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
             arrivals: Mutex::default(),
         });
         let serving = Arc::clone(&state);
@@ -56,6 +60,11 @@ impl Member {
                 .lock()
                 .unwrap()
                 .push((Instant::now(), request.method.clone()));
+            let delay = serving.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                // Each connection has its own thread: only this request waits.
+                std::thread::sleep(Duration::from_millis(delay));
+            }
             match serving.status.load(Ordering::SeqCst) {
                 200 => origin::send_ok(stream, serving.name.as_bytes()),
                 status => {
@@ -81,6 +90,12 @@ impl Member {
     /// Ordinary requests get `status` from now on (200: the name again).
     pub fn fail_with(&self, status: u16) {
         self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Ordinary requests are answered `delay` late from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Requests other than health checks received so far.
