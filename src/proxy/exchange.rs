@@ -425,7 +425,10 @@ pub(super) async fn whole_request(
         }
     }
     if let Some(invalidation) = &plan.invalidation {
-        invalidation.apply(ex.resp, conn.buf.filled()).await;
+        // Boxed: only unsafe methods on a cached route get here, and inline
+        // its state (6 KiB, it may purge on other shards and nodes) tripled
+        // the per-request future every request allocates and copies.
+        Box::pin(invalidation.apply(ex.resp, conn.buf.filled())).await;
     }
     let to = ToClient {
         stream: &ex.client.stream,

@@ -149,7 +149,10 @@ pub(super) async fn connect(
     addr: SocketAddr,
 ) -> Result<UpstreamConn, ProxyError> {
     let limit = ctx.config.timeouts.upstream_connect;
-    let stream = match timeout(limit, TcpStream::connect(addr)).await {
+    // Boxed: a connect's state (1.5 KiB) would otherwise be part of every
+    // exchange's future, which each request allocates and copies whole,
+    // though most requests take a pooled connection.
+    let stream = match Box::pin(timeout(limit, TcpStream::connect(addr))).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
             return Err(ProxyError::UpstreamConnectTimeout)

@@ -247,7 +247,11 @@ fn a_pooled_connection_alternating_small_and_large_responses_keeps_every_byte() 
     const SIZES: [u64; 10] = [100, 70_000, 4096, 4097, 1, 250_000, 3000, 3000, 65_536, 10];
     for_each_shard_count(|shards| {
         let origin = Origin::start(|request, stream| {
-            let len: u64 = request.target.trim_start_matches("/size/").parse().unwrap_or(0);
+            let len: u64 = request
+                .target
+                .trim_start_matches("/size/")
+                .parse()
+                .unwrap_or(0);
             origin::send_pattern_body(stream, len, len);
             After::KeepAlive
         });
@@ -265,6 +269,10 @@ fn a_pooled_connection_alternating_small_and_large_responses_keeps_every_byte() 
             }
         }
         // One client connection lands on one shard, which reuses one upstream connection.
-        assert_eq!(origin.connections(), 1, "the upstream connection was not reused");
+        assert_eq!(
+            origin.connections(),
+            1,
+            "the upstream connection was not reused"
+        );
     });
 }
