@@ -304,7 +304,10 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     // 4. Upstream exchange: the head, a connection, the body bytes already here.
     let side = ex.side();
     write_upstream_head(ex)?;
-    ex.client.trip.upstream_started = Some(Instant::now());
+    if ex.ctx.access_log.is_some() {
+        // Only the access log reports the upstream's time.
+        ex.client.trip.upstream_started = Some(Instant::now());
+    }
     let mut retries = Retries::new(ex.ctx, ex.target, ex.req.method());
     let mut conn = retries.connection().await?;
     // Metrics and the access log name the first try's server.

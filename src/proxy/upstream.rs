@@ -69,7 +69,9 @@ pub(super) async fn acquire(
 ) -> Result<UpstreamConn, ProxyError> {
     let state = &ctx.upstreams[target.upstream];
     let config = &ctx.config.upstreams[target.upstream];
-    let deadline = Instant::now() + config.queue_timeout;
+    // Set when the request first waits in the queue: most never do, and
+    // need no clock read for it.
+    let mut deadline = None;
     // Servers that refused here, and those plus `tried`: allocated only when one fails.
     let (mut refused, mut avoid): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut last_error = None;
@@ -80,7 +82,8 @@ pub(super) async fn acquire(
             // Others are queued: take a turn behind them (by class), unless
             // this request was just woken from the queue.
             Pick::Server(_) if !woken && !state.queue.is_empty() => {
-                wait_in_queue(ctx, target, deadline).await?;
+                let until = *deadline.get_or_insert_with(|| Instant::now() + config.queue_timeout);
+                wait_in_queue(ctx, target, until).await?;
                 woken = true;
                 continue;
             }
@@ -88,7 +91,8 @@ pub(super) async fn acquire(
             Pick::Server(server) if refused.contains(&server) => break,
             Pick::Server(server) => server,
             Pick::Busy => {
-                wait_in_queue(ctx, target, deadline).await?;
+                let until = *deadline.get_or_insert_with(|| Instant::now() + config.queue_timeout);
+                wait_in_queue(ctx, target, until).await?;
                 woken = true;
                 continue;
             }
