@@ -21,7 +21,7 @@ use crate::{
     access_log::{self, LogMessage},
     admin::{self, Admin, ReloadRequest, ReloadState},
     config::{Config, ConfigSource, IoBackend},
-    listener::bind_shared,
+    listener::{bind_shared, ListenOptions},
     notify::Notifier,
     preflight,
     shard::{self, mesh, Control, ShardPlan},
@@ -55,7 +55,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
     let mut per_shard: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
         (0..cpus.len()).map(|_| Vec::new()).collect();
     for addr in &config.server.listen {
-        let sockets = bind_shared(*addr, cpus.len(), config.tuning.backlog)
+        let sockets = bind_shared(*addr, cpus.len(), ListenOptions::of(&config))
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         for (shard, socket) in sockets.into_iter().enumerate() {
             per_shard[shard].push((*addr, socket));
@@ -256,11 +256,11 @@ impl Supervisor {
 
     /// One SO_REUSEPORT socket per shard for each added listen address.
     fn bind(&self, added: &[SocketAddr]) -> Result<Vec<Bound>, String> {
-        let backlog = self.running.tuning.backlog;
+        let options = ListenOptions::of(&self.running);
         added
             .iter()
             .map(|addr| {
-                bind_shared(*addr, self.controls.len(), backlog)
+                bind_shared(*addr, self.controls.len(), options)
                     .map(|sockets| (*addr, sockets))
                     .map_err(|e| format!("cannot listen on {addr}: {e}"))
             })

@@ -59,6 +59,7 @@ pub struct RawTuning {
     pub max_connections: Option<Spanned<i64>>,
     pub backlog: Option<Spanned<i64>>,
     pub max_inflight: Option<Spanned<i64>>,
+    pub defer_accept: Option<bool>,
     /// Glommio-only keys, kept here (any value, never read) only so that an old
     /// config gets an error saying what replaced them rather than "unknown field".
     pub io_memory: Option<Spanned<IgnoredAny>>,

@@ -45,6 +45,8 @@ pub struct Tuning {
     /// Requests one shard handles at once; 0 = no limit. Near it the lowest
     /// priority classes are shed first (`proxy/admission.rs`).
     pub max_inflight: usize,
+    /// TCP_DEFER_ACCEPT on the listening sockets (`listener.rs`).
+    pub defer_accept: bool,
 }
 
 /// `[server] io`: the I/O driver each shard runs on.
@@ -241,6 +243,7 @@ impl Resolver<'_> {
                 0,
                 0..10_000_001,
             )?,
+            defer_accept: t.defer_accept.unwrap_or(true),
         };
         let server = ServerConfig {
             listen,
