@@ -8,7 +8,10 @@
 //! origin-form with `Host` from the target, hop-by-hop and `Proxy-*` fields
 //! removed, over a connection from the shard's pool (keyed by destination
 //! address, like every upstream connection), through the same phases 4 to 6
-//! as a reverse-proxied request.
+//! as a reverse-proxied request. With `[forward_proxy] cache` on, GET and
+//! HEAD go through the response cache first (`cached`), under keys of their
+//! own (`cache::key::forward_request_key`); only a miss resolves the name
+//! and picks its way out (`origin`).
 //!
 //! With `[[forward_proxy.parent]]`s, requests and tunnels leave through a
 //! parent instead (`parent`), or direct when none answers and
@@ -20,7 +23,6 @@
 //! Per-shard state ([`ForwardShard`]): the resolver and its cache, the
 //! authenticator and its remembered credentials, the parents' round-robin,
 //! the users' counters.
-//! Not done here yet: the response cache for forward requests.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -30,24 +32,28 @@ use std::{
 use super::{
     acl,
     auth::Auth,
+    cached,
     client::Client,
     duplex::stream_request,
     error::ProxyError,
-    exchange::{buffered_body, whole_request, Exchange, Forward, Next},
+    exchange::{buffered_body, whole_request, Exchange, Forward, Lookup, Next},
     eyeballs::connect_first,
+    origin::{ForwardOrigin, Origin},
     parent::{self, Parents},
     response::ResponseEnd,
     target::Target,
+    trip::CacheUse,
     tunnel::{self, upgrade as upgrade_to, upgrade_requested, UpgradeTo},
     user_limits::UserLimits,
 };
 use crate::{
+    cache::ownership::CacheShard,
     config::{ForwardConfig, ParentFallback, ParentProxy, RouteConfig},
     http::{
-        head::{host_without_port, Framing, HeadError, RequestHead, ResponseHead, TargetForm},
-        rewrite::{
-            is_proxy_field, write_forward_request_head, write_request_head_edited, RequestEdit,
+        head::{
+            host_without_port, Framing, HeadError, Method, RequestHead, ResponseHead, TargetForm,
         },
+        rewrite::{write_forward_request_head, write_parent_request_head, RequestEdit},
         target::{absolute, connect_authority},
     },
     shard::context::ShardContext,
@@ -63,9 +69,11 @@ pub struct ForwardShard {
     pub auth: Auth,
     parents: Parents,
     limits: UserLimits,
-    /// Forward requests have no `[[route]]`; the shared phases 4 to 6 take
-    /// one, so this stands in: cache off, and an upstream index nothing here
-    /// reads (connections come from [`acquire`], not a balancer).
+    /// Forward requests have no `[[route]]`; the shared phases 3 to 6 take
+    /// one, so this stands in: no default TTL, no Set-Cookie stored, and an
+    /// upstream index nothing here reads (connections come from [`acquire`]
+    /// through `origin`, not a balancer). Whether the cache applies is
+    /// `[forward_proxy] cache`, not this route's `cache`.
     route: RouteConfig,
 }
 
@@ -112,7 +120,7 @@ impl ForwardShard {
 }
 
 /// Where a forward request goes, copied out of the head before it is consumed.
-pub(super) struct Destination {
+pub struct Destination {
     /// Lower case; an IPv6 literal without brackets.
     pub host: String,
     pub port: u16,
@@ -145,17 +153,16 @@ pub async fn handle(
             return Err(e);
         }
     };
-    let tunnelling = req.form == TargetForm::Authority;
+    if req.form != TargetForm::Authority {
+        return forward(ctx, fwd, client, req, resp, &destination).await;
+    }
     // A tunnel's connection never goes back to the pool: a fresh one each.
-    match (
-        tunnelling,
-        next_hop(ctx, fwd, &destination, !tunnelling).await?,
-    ) {
-        (true, Hop::Direct(addrs)) => {
+    match next_hop(ctx, fwd, &destination, false).await? {
+        Hop::Direct(addrs) => {
             let (conn, _) = acquire(ctx, &addrs, false).await?;
             tunnel::connect(ctx, client, req, conn).await
         }
-        (true, Hop::Parent(conn, _, parent)) => {
+        Hop::Parent(conn, _, parent) => {
             let mut conn = *conn;
             let authority = req.target.of(client.buf.filled());
             if let Err(e) = parent::open_tunnel(ctx, &mut conn, parent, authority, resp).await {
@@ -164,13 +171,12 @@ pub async fn handle(
             }
             tunnel::connect(ctx, client, req, conn).await
         }
-        (false, hop) => forward(ctx, fwd, client, req, resp, hop).await,
     }
 }
 
 /// The way out for one request: straight to the destination's admitted
 /// addresses, or a connection to a parent proxy.
-enum Hop<'c> {
+pub(super) enum Hop<'c> {
     Direct(Vec<SocketAddr>),
     /// Boxed: a connection is large and `Direct` is the common case.
     Parent(Box<UpstreamConn>, SocketAddr, &'c ParentProxy),
@@ -179,7 +185,7 @@ enum Hop<'c> {
 /// Picks the way out: a parent when parents are configured and one answers
 /// (`pooled`: an idle connection to it may do), else (no parents, or none
 /// reachable with `parent_fallback = "direct"`) the destination itself.
-async fn next_hop<'c>(
+pub(super) async fn next_hop<'c>(
     ctx: &'c ShardContext,
     fwd: &ForwardShard,
     destination: &Destination,
@@ -327,14 +333,15 @@ pub(super) fn unreachable(addr: SocketAddr, error: ProxyError) -> ProxyError {
     }
 }
 
-/// Phases 4 to 6 of an absolute-form request.
+/// Phases 3 to 6 of an absolute-form request: the cache lookup (GET and
+/// HEAD with `[forward_proxy] cache` on), then the trip to the destination.
 async fn forward(
     ctx: &Rc<ShardContext>,
     fwd: &ForwardShard,
     client: &mut Client,
     req: &RequestHead,
     resp: &mut ResponseHead,
-    hop: Hop<'_>,
+    destination: &Destination,
 ) -> Result<Next, ProxyError> {
     let mut ex = Exchange {
         ctx,
@@ -349,9 +356,27 @@ async fn forward(
             key: None,
             class: fwd.route.priority,
         },
+        origin: Origin::Forward(ForwardOrigin::new(fwd, destination)),
     };
     let upgrade = upgrade_requested(req, ex.client.buf.filled());
-    let (mut conn, _) = match hop {
+    if let (Some(cache), None) = (cache_for(ctx, req), upgrade) {
+        match Box::pin(cached::lookup(&mut ex, cache)).await? {
+            Lookup::Answered(next) => {
+                ex.client.trip.cache = CacheUse::Hit;
+                return Ok(next);
+            }
+            Lookup::Fetch(plan) => {
+                ex.client.trip.cache = CacheUse::Miss;
+                if let Origin::Forward(origin) = &mut ex.origin {
+                    origin.choose(ctx).await?;
+                }
+                return Box::pin(cached::fetch(&mut ex, plan)).await;
+            }
+            // A GET with a body: passed through.
+            Lookup::Forward(_) => {}
+        }
+    }
+    let (mut conn, _) = match next_hop(ctx, fwd, destination, true).await? {
         Hop::Direct(addrs) => {
             if let Some(upgrade) = upgrade {
                 return upgrade_to(&mut ex, upgrade, UpgradeTo::Direct(&addrs)).await;
@@ -384,6 +409,18 @@ async fn forward(
     }
 }
 
+/// The shard's cache, if `req` may use it: `[forward_proxy] cache` on and
+/// a GET or HEAD. (RFC 9111 §3.5 is the cache's own rule: a response to a
+/// request with `Authorization` is shared only if it says so; the client's
+/// `Proxy-Authorization` is ours, checked before the lookup, and never
+/// reaches the origin, so it does not make a response private.)
+fn cache_for<'c>(ctx: &'c ShardContext, req: &RequestHead) -> Option<&'c CacheShard> {
+    let cache = ctx.cache.as_ref()?;
+    let method = req.method();
+    let cacheable = ctx.config.forward.cache && matches!(method, Method::Get | Method::Head);
+    cacheable.then_some(cache)
+}
+
 /// Refuses a declared body over `max_body_size`, writes the head into
 /// `client.out` and consumes the client's copy: origin-form for the
 /// destination, or absolute-form with its credentials for a `parent`.
@@ -404,11 +441,10 @@ fn write_head(
     if let Some(parent) = parent {
         let credentials = parent::authorization_line(parent);
         let edit = RequestEdit {
-            drop_field: is_proxy_field,
             extra: &credentials,
-            method: None,
+            ..RequestEdit::NONE
         };
-        write_request_head_edited(&mut client.out, buf, req, &client.ip, ctx.forward, edit);
+        write_parent_request_head(&mut client.out, buf, req, &client.ip, ctx.forward, edit);
         client.buf.consume(req.fields.head_len);
         return Ok(());
     }
@@ -422,7 +458,7 @@ fn write_head(
         (target.authority.text, target.path),
         &client.ip,
         ctx.forward,
-        b"",
+        RequestEdit::NONE,
     );
     client.buf.consume(req.fields.head_len);
     Ok(())

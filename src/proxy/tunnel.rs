@@ -296,13 +296,12 @@ fn write_upgrade_head(
     let extra = upgrade_fields(upgrade.of(buf));
     client.out.clear();
     let opts = ex.ctx.forward;
+    let edit = RequestEdit {
+        extra: &extra,
+        ..RequestEdit::NONE
+    };
     match to {
         UpgradeTo::Upstream(_) => {
-            let edit = RequestEdit {
-                drop_field: |_| false,
-                extra: &extra,
-                method: None,
-            };
             write_request_head_edited(&mut client.out, buf, ex.req, &client.ip, opts, edit);
         }
         UpgradeTo::Direct(_) => {
@@ -316,7 +315,7 @@ fn write_upgrade_head(
                 target,
                 &client.ip,
                 opts,
-                &extra,
+                edit,
             );
         }
     }

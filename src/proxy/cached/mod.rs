@@ -1,6 +1,7 @@
 //! A request's path through the cache (RFC 9111 shared cache, RFC 5861, RFC 9211).
 //!
-//! GET and HEAD are looked up under their key on the key's owner shard
+//! GET and HEAD are looked up under their key (a forward proxy's requests
+//! under keys of their own, `origin`) on the key's owner shard
 //! (`cache::ownership`): a usable stored response is served from memory (the
 //! body is an `Arc` shared with the store: written to the socket without a
 //! copy); a stale one is revalidated, or served while one background refresh
@@ -41,7 +42,7 @@ use crate::{
         age::{self, FreshnessOptions},
         control::{RequestDirectives, Targets},
         entry::CachedResponse,
-        key::{hash_key, request_key, vary_matches, Scheme},
+        key::{forward_request_key, hash_key, request_key, vary_matches, Scheme},
         ownership::{Answer, CacheShard, Want},
         policy::{decide_for, StoreOptions, Use},
         Secs,
@@ -67,7 +68,11 @@ pub(in crate::proxy) async fn lookup<'c>(
         return purge(ex, cache).await.map(Lookup::Answered);
     }
     let mut bytes = Vec::with_capacity(128);
-    let keyed = request_key(&mut bytes, Scheme::Http, req, buf).is_ok();
+    let keyed = match ex.origin.is_forward() {
+        true => forward_request_key(&mut bytes, req, buf),
+        false => request_key(&mut bytes, Scheme::Http, req, buf),
+    }
+    .is_ok();
     if !keyed || req.fields.framing != Framing::None {
         return Ok(uncached(ex, cache));
     }
@@ -173,6 +178,12 @@ async fn use_stored<'c>(
     let decision = match decide_for(&entry, ex.req, ex.client.buf.filled(), now) {
         Use::Fresh { .. } if directives.max_age == Some(0) => Use::MustRevalidate {
             stale_if_error: false,
+        },
+        // A background refresh goes to a `[[route]]`'s upstream; a forward
+        // destination is revalidated in the foreground instead, and the
+        // stale copy (which the origin let be served) answers if that fails.
+        Use::StaleWhileRevalidate { .. } if ex.origin.is_forward() => Use::MustRevalidate {
+            stale_if_error: true,
         },
         decision => decision,
     };

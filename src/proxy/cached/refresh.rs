@@ -12,6 +12,7 @@ use super::{
     CacheKey,
 };
 use crate::proxy::{
+    origin::Origin,
     response::ResponseEnd,
     target::Target,
     upstream::{acquire, exchange_head, finish},
@@ -75,7 +76,9 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
         return;
     }
     let mut out = Vec::new();
-    write_conditional(&mut out, &head, &req, &client_ip, ctx.forward, Some(&stale));
+    // Only a `[[route]]`'s entries are refreshed in the background (`use_stored`).
+    let to = (&Origin::Upstream, client_ip.as_slice(), ctx.forward);
+    write_conditional(&mut out, &head, &req, to, Some(&stale));
     let Some(mut answered) = exchange(&ctx, &Target::of_route(&route), &mut out).await else {
         return;
     };
