@@ -107,7 +107,19 @@ pub fn forward_request_key(
     buf: &[u8],
 ) -> Result<(), KeyError> {
     method_class(req.method()).ok_or(KeyError::Method)?;
-    let target = absolute(req.target.of(buf)).ok_or(KeyError::NoHost)?;
+    match write_forward_key(out, req.target.of(buf)) {
+        true => Ok(()),
+        false => Err(KeyError::NoHost),
+    }
+}
+
+/// Writes the forward key ([`forward_request_key`]) of an absolute-form
+/// `target` whatever the method (an unsafe one invalidates it); `false`
+/// if the target is not absolute-form.
+pub fn write_forward_key(out: &mut Vec<u8>, target: &[u8]) -> bool {
+    let Some(target) = absolute(target) else {
+        return false;
+    };
     let (authority, path) = (target.authority.text, target.path);
     match path.first() {
         Some(b'/') => write_key(out, Scheme::Http, authority, path),
@@ -118,7 +130,7 @@ pub fn forward_request_key(
         }
     }
     out[0] = FORWARD_CLASS;
-    Ok(())
+    true
 }
 
 /// The class byte of forward-proxy keys ([`forward_request_key`]).

@@ -50,9 +50,7 @@ use crate::{
     cache::ownership::CacheShard,
     config::{ForwardConfig, ParentFallback, ParentProxy, RouteConfig},
     http::{
-        head::{
-            host_without_port, Framing, HeadError, Method, RequestHead, ResponseHead, TargetForm,
-        },
+        head::{host_without_port, Framing, HeadError, RequestHead, ResponseHead, TargetForm},
         rewrite::{write_forward_request_head, write_parent_request_head, RequestEdit},
         target::{absolute, connect_authority},
     },
@@ -359,7 +357,8 @@ async fn forward(
         origin: Origin::Forward(ForwardOrigin::new(fwd, destination)),
     };
     let upgrade = upgrade_requested(req, ex.client.buf.filled());
-    if let (Some(cache), None) = (cache_for(ctx, req), upgrade) {
+    let mut plan = Forward::plain(b"");
+    if let (Some(cache), None) = (cache_for(ctx), upgrade) {
         match Box::pin(cached::lookup(&mut ex, cache)).await? {
             Lookup::Answered(next) => {
                 ex.client.trip.cache = CacheUse::Hit;
@@ -372,8 +371,8 @@ async fn forward(
                 }
                 return Box::pin(cached::fetch(&mut ex, plan)).await;
             }
-            // A GET with a body: passed through.
-            Lookup::Forward(_) => {}
+            // Unsafe methods (invalidating on success), a GET with a body.
+            Lookup::Forward(forward) => plan = forward,
         }
     }
     let (mut conn, _) = match next_hop(ctx, fwd, destination, true).await? {
@@ -391,7 +390,6 @@ async fn forward(
     };
     let side = ex.side();
     let (body, payload) = buffered_body(&mut ex).await?;
-    let plan = Forward::plain(b"");
     let exchanged = if body.is_done() {
         whole_request(&mut ex, &mut conn, None, side, &plan).await
     } else {
@@ -409,16 +407,15 @@ async fn forward(
     }
 }
 
-/// The shard's cache, if `req` may use it: `[forward_proxy] cache` on and
-/// a GET or HEAD. (RFC 9111 §3.5 is the cache's own rule: a response to a
-/// request with `Authorization` is shared only if it says so; the client's
-/// `Proxy-Authorization` is ours, checked before the lookup, and never
-/// reaches the origin, so it does not make a response private.)
-fn cache_for<'c>(ctx: &'c ShardContext, req: &RequestHead) -> Option<&'c CacheShard> {
+/// The shard's cache, if forward requests use it (`[forward_proxy] cache`):
+/// GET and HEAD are looked up, unsafe methods invalidate. (RFC 9111 §3.5
+/// is the cache's own rule: a response to a request with `Authorization` is
+/// shared only if it says so; the client's `Proxy-Authorization` is ours,
+/// checked before the lookup, and never reaches the origin, so it does not
+/// make a response private.)
+fn cache_for(ctx: &ShardContext) -> Option<&CacheShard> {
     let cache = ctx.cache.as_ref()?;
-    let method = req.method();
-    let cacheable = ctx.config.forward.cache && matches!(method, Method::Get | Method::Head);
-    cacheable.then_some(cache)
+    ctx.config.forward.cache.then_some(cache)
 }
 
 /// Refuses a declared body over `max_body_size`, writes the head into

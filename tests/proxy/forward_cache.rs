@@ -3,8 +3,10 @@
 //! destinations' `/x` never collide, nor a reverse route's key with a
 //! forward one, and what one user's credentials fetched is not handed to
 //! another (RFC 9111 §3.5, `private`), while admission still runs before
-//! every hit. Off by default. "Served from the cache" is checked as "the
-//! origin saw no new request" plus the proxy's `Cache-Status`.
+//! every hit; misses and revalidations leave in origin-form (or through a
+//! parent), and unsafe requests invalidate their destination's entries.
+//! Off by default. "Served from the cache" is checked as "the origin saw no
+//! new request" plus the proxy's `Cache-Status`.
 
 use crate::forward_proxy::{curl, forward_config, hash_password, proxy_url};
 use crate::support::cache::{requests_for, scripted_origin, CacheStatus, Reply};
@@ -272,5 +274,37 @@ fn stored_forward_responses_are_revalidated_in_origin_form() {
                 Some(origin.addr().to_string().as_str())
             );
         }
+    });
+}
+
+#[test]
+fn unsafe_forward_requests_invalidate_their_destinations_entries() {
+    for_each_shard_count(|shards| {
+        let (a, b) = (
+            scripted_origin(|request, n| match request.method.as_str() {
+                "POST" => Reply::ok("posted").header("Location", "/y"),
+                _ => Reply::ok(format!("a {} #{n}", request.target)).cache_control("max-age=60"),
+            }),
+            named_origin("b"),
+        );
+        let proxy = Proxy::start(&cached_forward(shards));
+        let url = |origin: &Origin, path: &str| format!("http://{}{path}", origin.addr());
+        for (origin, path) in [(&a, "/x"), (&a, "/y"), (&b, "/x")] {
+            get_via(&proxy, "GET", &url(origin, path), &[]);
+            assert!(is_hit(&get_via(&proxy, "GET", &url(origin, path), &[])));
+        }
+        let post = get_via(&proxy, "POST", &url(&a, "/x"), &["Content-Length: 0"]);
+        assert_eq!(post.body_text(), "posted");
+        // The target and its Location are gone (the POST was /x's request #1);
+        // the other destination's /x is not.
+        assert_eq!(
+            get_via(&proxy, "GET", &url(&a, "/x"), &[]).body_text(),
+            "a /x #2"
+        );
+        assert_eq!(
+            get_via(&proxy, "GET", &url(&a, "/y"), &[]).body_text(),
+            "a /y #1"
+        );
+        assert!(is_hit(&get_via(&proxy, "GET", &url(&b, "/x"), &[])));
     });
 }

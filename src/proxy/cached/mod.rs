@@ -64,7 +64,9 @@ pub(in crate::proxy) async fn lookup<'c>(
 ) -> Result<Lookup<'c>, ProxyError> {
     cluster::admit(ex)?;
     let (req, buf) = (ex.req, ex.client.buf.filled());
-    if req.method.of(buf) == b"PURGE" {
+    // PURGE is the reverse proxy's; through a forward proxy it is one more
+    // unsafe method for the destination (and invalidates on success).
+    if req.method.of(buf) == b"PURGE" && !ex.origin.is_forward() {
         return purge(ex, cache).await.map(Lookup::Answered);
     }
     let mut bytes = Vec::with_capacity(128);
