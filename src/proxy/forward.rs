@@ -358,6 +358,10 @@ async fn forward(
     };
     let upgrade = upgrade_requested(req, ex.client.buf.filled());
     let mut plan = Forward::plain(b"");
+    // A hit resolves nothing and meets no address rule: sound because every
+    // entry was fetched through them, and `[forward_proxy]` (the rules) only
+    // changes with a restart, which empties the cache. Were it reloadable,
+    // hits would need the address check again.
     if let (Some(cache), None) = (cache_for(ctx), upgrade) {
         match Box::pin(cached::lookup(&mut ex, cache)).await? {
             Lookup::Answered(next) => {
