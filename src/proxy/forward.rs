@@ -118,6 +118,7 @@ impl ForwardShard {
 }
 
 /// Where a forward request goes, copied out of the head before it is consumed.
+#[derive(Clone)]
 pub struct Destination {
     /// Lower case; an IPv6 literal without brackets.
     pub host: String,

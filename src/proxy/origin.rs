@@ -70,6 +70,11 @@ impl<'a> ForwardOrigin<'a> {
         }
     }
 
+    /// Where the request goes.
+    pub(super) fn destination(&self) -> &'a Destination {
+        self.destination
+    }
+
     /// Picks the way out (a parent, else the destination's addresses, as
     /// `forward::next_hop` decides) unless already picked. `Err`: no DNS
     /// answer, an ACL refusal, or no parent reachable.

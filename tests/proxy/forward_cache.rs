@@ -3,8 +3,9 @@
 //! destinations' `/x` never collide, nor a reverse route's key with a
 //! forward one, and what one user's credentials fetched is not handed to
 //! another (RFC 9111 §3.5, `private`), while admission still runs before
-//! every hit; misses and revalidations leave in origin-form (or through a
-//! parent), and unsafe requests invalidate their destination's entries.
+//! every hit; misses, revalidations and background refreshes leave in
+//! origin-form (or through a parent), and unsafe requests invalidate their
+//! destination's entries.
 //! Off by default. "Served from the cache" is checked as "the origin saw no
 //! new request" plus the proxy's `Cache-Status`.
 
@@ -307,4 +308,49 @@ fn unsafe_forward_requests_invalidate_their_destinations_entries() {
         );
         assert!(is_hit(&get_via(&proxy, "GET", &url(&b, "/x"), &[])));
     });
+}
+
+#[test]
+fn stale_while_revalidate_refreshes_a_forward_entry_in_the_background() {
+    let gate = Gate::new();
+    let held = std::sync::Arc::clone(&gate);
+    let origin = scripted_origin(move |_, n| match n {
+        0 => Reply::ok("v0").cache_control("max-age=1, stale-while-revalidate=30"),
+        _ => {
+            held.wait();
+            Reply::ok(format!("v{n}")).cache_control("max-age=60")
+        }
+    });
+    let proxy = Proxy::start(&cached_forward(2));
+    let url = format!("http://{}/swr", origin.addr());
+    assert_eq!(get_via(&proxy, "GET", &url, &[]).body_text(), "v0");
+    // HTTP ages are whole seconds: past max-age=1 whatever the phase.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // The refresh is held at the origin: the stale copy must answer meanwhile.
+    for _ in 0..3 {
+        let stale = get_via(&proxy, "GET", &url, &[]);
+        assert_eq!(stale.body_text(), "v0");
+        assert!(is_hit(&stale), "{:?}", stale.headers);
+    }
+    gate.open();
+    origin.wait_for_requests(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = get_via(&proxy, "GET", &url, &[]);
+        if response.body_text() == "v1" {
+            assert!(is_hit(&response));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never landed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let refresh = &origin.requests()[1];
+    assert_eq!(
+        refresh.target, "/swr",
+        "the refresh goes out in origin-form"
+    );
+    assert_eq!(origin.request_count(), 2, "one background refresh");
 }

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use super::{
     error::ProxyError,
     exchange::{Exchange, Lookup, Next},
+    origin::Origin,
 };
 use crate::{
     cache::{
@@ -181,12 +182,6 @@ async fn use_stored<'c>(
         Use::Fresh { .. } if directives.max_age == Some(0) => Use::MustRevalidate {
             stale_if_error: false,
         },
-        // A background refresh goes to a `[[route]]`'s upstream; a forward
-        // destination is revalidated in the foreground instead, and the
-        // stale copy (which the origin let be served) answers if that fails.
-        Use::StaleWhileRevalidate { .. } if ex.origin.is_forward() => Use::MustRevalidate {
-            stale_if_error: true,
-        },
         decision => decision,
     };
     let fetch = |fill, stale, forwarded| {
@@ -247,6 +242,10 @@ async fn stale_while_revalidate(
             hash: key.hash,
             stale: Arc::clone(&entry),
             client_ip: ex.client.ip.clone(),
+            destination: match &ex.origin {
+                Origin::Forward(forward) => Some(forward.destination().clone()),
+                Origin::Upstream => None,
+            },
         };
         compio::runtime::spawn(refresh(ex.ctx.clone(), job)).detach();
     }
