@@ -156,7 +156,8 @@ pub async fn handle(
         return forward(ctx, fwd, client, req, resp, &destination).await;
     }
     // A tunnel's connection never goes back to the pool: a fresh one each.
-    match next_hop(ctx, fwd, &destination, false).await? {
+    let hop = next_hop(ctx, fwd, &destination, false).await;
+    match hop.map_err(|e| refused(client, req, e))? {
         Hop::Direct(addrs) => {
             let (conn, _) = acquire(ctx, &addrs, false).await?;
             tunnel::connect(ctx, client, req, conn).await
@@ -255,6 +256,14 @@ async fn admit(
         port: authority.port,
     };
     Ok((destination, user))
+}
+
+/// `e`, with the request's head consumed first: nothing went anywhere, and
+/// after a refusal the connection survives (a 403 for a resolved address)
+/// the next request must not meet this head again (answering it forever).
+fn refused(client: &mut Client, req: &RequestHead, e: ProxyError) -> ProxyError {
+    client.buf.consume(req.fields.head_len);
+    e
 }
 
 /// Whether a Host value names `host:port` (port 80 when Host has none).
@@ -372,7 +381,8 @@ async fn forward(
             Lookup::Fetch(plan) => {
                 ex.client.trip.cache = CacheUse::Miss;
                 if let Origin::Forward(origin) = &mut ex.origin {
-                    origin.choose(ctx).await?;
+                    let chosen = origin.choose(ctx).await;
+                    chosen.map_err(|e| refused(ex.client, req, e))?;
                 }
                 return Box::pin(cached::fetch(&mut ex, plan)).await;
             }
@@ -380,7 +390,8 @@ async fn forward(
             Lookup::Forward(forward) => plan = forward,
         }
     }
-    let (mut conn, _) = match next_hop(ctx, fwd, destination, true).await? {
+    let hop = next_hop(ctx, fwd, destination, true).await;
+    let (mut conn, _) = match hop.map_err(|e| refused(ex.client, req, e))? {
         Hop::Direct(addrs) => {
             if let Some(upgrade) = upgrade {
                 return upgrade_to(&mut ex, upgrade, UpgradeTo::Direct(&addrs)).await;
