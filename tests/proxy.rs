@@ -27,6 +27,8 @@ mod client_limits;
 mod cluster;
 #[path = "proxy/deploy.rs"]
 mod deploy;
+#[path = "proxy/forward_cache.rs"]
+mod forward_cache;
 #[path = "proxy/forward_parents.rs"]
 mod forward_parents;
 #[path = "proxy/forward_proxy.rs"]

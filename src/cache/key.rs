@@ -10,7 +10,10 @@
 use std::hash::Hasher;
 
 use super::{field_elements, has_field};
-use crate::http::head::{host_without_port, Fields, Method, RequestHead};
+use crate::http::{
+    head::{host_without_port, Fields, Method, RequestHead},
+    target::absolute,
+};
 
 /// Why a request has no cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +91,50 @@ pub fn request_key(
     write_key(out, scheme, host.of(buf), req.target.of(buf));
     Ok(())
 }
+
+/// Writes the primary key of an absolute-form request to a forward proxy,
+/// `F http://<host><path>` (`/` for an empty path), into `out`.
+///
+/// The same normalisation as [`write_key`], under another class byte: a
+/// reverse-proxy key names what a `[[route]]`'s upstream serves for a Host
+/// the client chose, a forward key the destination itself. Were they one
+/// namespace, a reverse client sending `Host: bank.example` to a catch-all
+/// route would fill the entry forward clients get for the real
+/// `http://bank.example/`, and the reverse.
+pub fn forward_request_key(
+    out: &mut Vec<u8>,
+    req: &RequestHead,
+    buf: &[u8],
+) -> Result<(), KeyError> {
+    method_class(req.method()).ok_or(KeyError::Method)?;
+    match write_forward_key(out, req.target.of(buf)) {
+        true => Ok(()),
+        false => Err(KeyError::NoHost),
+    }
+}
+
+/// Writes the forward key ([`forward_request_key`]) of an absolute-form
+/// `target` whatever the method (an unsafe one invalidates it); `false`
+/// if the target is not absolute-form.
+pub fn write_forward_key(out: &mut Vec<u8>, target: &[u8]) -> bool {
+    let Some(target) = absolute(target) else {
+        return false;
+    };
+    let (authority, path) = (target.authority.text, target.path);
+    match path.first() {
+        Some(b'/') => write_key(out, Scheme::Http, authority, path),
+        // Empty, or a bare query (`http://a.example?q`): origin-form puts `/` first.
+        _ => {
+            write_key(out, Scheme::Http, authority, b"/");
+            out.extend_from_slice(path);
+        }
+    }
+    out[0] = FORWARD_CLASS;
+    true
+}
+
+/// The class byte of forward-proxy keys ([`forward_request_key`]).
+pub const FORWARD_CLASS: u8 = b'F';
 
 /// Hashes a primary key: SipHash-1-3 (the std `DefaultHasher`) with its fixed
 /// keys. Fixed, because every shard must compute the same owner for a key;

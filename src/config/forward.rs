@@ -98,6 +98,10 @@ pub struct ForwardConfig {
     /// Tried in turn (round-robin per shard); empty: always direct.
     pub parents: Vec<ParentProxy>,
     pub parent_fallback: ParentFallback,
+    /// GET and HEAD through the response cache (`[cache]` must be on). Off
+    /// by default: a cache many users share tells each of them, by its
+    /// speed, what the others fetched, so an operator opts in.
+    pub cache: bool,
 }
 
 /// Squid's "Safe_ports" idea, narrowed: the web's ports and the unprivileged range.
@@ -182,6 +186,7 @@ impl Resolver<'_> {
                 raw.parent_fallback,
                 ParentFallback::Fail,
             )?,
+            cache: raw.cache.is_some_and(|c| c.into_inner()),
         })
     }
 

@@ -248,6 +248,7 @@ pub struct RawForward {
     #[serde(default)]
     pub parent: Vec<RawParent>,
     pub parent_fallback: Option<Text>,
+    pub cache: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -131,6 +131,7 @@ impl Resolver<'_> {
         let (server, tuning) = self.server(raw.server)?;
         let http = self.http(raw.http)?;
         let timeouts = self.timeouts(raw.timeouts)?;
+        let forward_cache = raw.forward_proxy.cache.as_ref().map(|c| c.span());
         let forward = self.forward(raw.forward_proxy)?;
         // A forward proxy alone needs no upstream or route.
         let reverse = !(forward.enabled && raw.upstream.is_empty() && raw.route.is_empty());
@@ -149,6 +150,13 @@ impl Resolver<'_> {
                 None,
                 "invalid `cluster.self`: a cluster shares a cache; set `[cache] enabled = true`"
                     .into(),
+            ));
+        }
+        if let (true, false, Some(span)) = (forward.cache, cache.enabled, forward_cache) {
+            return Err(self.invalid(
+                "forward_proxy.cache",
+                span,
+                "the forward cache is the response cache: set `[cache] enabled = true`",
             ));
         }
         let admin = self.admin(raw.admin)?;

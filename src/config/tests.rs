@@ -286,3 +286,15 @@ fn cluster_errors_name_key_and_line() {
     let err = Config::parse(&with(without_cache), "x.toml").unwrap_err();
     assert!(err.message.contains("[cache] enabled"), "{err}");
 }
+
+#[test]
+fn forward_cache_is_off_by_default_and_needs_the_cache() {
+    let config = Config::parse(DEFAULT_CONFIG, "built-in").expect("default config");
+    assert!(!config.forward.cache);
+    let on = "[cache]\nenabled = true\n[forward_proxy]\nenabled = true\ncache = true\n";
+    assert!(Config::parse(&with(on), "x.toml").unwrap().forward.cache);
+    let err = Config::parse(&with("[forward_proxy]\ncache = true\n"), "x.toml").unwrap_err();
+    assert!(err.message.contains("forward_proxy.cache"), "{err}");
+    assert!(err.message.contains("[cache] enabled"), "{err}");
+    assert_eq!(err.line, Some(2), "{err}");
+}

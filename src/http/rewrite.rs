@@ -94,17 +94,45 @@ pub fn write_request_head_edited(
     opts: ForwardOptions,
     edit: RequestEdit<'_>,
 ) {
+    let fields = (client_ip, opts, edit, Omit::HopByHop);
+    write_with_target_as_sent(out, buf, head, fields);
+}
+
+/// The head a forward proxy sends a parent proxy: the absolute-form target
+/// kept, our own `Proxy-*` fields (in `edit.extra`) instead of the
+/// client's, `edit` applied and the usual rewriting otherwise.
+pub fn write_parent_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client_ip: &[u8],
+    opts: ForwardOptions,
+    edit: RequestEdit<'_>,
+) {
+    write_with_target_as_sent(out, buf, head, (client_ip, opts, edit, Omit::Proxy));
+}
+
+/// A request line with the client's target, then the fields as
+/// [`write_request_fields`] writes them with `fields`' arguments.
+fn write_with_target_as_sent(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    fields: (&[u8], ForwardOptions, RequestEdit<'_>, Omit),
+) {
+    let (client_ip, opts, edit, omit) = fields;
     out.extend_from_slice(edit.method.unwrap_or(head.method.of(buf)));
     out.push(b' ');
     out.extend_from_slice(head.target.of(buf));
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_request_fields(out, buf, head, client_ip, opts, edit);
+    write_request_fields(out, buf, head, client_ip, opts, edit, omit);
 }
 
 /// The head a forward proxy sends for an absolute-form request (RFC 9112
 /// §3.2.2): origin-form `path` (`/` when empty), `Host` set to the target's
-/// authority, `Proxy-*` fields (ours to consume) dropped, `extra` field
-/// lines added, and the usual rewriting otherwise.
+/// authority, `Proxy-*` fields (ours to consume) dropped, then `edit`
+/// applied (another method, fields dropped and added) and the usual
+/// rewriting otherwise.
 pub fn write_forward_request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -112,10 +140,10 @@ pub fn write_forward_request_head(
     target: (&[u8], &[u8]),
     client_ip: &[u8],
     opts: ForwardOptions,
-    extra: &[u8],
+    edit: RequestEdit<'_>,
 ) {
     let (authority, path) = target;
-    out.extend_from_slice(head.method.of(buf));
+    out.extend_from_slice(edit.method.unwrap_or(head.method.of(buf)));
     out.push(b' ');
     if !path.starts_with(b"/") {
         out.push(b'/');
@@ -123,18 +151,24 @@ pub fn write_forward_request_head(
     out.extend_from_slice(path);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     push_field(out, b"Host", authority);
-    let edit = RequestEdit {
-        drop_field: |name| name.eq_ignore_ascii_case(b"host") || is_proxy_field(name),
-        extra,
-        method: None,
-    };
-    write_request_fields(out, buf, head, client_ip, opts, edit);
+    write_request_fields(out, buf, head, client_ip, opts, edit, Omit::HostAndProxy);
 }
 
 /// Whether a request field is addressed to the proxy (`Proxy-Authorization`,
 /// `Proxy-Connection`, ...), not to the server behind it.
 pub fn is_proxy_field(name: &[u8]) -> bool {
     name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
+}
+
+/// Which of the client's fields a forwarded head leaves out, beyond
+/// hop-by-hop ones and `RequestEdit::drop_field`'s.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Omit {
+    HopByHop,
+    /// `Proxy-*`: a forward proxy consumes them.
+    Proxy,
+    /// `Host` too: written already, from an absolute-form target.
+    HostAndProxy,
 }
 
 /// The field lines and the blank line of a forwarded request head.
@@ -145,6 +179,7 @@ fn write_request_fields(
     client_ip: &[u8],
     opts: ForwardOptions,
     edit: RequestEdit<'_>,
+    omit: Omit,
 ) {
     let fields = &head.fields;
     let last_xff = last_of(fields, HeaderKind::XForwardedFor);
@@ -152,6 +187,14 @@ fn write_request_fields(
     for (i, h) in fields.headers.iter().enumerate() {
         let (name, value) = (h.name.of(buf), h.value.of(buf));
         if is_hop_by_hop(fields, buf, h.kind, name) || (edit.drop_field)(name) {
+            continue;
+        }
+        let dropped = match omit {
+            Omit::HopByHop => false,
+            Omit::Proxy => is_proxy_field(name),
+            Omit::HostAndProxy => name.eq_ignore_ascii_case(b"host") || is_proxy_field(name),
+        };
+        if dropped {
             continue;
         }
         match h.kind {
@@ -353,7 +396,10 @@ mod tests {
             parts,
             b"10.0.0.1",
             none,
-            b"X-Extra: 1\r\n",
+            RequestEdit {
+                extra: b"X-Extra: 1\r\n",
+                ..RequestEdit::NONE
+            },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),

@@ -34,6 +34,7 @@ use super::{
     duplex::stream_request,
     error::ProxyError,
     forward,
+    origin::Origin,
     response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     retrying::Retries,
     target::Target,
@@ -79,6 +80,9 @@ pub struct Exchange<'a> {
     pub route: &'a RouteConfig,
     /// The upstream, hash key and priority class (`target.rs`).
     pub target: Target,
+    /// Where trips to the origin go: the route's upstream, or a forward
+    /// proxy's destination (`origin.rs`).
+    pub origin: Origin<'a>,
 }
 
 impl Exchange<'_> {
@@ -180,6 +184,7 @@ async fn phases(
         resp,
         route,
         target,
+        origin: Origin::Upstream,
     };
     // A protocol switch (WebSocket) skips the cache: 101 turns it into a tunnel.
     if let Some(upgrade) = tunnel::upgrade_requested(req, ex.client.buf.filled()) {

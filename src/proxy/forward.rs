@@ -8,7 +8,10 @@
 //! origin-form with `Host` from the target, hop-by-hop and `Proxy-*` fields
 //! removed, over a connection from the shard's pool (keyed by destination
 //! address, like every upstream connection), through the same phases 4 to 6
-//! as a reverse-proxied request.
+//! as a reverse-proxied request. With `[forward_proxy] cache` on, GET and
+//! HEAD go through the response cache first (`cached`), under keys of their
+//! own (`cache::key::forward_request_key`); only a miss resolves the name
+//! and picks its way out (`origin`).
 //!
 //! With `[[forward_proxy.parent]]`s, requests and tunnels leave through a
 //! parent instead (`parent`), or direct when none answers and
@@ -20,7 +23,6 @@
 //! Per-shard state ([`ForwardShard`]): the resolver and its cache, the
 //! authenticator and its remembered credentials, the parents' round-robin,
 //! the users' counters.
-//! Not done here yet: the response cache for forward requests.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -30,24 +32,26 @@ use std::{
 use super::{
     acl,
     auth::Auth,
+    cached,
     client::Client,
     duplex::stream_request,
     error::ProxyError,
-    exchange::{buffered_body, whole_request, Exchange, Forward, Next},
+    exchange::{buffered_body, whole_request, Exchange, Forward, Lookup, Next},
     eyeballs::connect_first,
+    origin::{ForwardOrigin, Origin},
     parent::{self, Parents},
     response::ResponseEnd,
     target::Target,
+    trip::CacheUse,
     tunnel::{self, upgrade as upgrade_to, upgrade_requested, UpgradeTo},
     user_limits::UserLimits,
 };
 use crate::{
+    cache::ownership::CacheShard,
     config::{ForwardConfig, ParentFallback, ParentProxy, RouteConfig},
     http::{
         head::{host_without_port, Framing, HeadError, RequestHead, ResponseHead, TargetForm},
-        rewrite::{
-            is_proxy_field, write_forward_request_head, write_request_head_edited, RequestEdit,
-        },
+        rewrite::{write_forward_request_head, write_parent_request_head, RequestEdit},
         target::{absolute, connect_authority},
     },
     shard::context::ShardContext,
@@ -63,9 +67,11 @@ pub struct ForwardShard {
     pub auth: Auth,
     parents: Parents,
     limits: UserLimits,
-    /// Forward requests have no `[[route]]`; the shared phases 4 to 6 take
-    /// one, so this stands in: cache off, and an upstream index nothing here
-    /// reads (connections come from [`acquire`], not a balancer).
+    /// Forward requests have no `[[route]]`; the shared phases 3 to 6 take
+    /// one, so this stands in: no default TTL, no Set-Cookie stored, and an
+    /// upstream index nothing here reads (connections come from [`acquire`]
+    /// through `origin`, not a balancer). Whether the cache applies is
+    /// `[forward_proxy] cache`, not this route's `cache`.
     route: RouteConfig,
 }
 
@@ -112,7 +118,8 @@ impl ForwardShard {
 }
 
 /// Where a forward request goes, copied out of the head before it is consumed.
-pub(super) struct Destination {
+#[derive(Clone)]
+pub struct Destination {
     /// Lower case; an IPv6 literal without brackets.
     pub host: String,
     pub port: u16,
@@ -145,17 +152,17 @@ pub async fn handle(
             return Err(e);
         }
     };
-    let tunnelling = req.form == TargetForm::Authority;
+    if req.form != TargetForm::Authority {
+        return forward(ctx, fwd, client, req, resp, &destination).await;
+    }
     // A tunnel's connection never goes back to the pool: a fresh one each.
-    match (
-        tunnelling,
-        next_hop(ctx, fwd, &destination, !tunnelling).await?,
-    ) {
-        (true, Hop::Direct(addrs)) => {
+    let hop = next_hop(ctx, fwd, &destination, false).await;
+    match hop.map_err(|e| refused(client, req, e))? {
+        Hop::Direct(addrs) => {
             let (conn, _) = acquire(ctx, &addrs, false).await?;
             tunnel::connect(ctx, client, req, conn).await
         }
-        (true, Hop::Parent(conn, _, parent)) => {
+        Hop::Parent(conn, _, parent) => {
             let mut conn = *conn;
             let authority = req.target.of(client.buf.filled());
             if let Err(e) = parent::open_tunnel(ctx, &mut conn, parent, authority, resp).await {
@@ -164,13 +171,12 @@ pub async fn handle(
             }
             tunnel::connect(ctx, client, req, conn).await
         }
-        (false, hop) => forward(ctx, fwd, client, req, resp, hop).await,
     }
 }
 
 /// The way out for one request: straight to the destination's admitted
 /// addresses, or a connection to a parent proxy.
-enum Hop<'c> {
+pub(super) enum Hop<'c> {
     Direct(Vec<SocketAddr>),
     /// Boxed: a connection is large and `Direct` is the common case.
     Parent(Box<UpstreamConn>, SocketAddr, &'c ParentProxy),
@@ -179,7 +185,7 @@ enum Hop<'c> {
 /// Picks the way out: a parent when parents are configured and one answers
 /// (`pooled`: an idle connection to it may do), else (no parents, or none
 /// reachable with `parent_fallback = "direct"`) the destination itself.
-async fn next_hop<'c>(
+pub(super) async fn next_hop<'c>(
     ctx: &'c ShardContext,
     fwd: &ForwardShard,
     destination: &Destination,
@@ -250,6 +256,14 @@ async fn admit(
         port: authority.port,
     };
     Ok((destination, user))
+}
+
+/// `e`, with the request's head consumed first: nothing went anywhere, and
+/// after a refusal the connection survives (a 403 for a resolved address)
+/// the next request must not meet this head again (answering it forever).
+fn refused(client: &mut Client, req: &RequestHead, e: ProxyError) -> ProxyError {
+    client.buf.consume(req.fields.head_len);
+    e
 }
 
 /// Whether a Host value names `host:port` (port 80 when Host has none).
@@ -327,14 +341,15 @@ pub(super) fn unreachable(addr: SocketAddr, error: ProxyError) -> ProxyError {
     }
 }
 
-/// Phases 4 to 6 of an absolute-form request.
+/// Phases 3 to 6 of an absolute-form request: the cache lookup (GET and
+/// HEAD with `[forward_proxy] cache` on), then the trip to the destination.
 async fn forward(
     ctx: &Rc<ShardContext>,
     fwd: &ForwardShard,
     client: &mut Client,
     req: &RequestHead,
     resp: &mut ResponseHead,
-    hop: Hop<'_>,
+    destination: &Destination,
 ) -> Result<Next, ProxyError> {
     let mut ex = Exchange {
         ctx,
@@ -349,9 +364,34 @@ async fn forward(
             key: None,
             class: fwd.route.priority,
         },
+        origin: Origin::Forward(ForwardOrigin::new(fwd, destination)),
     };
     let upgrade = upgrade_requested(req, ex.client.buf.filled());
-    let (mut conn, _) = match hop {
+    let mut plan = Forward::plain(b"");
+    // A hit resolves nothing and meets no address rule: sound because every
+    // entry was fetched through them, and `[forward_proxy]` (the rules) only
+    // changes with a restart, which empties the cache. Were it reloadable,
+    // hits would need the address check again.
+    if let (Some(cache), None) = (cache_for(ctx), upgrade) {
+        match Box::pin(cached::lookup(&mut ex, cache)).await? {
+            Lookup::Answered(next) => {
+                ex.client.trip.cache = CacheUse::Hit;
+                return Ok(next);
+            }
+            Lookup::Fetch(plan) => {
+                ex.client.trip.cache = CacheUse::Miss;
+                if let Origin::Forward(origin) = &mut ex.origin {
+                    let chosen = origin.choose(ctx).await;
+                    chosen.map_err(|e| refused(ex.client, req, e))?;
+                }
+                return Box::pin(cached::fetch(&mut ex, plan)).await;
+            }
+            // Unsafe methods (invalidating on success), a GET with a body.
+            Lookup::Forward(forward) => plan = forward,
+        }
+    }
+    let hop = next_hop(ctx, fwd, destination, true).await;
+    let (mut conn, _) = match hop.map_err(|e| refused(ex.client, req, e))? {
         Hop::Direct(addrs) => {
             if let Some(upgrade) = upgrade {
                 return upgrade_to(&mut ex, upgrade, UpgradeTo::Direct(&addrs)).await;
@@ -366,7 +406,6 @@ async fn forward(
     };
     let side = ex.side();
     let (body, payload) = buffered_body(&mut ex).await?;
-    let plan = Forward::plain(b"");
     let exchanged = if body.is_done() {
         whole_request(&mut ex, &mut conn, None, side, &plan).await
     } else {
@@ -382,6 +421,17 @@ async fn forward(
             Err(e)
         }
     }
+}
+
+/// The shard's cache, if forward requests use it (`[forward_proxy] cache`):
+/// GET and HEAD are looked up, unsafe methods invalidate. (RFC 9111 §3.5
+/// is the cache's own rule: a response to a request with `Authorization` is
+/// shared only if it says so; the client's `Proxy-Authorization` is ours,
+/// checked before the lookup, and never reaches the origin, so it does not
+/// make a response private.)
+fn cache_for(ctx: &ShardContext) -> Option<&CacheShard> {
+    let cache = ctx.cache.as_ref()?;
+    ctx.config.forward.cache.then_some(cache)
 }
 
 /// Refuses a declared body over `max_body_size`, writes the head into
@@ -404,11 +454,10 @@ fn write_head(
     if let Some(parent) = parent {
         let credentials = parent::authorization_line(parent);
         let edit = RequestEdit {
-            drop_field: is_proxy_field,
             extra: &credentials,
-            method: None,
+            ..RequestEdit::NONE
         };
-        write_request_head_edited(&mut client.out, buf, req, &client.ip, ctx.forward, edit);
+        write_parent_request_head(&mut client.out, buf, req, &client.ip, ctx.forward, edit);
         client.buf.consume(req.fields.head_len);
         return Ok(());
     }
@@ -422,7 +471,7 @@ fn write_head(
         (target.authority.text, target.path),
         &client.ip,
         ctx.forward,
-        b"",
+        RequestEdit::NONE,
     );
     client.buf.consume(req.fields.head_len);
     Ok(())

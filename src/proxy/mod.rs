@@ -5,7 +5,9 @@
 //! connection (`upstream`), the full-duplex path for bodies still arriving
 //! (`duplex`), the response's way back (`response`), body streaming
 //! (`relay`) and the error-to-status map (`error`). The forward proxy
-//! (`forward`) adds its admission (`acl`, `auth`) and tunnels (`tunnel`).
+//! (`forward`) adds its admission (`acl`, `auth`) and tunnels (`tunnel`);
+//! `origin` says where a trip to the origin goes (an upstream or a forward
+//! destination) for the phases both share.
 //!
 //! Everything here runs on one shard, in the connection's own task.
 
@@ -24,6 +26,7 @@ pub mod error;
 pub mod exchange;
 mod eyeballs;
 pub mod forward;
+mod origin;
 mod parent;
 pub mod relay;
 pub mod response;

@@ -25,7 +25,10 @@
 //! tunnel needs a pipe per direction, descriptors the op owns until its
 //! completion (a `dup` per socket, or a shared-descriptor type `net.rs`
 //! does not offer) and its own path on the epoll driver; the copy through
-//! a leased buffer costs one memcpy per chunk and direction instead.
+//! a leased buffer costs one memcpy per chunk and direction instead. An
+//! experiment outside the proxy (`scripts/bench/splice_experiment.py`,
+//! docs/PERFORMANCE.md) saved a fifth of the relay's CPU at most, within
+//! noise, before io_uring's io-wq hand-off that a SPLICE op would add.
 
 use std::{
     cell::Cell,
@@ -296,13 +299,12 @@ fn write_upgrade_head(
     let extra = upgrade_fields(upgrade.of(buf));
     client.out.clear();
     let opts = ex.ctx.forward;
+    let edit = RequestEdit {
+        extra: &extra,
+        ..RequestEdit::NONE
+    };
     match to {
         UpgradeTo::Upstream(_) => {
-            let edit = RequestEdit {
-                drop_field: |_| false,
-                extra: &extra,
-                method: None,
-            };
             write_request_head_edited(&mut client.out, buf, ex.req, &client.ip, opts, edit);
         }
         UpgradeTo::Direct(_) => {
@@ -316,7 +318,7 @@ fn write_upgrade_head(
                 target,
                 &client.ip,
                 opts,
-                &extra,
+                edit,
             );
         }
     }

@@ -492,3 +492,39 @@ fn forward_requests_are_parsed_as_strictly_as_any() {
         );
     });
 }
+
+/// Regression: a refusal of the resolved address left the head in the
+/// buffer while keeping the connection, so the proxy answered that same
+/// request 403 over and over (tens of thousands a second) and never read
+/// the next one.
+#[test]
+fn a_refused_address_is_answered_once_and_the_connection_carries_on() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::echo_target());
+        let proxy = Proxy::start(&ProxyConfig::new(shards).set("forward_proxy", "enabled", "true"));
+        let mut client = proxy.client();
+        for (target, why) in [
+            (format!("http://{}/", origin.addr()), "loopback"),
+            ("http://example.invalid:22/".to_string(), "port 22"),
+            (format!("http://{}/again", origin.addr()), "loopback"),
+        ] {
+            let host = target
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap();
+            client.send(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+            let response = client.read_response("GET");
+            assert_error_response(&response, 403);
+            assert!(
+                response.body_text().contains(why),
+                "{target}: {}",
+                response.body_text()
+            );
+        }
+        client.set_read_timeout(Duration::from_millis(300));
+        let extra = client.try_read_response("GET");
+        assert!(extra.is_err(), "more answers than requests: {extra:?}");
+        assert_eq!(origin.heads(), 0);
+    });
+}

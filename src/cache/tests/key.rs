@@ -166,3 +166,47 @@ fn location_keys_same_host_only() {
     assert_eq!(loc("//example.com/z"), None);
     assert_eq!(loc("z"), None);
 }
+
+fn forward_key(target: &str) -> String {
+    let raw = format!("GET {target} HTTP/1.0\r\n\r\n");
+    let mut head = crate::http::head::RequestHead::default();
+    let forms = crate::http::head::AcceptedForms::OriginAndProxy;
+    let limits = crate::http::head::Limits {
+        max_head_bytes: 16384,
+        max_headers: 100,
+        max_uri_length: 4096,
+    };
+    assert!(
+        crate::http::head::parse_request_with(raw.as_bytes(), &limits, forms, &mut head).unwrap()
+    );
+    let mut out = Vec::new();
+    crate::cache::key::forward_request_key(&mut out, &head, raw.as_bytes()).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn forward_keys_name_the_destination_apart_from_reverse_keys() {
+    assert_eq!(
+        forward_key("http://A.example:80/x?y"),
+        "F http://a.example/x?y"
+    );
+    assert_eq!(forward_key("http://a.example"), "F http://a.example/");
+    assert_eq!(forward_key("http://a.example?q"), "F http://a.example/?q");
+    assert_eq!(
+        forward_key("http://a.example:8080/x"),
+        "F http://a.example:8080/x"
+    );
+    // Two destinations' /x never share a key, nor does a reverse request for the same URL.
+    assert_ne!(
+        forward_key("http://a.example/x"),
+        forward_key("http://b.example/x")
+    );
+    assert_ne!(
+        forward_key("http://a.example/x"),
+        forward_key("http://a.example:81/x")
+    );
+    assert_ne!(
+        forward_key("http://example.com/x"),
+        key(Scheme::Http, "example.com", "/x")
+    );
+}

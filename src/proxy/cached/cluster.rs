@@ -102,6 +102,11 @@ pub(super) async fn route<'c>(ex: &mut Exchange<'_>, plan: Fetch<'c>) -> Routed<
     let Some(cluster) = &ctx.cluster else {
         return Routed::Local(plan);
     };
+    if ex.origin.is_forward() {
+        // The nodes share `[[upstream]]`s, not a forward proxy's view of
+        // destinations (ACLs, parents, DNS): each node fetches its own.
+        return Routed::Local(plan);
+    }
     if from_peer(ex, ex.client.buf.filled()) {
         return Routed::Done(answer_peer(ex, plan).await);
     }

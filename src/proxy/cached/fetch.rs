@@ -18,10 +18,11 @@ use super::{
 use crate::proxy::{
     error::ProxyError,
     exchange::{Exchange, Next},
+    origin::Origin,
     relay::Tee,
     response::{send_response, ClientSide, Interim, ResponseEnd, ToClient},
     retrying::Retries,
-    upstream::finish,
+    upstream::exchange_head,
 };
 use crate::{
     cache::{
@@ -33,7 +34,7 @@ use crate::{
     },
     http::{
         head::{Framing, Method, RequestHead},
-        rewrite::{write_request_head, write_request_head_edited, ForwardOptions, RequestEdit},
+        rewrite::{ForwardOptions, RequestEdit},
     },
     upstream::pool::UpstreamConn,
 };
@@ -142,22 +143,24 @@ fn write_upstream_head(ex: &mut Exchange<'_>, stale: Option<&Stale>) -> Vec<u8> 
     let (client, forward) = (&mut *ex.client, ex.ctx.forward);
     let (out, ip) = (&mut client.out, &client.ip);
     out.clear();
-    write_conditional(out, &head, ex.req, ip, forward, stale.map(|s| &*s.entry));
+    let to = (&ex.origin, ip.as_slice(), forward);
+    write_conditional(out, &head, ex.req, to, stale.map(|s| &*s.entry));
     ex.consume_head();
     head
 }
 
-/// Writes the head of a request for the cache: always a GET, the client's
-/// validators and Range dropped, the stored entry's validators added when
-/// revalidating one.
+/// Writes the head of a request for the cache, in the form `to`'s origin
+/// takes (with the client address and forwarding options): always a GET,
+/// the client's validators and Range dropped, the stored entry's validators
+/// added when revalidating one.
 pub(super) fn write_conditional(
     out: &mut Vec<u8>,
     head: &[u8],
     req: &RequestHead,
-    client_ip: &[u8],
-    forward: ForwardOptions,
+    to: (&Origin<'_>, &[u8], ForwardOptions),
     stale: Option<&CachedResponse>,
 ) {
+    let (origin, client_ip, forward) = to;
     let mut validators = Vec::new();
     if let Some(entry) = stale {
         write_validators(&mut validators, entry);
@@ -168,7 +171,7 @@ pub(super) fn write_conditional(
         extra: &validators,
         method: Some(b"GET"),
     };
-    write_request_head_edited(out, head, req, client_ip, forward, edit);
+    origin.write_head(out, head, req, client_ip, forward, edit);
 }
 
 /// Sends the request in `client.out` and reads the response head, retried
@@ -180,15 +183,37 @@ pub(super) async fn exchange(
     ex: &mut Exchange<'_>,
     side: Option<ClientSide>,
 ) -> Result<(UpstreamConn, Secs), ProxyError> {
-    let mut retries = Retries::new(ex.ctx, ex.target, Method::Get);
-    let mut conn = retries.connection().await?;
-    let request_time = age::now();
     let interim = side.and_then(|side| Interim::to(&ex.client.stream, side));
     let out = &mut ex.client.out;
-    match retries
-        .exchange(out, &mut conn, Method::Get, ex.resp, interim)
-        .await
-    {
+    let (conn, request_time, exchanged) = match &mut ex.origin {
+        Origin::Upstream => {
+            let mut retries = Retries::new(ex.ctx, ex.target, Method::Get);
+            let mut conn = retries.connection().await?;
+            let request_time = age::now();
+            let exchanged = retries
+                .exchange(out, &mut conn, Method::Get, ex.resp, interim)
+                .await;
+            (conn, request_time, exchanged)
+        }
+        // A forward destination has no retry policy: one try (and a
+        // dead pooled connection replaced once, `exchange_head`).
+        Origin::Forward(origin) => {
+            let (mut conn, server) = origin.connection(ex.ctx).await?;
+            let request_time = age::now();
+            let exchanged = exchange_head(
+                ex.ctx,
+                out,
+                &mut conn,
+                Method::Get,
+                ex.resp,
+                server,
+                interim,
+            )
+            .await;
+            (conn, request_time, exchanged)
+        }
+    };
+    match exchanged {
         Ok(()) => Ok((conn, request_time)),
         Err(e) => {
             ex.ctx.pool.discard(conn);
@@ -268,9 +293,13 @@ pub(super) async fn refetch(
     let (client, forward) = (&mut *ex.client, ex.ctx.forward);
     let (out, ip) = (&mut client.out, &client.ip);
     out.clear();
+    let to = (&ex.origin, ip.as_slice(), forward);
     match again {
-        Again::Unconditional => write_conditional(out, &sent.head, ex.req, ip, forward, None),
-        Again::AsSent => write_request_head(out, &sent.head, ex.req, ip, forward),
+        Again::Unconditional => write_conditional(out, &sent.head, ex.req, to, None),
+        Again::AsSent => {
+            let origin = &ex.origin;
+            origin.write_head(out, &sent.head, ex.req, ip, forward, RequestEdit::NONE)
+        }
     }
     let (conn, request_time) = exchange(ex, Some(sent.side)).await?;
     let sent = Sent {
@@ -325,8 +354,7 @@ pub(super) async fn store_and_stream(
         _ => None,
     };
     fill.complete(stored);
-    let upstream = &ex.ctx.config.upstreams[route.upstream];
-    Ok(finish(ex.ctx, conn, upstream, end, true))
+    Ok(ex.origin.settle(ex.ctx, route, conn, end, true))
 }
 
 /// Whether the response whose head is at the front of `resp_bytes` may be
@@ -367,6 +395,5 @@ pub(super) fn finish_read(ex: &Exchange<'_>, conn: UpstreamConn) {
         close_client: false,
         upstream_reusable: ex.resp.fields.wants_keep_alive(),
     };
-    let upstream = &ex.ctx.config.upstreams[ex.route.upstream];
-    finish(ex.ctx, conn, upstream, end, true);
+    ex.origin.settle(ex.ctx, ex.route, conn, end, true);
 }

@@ -12,13 +12,14 @@ use crate::proxy::{
 };
 use crate::{
     cache::{
-        key::{hash_key, location_key, write_key, Scheme},
+        key::{hash_key, location_key, write_forward_key, write_key, Scheme, FORWARD_CLASS},
         ownership::CacheShard,
         policy::invalidates,
     },
     http::{
         head::{Method, ResponseHead},
         status::write_error,
+        target::absolute,
     },
     shard::context::ShardContext,
 };
@@ -35,15 +36,29 @@ pub(super) fn uncached<'c>(ex: &Exchange<'_>, cache: &'c CacheShard) -> Lookup<'
         return Lookup::Forward(Forward::plain(b""));
     }
     let buf = ex.client.buf.filled();
-    let host = req.host.map(|h| h.of(buf).to_vec()).unwrap_or_default();
     let mut target_key = Vec::new();
-    write_key(&mut target_key, Scheme::Http, &host, req.target.of(buf));
+    let forward = ex.origin.is_forward();
+    let host = match forward {
+        // The destination's authority: what the key and Location resolve against.
+        true => {
+            let target = req.target.of(buf);
+            write_forward_key(&mut target_key, target);
+            absolute(target).map(|t| t.authority.text.to_vec())
+        }
+        false => {
+            let host = req.host.map(|h| h.of(buf).to_vec());
+            let host = host.unwrap_or_default();
+            write_key(&mut target_key, Scheme::Http, &host, req.target.of(buf));
+            Some(host)
+        }
+    };
     let invalidation = Invalidation {
         ctx: Rc::clone(ex.ctx),
         cache,
         method,
-        host,
+        host: host.unwrap_or_default(),
         target_key,
+        forward,
     };
     Lookup::Forward(Forward {
         cache_status: b"",
@@ -62,6 +77,8 @@ pub struct Invalidation<'a> {
     method: Method,
     host: Vec<u8>,
     target_key: Vec<u8>,
+    /// The keys are a forward proxy's (`cache::key::FORWARD_CLASS`).
+    forward: bool,
 }
 
 impl Invalidation<'_> {
@@ -80,6 +97,9 @@ impl Invalidation<'_> {
                 continue;
             };
             if location_key(&mut key, Scheme::Http, &self.host, value) {
+                if self.forward {
+                    key[0] = FORWARD_CLASS;
+                }
                 cache.invalidate(hash_key(&key), &key).await;
                 purge_on_owner(&self.ctx, &key).await;
             }

@@ -1,6 +1,7 @@
 //! A request's path through the cache (RFC 9111 shared cache, RFC 5861, RFC 9211).
 //!
-//! GET and HEAD are looked up under their key on the key's owner shard
+//! GET and HEAD are looked up under their key (a forward proxy's requests
+//! under keys of their own, `origin`) on the key's owner shard
 //! (`cache::ownership`): a usable stored response is served from memory (the
 //! body is an `Arc` shared with the store: written to the socket without a
 //! copy); a stale one is revalidated, or served while one background refresh
@@ -35,13 +36,14 @@ use std::sync::Arc;
 use super::{
     error::ProxyError,
     exchange::{Exchange, Lookup, Next},
+    origin::Origin,
 };
 use crate::{
     cache::{
         age::{self, FreshnessOptions},
         control::{RequestDirectives, Targets},
         entry::CachedResponse,
-        key::{hash_key, request_key, vary_matches, Scheme},
+        key::{forward_request_key, hash_key, request_key, vary_matches, Scheme},
         ownership::{Answer, CacheShard, Want},
         policy::{decide_for, StoreOptions, Use},
         Secs,
@@ -63,11 +65,17 @@ pub(in crate::proxy) async fn lookup<'c>(
 ) -> Result<Lookup<'c>, ProxyError> {
     cluster::admit(ex)?;
     let (req, buf) = (ex.req, ex.client.buf.filled());
-    if req.method.of(buf) == b"PURGE" {
+    // PURGE is the reverse proxy's; through a forward proxy it is one more
+    // unsafe method for the destination (and invalidates on success).
+    if req.method.of(buf) == b"PURGE" && !ex.origin.is_forward() {
         return purge(ex, cache).await.map(Lookup::Answered);
     }
     let mut bytes = Vec::with_capacity(128);
-    let keyed = request_key(&mut bytes, Scheme::Http, req, buf).is_ok();
+    let keyed = match ex.origin.is_forward() {
+        true => forward_request_key(&mut bytes, req, buf),
+        false => request_key(&mut bytes, Scheme::Http, req, buf),
+    }
+    .is_ok();
     if !keyed || req.fields.framing != Framing::None {
         return Ok(uncached(ex, cache));
     }
@@ -234,6 +242,10 @@ async fn stale_while_revalidate(
             hash: key.hash,
             stale: Arc::clone(&entry),
             client_ip: ex.client.ip.clone(),
+            destination: match &ex.origin {
+                Origin::Forward(forward) => Some(forward.destination().clone()),
+                Origin::Upstream => None,
+            },
         };
         compio::runtime::spawn(refresh(ex.ctx.clone(), job)).detach();
     }

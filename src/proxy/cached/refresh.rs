@@ -1,7 +1,9 @@
 //! stale-while-revalidate: refreshing a stale entry in the background while
 //! the stale copy answers clients (RFC 5861 §3). The refresh is its own task
 //! on the shard that served the stale copy, with no client: it owns copies
-//! of what it needs, and reaches the key's owner through `CacheShard`.
+//! of what it needs, and reaches the key's owner through `CacheShard`. A
+//! forward proxy's entry is refreshed from its destination, the way out
+//! chosen afresh (`origin`).
 
 use std::{rc::Rc, sync::Arc};
 
@@ -12,16 +14,18 @@ use super::{
     CacheKey,
 };
 use crate::proxy::{
+    forward::Destination,
+    origin::{ForwardOrigin, Origin},
     response::ResponseEnd,
     target::Target,
-    upstream::{acquire, exchange_head, finish},
+    upstream::{acquire, exchange_head},
 };
 use crate::{
     cache::{age, entry::CachedResponse, policy::storable, Secs},
     config::{CacheConfig, RouteConfig},
     http::{
         body::BodyState,
-        head::{parse_request, Framing, Method, RequestHead, ResponseHead},
+        head::{parse_request_with, Framing, Method, RequestHead, ResponseHead},
     },
     shard::context::ShardContext,
     upstream::pool::UpstreamConn,
@@ -36,6 +40,8 @@ pub(super) struct Refresh {
     pub hash: u64,
     pub stale: Arc<CachedResponse>,
     pub client_ip: Vec<u8>,
+    /// A forward request's destination; `None`: the route's upstream.
+    pub destination: Option<Destination>,
 }
 
 /// A response head from the refresh's exchange, with its times (RFC 9111 §4.2.3).
@@ -60,6 +66,7 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
         hash,
         stale,
         client_ip,
+        destination,
     } = job;
     let fill = CacheKey {
         cache,
@@ -69,14 +76,26 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
     .fill_guard(true);
     let mut req = RequestHead::default();
     if !matches!(
-        parse_request(&head, &ctx.request_limits, &mut req),
+        parse_request_with(&head, &ctx.request_limits, ctx.target_forms, &mut req),
         Ok(true)
     ) {
         return;
     }
+    let fwd = ctx.forward_proxy.clone();
+    let mut origin = match (&fwd, &destination) {
+        (Some(fwd), Some(destination)) => Origin::Forward(ForwardOrigin::new(fwd, destination)),
+        _ => Origin::Upstream,
+    };
+    if let Origin::Forward(forward) = &mut origin {
+        // No DNS answer, a refusal, no parent: the stale entry stays as it is.
+        if forward.choose(&ctx).await.is_err() {
+            return;
+        }
+    }
     let mut out = Vec::new();
-    write_conditional(&mut out, &head, &req, &client_ip, ctx.forward, Some(&stale));
-    let Some(mut answered) = exchange(&ctx, &Target::of_route(&route), &mut out).await else {
+    let to = (&origin, client_ip.as_slice(), ctx.forward);
+    write_conditional(&mut out, &head, &req, to, Some(&stale));
+    let Some(mut answered) = exchange(&ctx, &route, &mut origin, &mut out).await else {
         return;
     };
     let resp = &answered.resp;
@@ -108,15 +127,25 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
         close_client: false,
         upstream_reusable: fields.wants_keep_alive() && fields.framing != Framing::UntilClose,
     };
-    let upstream = &ctx.config.upstreams[route.upstream];
-    finish(&ctx, answered.conn, upstream, end, true);
+    origin.settle(&ctx, &route, answered.conn, end, true);
 }
 
 /// Sends the conditional request in `out` and reads the response head.
 /// `None`: no usable answer (the connection, if any, is closed).
-async fn exchange(ctx: &ShardContext, target: &Target, out: &mut Vec<u8>) -> Option<Answered> {
-    let mut conn = acquire(ctx, target, &[]).await.ok()?;
-    let server = conn.addr;
+async fn exchange(
+    ctx: &ShardContext,
+    route: &RouteConfig,
+    origin: &mut Origin<'_>,
+    out: &mut Vec<u8>,
+) -> Option<Answered> {
+    let (mut conn, server) = match origin {
+        Origin::Upstream => {
+            let conn = acquire(ctx, &Target::of_route(route), &[]).await.ok()?;
+            let server = conn.addr;
+            (conn, server)
+        }
+        Origin::Forward(forward) => forward.connection(ctx).await.ok()?,
+    };
     let request_time = age::now();
     let mut resp = ResponseHead::default();
     // No client to tell about interim responses.
