@@ -13,6 +13,7 @@ Medians over the rounds, and ratios against the better of nginx and HAProxy.
     scripts/bench/perf.py --size 65536
     scripts/bench/perf.py --new-connections     # wrk with Connection: close
     scripts/bench/perf.py --shardproxy-config ring_mode=coop --only shardproxy
+    scripts/bench/perf.py --new-connections --only shardproxy,nginx,nginx-deferred,haproxy
 
 Needs nginx, haproxy and wrk (apt-get install nginx-light haproxy wrk) and a
 release build (cargo build --release). Everything listens on 127.0.0.1 on
@@ -161,21 +162,23 @@ upstream = "o"
     return Server(name, [binary, "--config", conf], port, env=env)
 
 
-def start_nginx(work, origin, workers, connections=4096):
+def start_nginx(work, origin, workers, connections=4096, deferred=False):
+    """`deferred`: nginx's `listen ... deferred` (TCP_DEFER_ACCEPT), which
+    shardproxy sets by default (`server.tuning.defer_accept`)."""
     port = free_port()
-    conf = os.path.join(work, "nginx.conf")
+    conf = os.path.join(work, "nginx-deferred.conf" if deferred else "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""worker_processes {workers};
 worker_rlimit_nofile {2 * connections + 64};
 daemon off;
-pid {work}/nginx.pid; error_log {work}/nginx-error.log warn;
+pid {conf}.pid; error_log {conf}-error.log warn;
 events {{ worker_connections {connections}; }}
 http {{ access_log off; keepalive_requests 1000000;
   upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{port} reuseport;
+  server {{ listen 127.0.0.1:{port} reuseport{" deferred" if deferred else ""};
     location / {{ proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
-    return Server("nginx", ["nginx", "-p", work, "-c", conf], port)
+    return Server("nginx-deferred" if deferred else "nginx", ["nginx", "-p", work, "-c", conf], port)
 
 
 def start_haproxy(work, origin, workers):
@@ -228,6 +231,7 @@ def main():
         starters = {
             "shardproxy": lambda: start_shardproxy(work, origin.port, a.workers, extra),
             "nginx": lambda: start_nginx(work, origin.port, a.workers),
+            "nginx-deferred": lambda: start_nginx(work, origin.port, a.workers, deferred=True),
             "haproxy": lambda: start_haproxy(work, origin.port, a.workers),
         }
         systems = [starters[name]() for name in a.only.split(",")]
@@ -255,7 +259,7 @@ def main():
                       f"p99 {row['p99_ms']:6.2f} ms  RES/req {row['res']:.3f}  non-2xx {row['errors']} "
                       f"{r['socket_errors']}", flush=True)
         med = {name: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for name, rows in results.items()}
-        anchors = [med[n]["cpu_us"] for n in ("nginx", "haproxy") if n in med]
+        anchors = [med[n]["cpu_us"] for n in ("nginx", "nginx-deferred", "haproxy") if n in med]
         best = min(anchors) if anchors else None
         mode = "new connection per request" if a.new_connections else "keep-alive"
         print(f"\nmedians: {a.size} B {mode}, {a.connections} connections, {a.workers} workers, "
