@@ -26,19 +26,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from loopback import free_port, wait_port  # noqa: E402
+from browser import chromium  # noqa: E402
 BIN = os.path.join(ROOT, "target", "release")
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
-                       stdout=subprocess.DEVNULL)
-        return shutil.which("chromium")
-    raise SystemExit("chromium is not installed and cannot be installed here (needs root and apt-get)")
 
 
 def main():
