@@ -74,7 +74,9 @@ pub enum Delivery {
 #[derive(Default)]
 pub struct Inbox {
     /// Taken out while a read awaits it (no borrow is held across the wait).
-    armed: RefCell<Option<Multishot>>,
+    /// Boxed: inline it tripled the socket's size (136 bytes of 216), and
+    /// sockets move with their connections on every request, armed or not.
+    armed: RefCell<Option<Box<Multishot>>>,
     leftover: RefCell<Option<Received>>,
     eof: Cell<bool>,
 }
@@ -90,7 +92,7 @@ impl Inbox {
         }
         let pool = Runtime::with_current(|rt| rt.buffer_pool())?;
         let op = RecvMulti::new(stream.to_shared_fd(), &pool, max_len, RecvFlags::empty())?;
-        *armed = Some(submit_multi(op).into_managed(pool));
+        *armed = Some(Box::new(submit_multi(op).into_managed(pool)));
         Ok(())
     }
 
