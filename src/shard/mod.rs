@@ -27,7 +27,7 @@ use crate::{
     access_log::{LogMessage, ShardLog, FLUSH_EVERY},
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
-    metrics::shard::{CacheSnapshot, ClusterSnapshot, ShardMetrics, ShardSnapshot},
+    metrics::shard::{CacheSnapshot, ClusterSnapshot, ServerHealth, ShardMetrics, ShardSnapshot},
     proxy::client::serve,
     upstream::health::{spawn_probers, HealthTable},
 };
@@ -306,6 +306,7 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
         access_log_dropped: ctx.access_log.as_ref().map_or(0, |log| log.dropped.get()),
         routes,
         servers,
+        health: server_health(ctx),
         connect_failures: ctx.metrics.connect_failures(),
         cache: ctx.cache.as_ref().map(|cache| CacheSnapshot {
             counters: *cache.counters.borrow(),
@@ -321,6 +322,24 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
             }
         }),
     }
+}
+
+/// The running config's servers as the shared health table shows them.
+fn server_health(ctx: &ShardContext) -> Vec<ServerHealth> {
+    let upstreams = ctx.config.upstreams.iter().zip(ctx.upstreams.iter());
+    upstreams
+        .flat_map(|(config, state)| {
+            state
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, server)| ServerHealth {
+                    upstream: config.name.clone(),
+                    addr: server.addr,
+                    up: state.is_healthy(i),
+                })
+        })
+        .collect()
 }
 
 fn log_cache_counters(ctx: &ShardContext) {
