@@ -79,6 +79,8 @@ pub struct Entry<'a> {
     pub upstream_time: Option<Duration>,
     pub cache: &'static str,
     pub shard: usize,
+    /// The forward-proxy user the request authenticated as.
+    pub user: Option<&'a str>,
 }
 
 /// One JSON line. Every field borrows or is written in place: a line costs
@@ -88,6 +90,7 @@ struct JsonLine<'a> {
     #[serde(serialize_with = "as_text")]
     time: Rfc3339<'a>,
     client: &'a str,
+    user: Option<&'a str>,
     method: Cow<'a, str>,
     target: Cow<'a, str>,
     status: Option<u16>,
@@ -127,6 +130,7 @@ fn write_json(out: &mut Vec<u8>, time: &Civil, e: &Entry<'_>) {
     let line = JsonLine {
         time: Rfc3339(time),
         client: std::str::from_utf8(e.client).unwrap_or("-"),
+        user: e.user,
         method: r.get(&r.method),
         target: r.get(&r.target),
         status: e.status,
@@ -144,13 +148,19 @@ fn write_json(out: &mut Vec<u8>, time: &Civil, e: &Entry<'_>) {
     out.push(b'\n');
 }
 
-/// `client - - [time] "METHOD target HTTP/1.x" status bytes "referer" "user-agent"`,
+/// `client - user [time] "METHOD target HTTP/1.x" status bytes "referer" "user-agent"`
+/// (`-` for no user),
 /// with `"` and `\` in client-sent text escaped and controls dropped, so a
 /// line always parses. Status `-` if none was sent, bytes `-` when unknown.
 fn write_combined(out: &mut Vec<u8>, time: &Civil, e: &Entry<'_>) {
     let r = e.request;
     out.extend_from_slice(if e.client.is_empty() { b"-" } else { e.client });
-    out.extend_from_slice(b" - - [");
+    out.extend_from_slice(b" - ");
+    match e.user {
+        Some(user) => authuser(out, user.as_bytes()),
+        None => out.push(b'-'),
+    }
+    out.extend_from_slice(b" [");
     time.write_clf(out);
     out.extend_from_slice(b"] \"");
     quoted(out, &r.bytes[r.method.clone()]);
@@ -183,6 +193,21 @@ fn quoted(out: &mut Vec<u8>, text: &[u8]) {
         match b {
             b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
             0..=0x1f | 0x7f => {}
+            b => out.push(b),
+        }
+    }
+}
+
+/// The combined format's unquoted authuser field: a configured user name may
+/// hold spaces, quotes or non-ASCII text, which would break the line's
+/// fields; those bytes are written `%XX` (as in a URL), the rest as they are.
+fn authuser(out: &mut Vec<u8>, name: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in name {
+        match b {
+            b'"' | b'\\' | b'%' | 0..=0x20 | 0x7f.. => {
+                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
             b => out.push(b),
         }
     }

@@ -59,6 +59,7 @@ pub fn merge_routes(shards: &[ShardSnapshot]) -> Vec<RouteSnapshot> {
 pub fn render(shards: &[ShardSnapshot], process: &ProcessStats, reloads: ReloadCounts) -> String {
     let mut page = Page::default();
     requests(&mut page, &merge_routes(shards));
+    users(&mut page, shards);
     shard_gauges(&mut page, shards);
     upstreams(&mut page, shards);
     cache(&mut page, shards);
@@ -108,6 +109,34 @@ fn requests(page: &mut Page, routes: &[RouteSnapshot]) {
             &LATENCY_BUCKETS,
             sum,
         );
+    }
+}
+
+/// Forward-proxy users' requests by status class, summed over the shards.
+/// The label values are the configured user names, so they stay few.
+fn users(page: &mut Page, shards: &[ShardSnapshot]) {
+    let mut merged: BTreeMap<&str, [u64; STATUS_CLASSES.len()]> = BTreeMap::new();
+    for user in shards.iter().flat_map(|s| &s.users) {
+        let sum = merged.entry(&user.name).or_default();
+        for (a, b) in sum.iter_mut().zip(user.requests) {
+            *a += b;
+        }
+    }
+    page.family(
+        USER_REQUESTS,
+        "Forward-proxy requests by authenticated user and status class.",
+        "counter",
+    );
+    for (user, requests) in merged {
+        for (class, count) in STATUS_CLASSES.iter().zip(requests) {
+            if count > 0 {
+                page.sample(
+                    USER_REQUESTS,
+                    &[("user", user), ("status", class)],
+                    count as f64,
+                );
+            }
+        }
     }
 }
 

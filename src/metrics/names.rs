@@ -5,6 +5,7 @@
 
 pub const REQUESTS: &str = "shardproxy_requests_total";
 pub const REQUEST_DURATION: &str = "shardproxy_request_duration_seconds";
+pub const USER_REQUESTS: &str = "shardproxy_user_requests_total";
 
 pub const SHARD_INFO: &str = "shardproxy_shard_info";
 pub const CONNECTIONS_OPEN: &str = "shardproxy_connections_open";

@@ -179,6 +179,29 @@ impl ServerStats {
     }
 }
 
+/// Requests of one forward-proxy user on one shard, by status class. Users
+/// come from the config, so their number (the label's cardinality) is bounded.
+#[derive(Debug, Default)]
+pub struct UserStats {
+    requests: [Cell<u64>; STATUS_CLASSES.len()],
+}
+
+impl UserStats {
+    /// Counts one finished request of the user.
+    pub fn record(&self, status: Option<u16>) {
+        let cell = &self.requests[status_class(status)];
+        cell.set(cell.get() + 1);
+    }
+}
+
+/// One user's counters at the moment of a snapshot.
+#[derive(Debug, Clone)]
+pub struct UserSnapshot {
+    pub name: String,
+    /// By status class.
+    pub requests: [u64; STATUS_CLASSES.len()],
+}
+
 /// The shard's metrics; one per shard, shared by every config generation.
 pub struct ShardMetrics {
     /// The shard's I/O engine, as it logs it.
@@ -189,6 +212,8 @@ pub struct ShardMetrics {
     pub accepted: Cell<u64>,
     /// Requests whose upstream had no server that accepted a connection, by upstream.
     connect_failures: RefCell<HashMap<String, u64>>,
+    /// By forward-proxy user name (the configured ones, over every generation).
+    users: RefCell<HashMap<String, Rc<UserStats>>>,
 }
 
 impl ShardMetrics {
@@ -199,7 +224,30 @@ impl ShardMetrics {
             servers: RefCell::new(HashMap::new()),
             accepted: Cell::new(0),
             connect_failures: RefCell::new(HashMap::new()),
+            users: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The counters of the forward-proxy user `name`, created on first use.
+    /// Looked up when a config generation is built, not per request.
+    pub fn user(&self, name: &str) -> Rc<UserStats> {
+        self.users
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Copies of the users' counters, for [`ShardSnapshot`].
+    pub fn user_snapshots(&self) -> Vec<UserSnapshot> {
+        let users = self.users.borrow();
+        users
+            .iter()
+            .map(|(name, stats)| UserSnapshot {
+                name: name.clone(),
+                requests: stats.requests.each_ref().map(Cell::get),
+            })
+            .collect()
     }
 
     /// A request found no server of `upstream` to connect to.
@@ -377,6 +425,8 @@ pub struct ShardSnapshot {
     pub health: Vec<ServerHealth>,
     /// Requests that found no server to connect to, by upstream.
     pub connect_failures: Vec<(String, u64)>,
+    /// Forward-proxy users' requests.
+    pub users: Vec<UserSnapshot>,
     pub cache: Option<CacheSnapshot>,
     pub cluster: Option<ClusterSnapshot>,
 }

@@ -150,7 +150,7 @@ pub async fn handle(
     let result = phases(ctx, client, req, resp).await;
     after(ctx, client, req, resp, &result);
     if let (Some(log), Some(text)) = (&ctx.access_log, &text) {
-        log.record(&client.trip.log_entry(ctx.id, &client.ip, text, resp));
+        log.record(&client.trip.log_entry(ctx, &client.ip, text, resp));
     }
     result
 }
@@ -231,6 +231,9 @@ fn after(
         None => &ctx.unrouted_stats,
     };
     stats.record(req.method(), status, trip.started.elapsed());
+    if let Some(user) = trip.user.and_then(|i| ctx.user_stats.get(i)) {
+        user.record(status);
+    }
     let no_server = matches!(
         result,
         Err(ProxyError::UpstreamConnect(_) | ProxyError::UpstreamConnectTimeout)

@@ -9,6 +9,7 @@ use crate::{
     access_log::{Entry, RequestText},
     http::head::{Framing, ResponseHead},
     metrics::shard::ServerStats,
+    shard::context::ShardContext,
 };
 
 /// How the cache took part in a request, as the access log shows it.
@@ -55,6 +56,9 @@ pub struct Trip {
     /// Body bytes of the response, when a phase knows them.
     pub bytes: Option<u64>,
     pub cache: CacheUse,
+    /// The forward-proxy user the request authenticated as (index into
+    /// `config.forward.users`).
+    pub user: Option<usize>,
 }
 
 impl Trip {
@@ -69,6 +73,7 @@ impl Trip {
             status: None,
             bytes: None,
             cache: CacheUse::None,
+            user: None,
         }
     }
 }
@@ -79,7 +84,7 @@ impl Trip {
     /// noted one (a chunked or close-delimited body's size is not known: `-`).
     pub fn log_entry<'a>(
         &self,
-        shard: usize,
+        ctx: &'a ShardContext,
         client: &'a [u8],
         request: &'a RequestText,
         resp: &ResponseHead,
@@ -97,7 +102,16 @@ impl Trip {
             upstream: self.server.map(|(_, addr)| addr),
             upstream_time: self.upstream_started.map(|t| t.elapsed()),
             cache: self.cache.name(),
-            shard,
+            shard: ctx.id,
+            user: self.user_name(ctx),
         }
+    }
+
+    /// The name of the user the request authenticated as.
+    pub fn user_name<'a>(&self, ctx: &'a ShardContext) -> Option<&'a str> {
+        let users = &ctx.config.forward.users;
+        self.user
+            .and_then(|i| users.get(i))
+            .map(|u| u.name.as_str())
     }
 }

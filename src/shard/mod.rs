@@ -308,6 +308,7 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
         servers,
         health: server_health(ctx),
         connect_failures: ctx.metrics.connect_failures(),
+        users: ctx.metrics.user_snapshots(),
         cache: ctx.cache.as_ref().map(|cache| CacheSnapshot {
             counters: *cache.counters.borrow(),
             store: cache.store_stats(),
