@@ -42,7 +42,6 @@ use super::{
     upstream::{exchange_head, finish},
 };
 use crate::{
-    access_log::RequestText,
     config::RouteConfig,
     http::{
         body::BodyState,
@@ -146,11 +145,12 @@ pub async fn handle(
     let text = ctx
         .access_log
         .as_ref()
-        .map(|_| RequestText::capture(req, client.buf.filled()));
+        .map(|log| log.capture(req, client.buf.filled()));
     let result = phases(ctx, client, req, resp).await;
     after(ctx, client, req, resp, &result);
-    if let (Some(log), Some(text)) = (&ctx.access_log, &text) {
-        log.record(&client.trip.log_entry(ctx, &client.ip, text, resp));
+    if let (Some(log), Some(text)) = (&ctx.access_log, text) {
+        log.record(&client.trip.log_entry(ctx, &client.ip, &text, resp));
+        log.recycle(text);
     }
     result
 }
@@ -230,7 +230,10 @@ fn after(
         Some(stats) => stats,
         None => &ctx.unrouted_stats,
     };
-    stats.record(req.method(), status, trip.started.elapsed());
+    // One clock read for the metrics and the access log line.
+    let ended = Instant::now();
+    trip.ended = Some(ended);
+    stats.record(req.method(), status, ended - trip.started);
     if let Some(user) = trip.user.and_then(|i| ctx.user_stats.get(i)) {
         user.record(status);
     }

@@ -46,6 +46,8 @@ pub struct Trip {
     pub server: Option<(usize, SocketAddr)>,
     /// When the upstream exchange began (a connection was being acquired).
     pub upstream_started: Option<Instant>,
+    /// When the after phase counted the request (`None` before).
+    pub ended: Option<Instant>,
     /// The upstream connection came from the keep-alive pool (else it was new).
     pub pooled: bool,
     /// The counters of the server the request went to.
@@ -68,6 +70,7 @@ impl Trip {
             route: None,
             server: None,
             upstream_started: None,
+            ended: None,
             pooled: false,
             server_stats: None,
             status: None,
@@ -89,6 +92,7 @@ impl Trip {
         request: &'a RequestText,
         resp: &ResponseHead,
     ) -> Entry<'a> {
+        let ended = self.ended.unwrap_or_else(Instant::now);
         let declared = match resp.fields.framing {
             Framing::Length(n) if resp.status != 0 => Some(n),
             _ => None,
@@ -98,9 +102,9 @@ impl Trip {
             request,
             status: self.status,
             bytes: self.bytes.or(declared),
-            duration: self.started.elapsed(),
+            duration: ended - self.started,
             upstream: self.server.map(|(_, addr)| addr),
-            upstream_time: self.upstream_started.map(|t| t.elapsed()),
+            upstream_time: self.upstream_started.map(|t| ended - t),
             cache: self.cache.name(),
             shard: ctx.id,
             user: self.user_name(ctx),

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_lite::StreamExt;
 
 use crate::{
-    access_log::{LogMessage, ShardLog, FLUSH_EVERY},
+    access_log::{LogLink, ShardLog, FLUSH_EVERY},
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
     metrics::shard::{CacheSnapshot, ClusterSnapshot, ServerHealth, ShardMetrics, ShardSnapshot},
@@ -69,7 +69,7 @@ pub struct ShardPlan {
     /// Up/down of every upstream server, shared by all shards (`upstream/health.rs`).
     pub health: Arc<HealthTable>,
     /// The access log writer, when `[log] access` is on.
-    pub access_log: Option<Sender<LogMessage>>,
+    pub access_log: Option<LogLink>,
 }
 
 /// How often a shard looks at its control channel. Shutdown waits at most this long to begin.
@@ -129,8 +129,7 @@ async fn run(plan: ShardPlan, engine: Engine) {
     let provided_buffers = engine.has_provided_buffers();
     let mut first = ShardContext::new(id, config, cache, provided_buffers, health, metrics, shards);
     first.start_forward_proxy();
-    first.access_log =
-        access_log.map(|sender| Rc::new(ShardLog::new(first.config.log.format, sender)));
+    first.access_log = access_log.map(|link| Rc::new(ShardLog::new(first.config.log.format, link)));
     let ctx = first.install();
     // Lines go to the writer from this task, never from a request's.
     let log_flusher = ctx.access_log.clone().map(|log| {
