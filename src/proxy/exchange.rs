@@ -211,8 +211,9 @@ async fn phases(
 
 /// The end of phase 6 for every request, however it ended: settles its
 /// status and counts it in the shard's metrics (its route, method and status
-/// class, latency; the upstream server it went to). Touches only this shard's
-/// `Cell`s; the access log line (memory only) is written by the caller.
+/// class, latency; the upstream server it went to; the forward-proxy user it
+/// authenticated as). Touches only this shard's `Cell`s; the access log line
+/// (memory only) is written by the caller.
 fn after(
     ctx: &ShardContext,
     client: &mut Client,

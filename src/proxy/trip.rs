@@ -112,7 +112,7 @@ impl Trip {
     }
 
     /// The name of the user the request authenticated as.
-    pub fn user_name<'a>(&self, ctx: &'a ShardContext) -> Option<&'a str> {
+    fn user_name<'a>(&self, ctx: &'a ShardContext) -> Option<&'a str> {
         let users = &ctx.config.forward.users;
         self.user
             .and_then(|i| users.get(i))
