@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::ReloadState;
 use crate::metrics::{
-    exposition::{merge_routes, CACHE_FAMILIES},
+    exposition::{merge_routes, merge_users, CACHE_FAMILIES},
     process::{unix_now, ProcessStats},
     shard::{ShardSnapshot, STATUS_CLASSES},
     upstream::{merge_health, merge_servers},
@@ -42,6 +42,7 @@ pub fn render(
         "shards": shards.iter().map(shard).collect::<Vec<_>>(),
         "routes": routes(shards),
         "upstreams": upstreams(shards),
+        "users": users(shards),
         "cache": cache(shards),
     });
     status.to_string()
@@ -102,6 +103,25 @@ fn upstreams(shards: &[ShardSnapshot]) -> Vec<Value> {
                 "retries": t.retries,
                 "ejections": t.ejections,
                 "in_flight": t.in_flight,
+            })
+        })
+        .collect()
+}
+
+/// Forward-proxy users' requests, by status class.
+fn users(shards: &[ShardSnapshot]) -> Vec<Value> {
+    merge_users(shards)
+        .into_iter()
+        .map(|(user, requests)| {
+            let by_status: serde_json::Map<String, Value> = STATUS_CLASSES
+                .iter()
+                .zip(requests)
+                .map(|(class, n)| ((*class).to_string(), n.into()))
+                .collect();
+            json!({
+                "user": user,
+                "requests": requests.iter().sum::<u64>(),
+                "status": by_status,
             })
         })
         .collect()

@@ -112,9 +112,9 @@ fn requests(page: &mut Page, routes: &[RouteSnapshot]) {
     }
 }
 
-/// Forward-proxy users' requests by status class, summed over the shards.
-/// The label values are the configured user names, so they stay few.
-fn users(page: &mut Page, shards: &[ShardSnapshot]) {
+/// Forward-proxy users' requests by status class, summed over the shards,
+/// by user name, sorted.
+pub fn merge_users(shards: &[ShardSnapshot]) -> BTreeMap<&str, [u64; STATUS_CLASSES.len()]> {
     let mut merged: BTreeMap<&str, [u64; STATUS_CLASSES.len()]> = BTreeMap::new();
     for user in shards.iter().flat_map(|s| &s.users) {
         let sum = merged.entry(&user.name).or_default();
@@ -122,6 +122,13 @@ fn users(page: &mut Page, shards: &[ShardSnapshot]) {
             *a += b;
         }
     }
+    merged
+}
+
+/// The users' request counter. The label values are the configured user
+/// names, so they stay few.
+fn users(page: &mut Page, shards: &[ShardSnapshot]) {
+    let merged = merge_users(shards);
     page.family(
         USER_REQUESTS,
         "Forward-proxy requests by authenticated user and status class.",

@@ -284,6 +284,15 @@ fn forward_users_are_logged_and_counted() {
     assert_eq!(metrics.sum("shardproxy_user_requests_total", &ann_ok), 2.0);
     // The 407 belongs to no user; the label set is the configured names only.
     assert_eq!(metrics.sum("shardproxy_user_requests_total", &[]), 3.0);
+    let (_, status) = proxy.admin("GET", "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("/status is JSON");
+    let users = &status["users"];
+    assert_eq!(users[0]["user"], "ann", "{status}");
+    assert_eq!(
+        (&users[0]["requests"], &users[0]["status"]["2xx"]),
+        (&2.into(), &2.into())
+    );
+    assert_eq!(users[1]["user"], "bob smith");
 }
 
 #[test]
