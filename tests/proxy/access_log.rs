@@ -5,11 +5,12 @@
 //! the forward proxy's authenticated user in both formats and in the
 //! per-user request counter.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::forward_proxy::{forward_config, hash_password};
+use crate::forward_proxy::{connect_to, half_close_echo, hash_password, read_head, tunnel_config};
 use crate::support::prometheus;
 use crate::support::*;
 
@@ -219,7 +220,7 @@ fn users_proxy(shards: usize, log: &LogPath, format: &str) -> Proxy {
             format!("[[forward_proxy.user]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\n")
         })
         .collect();
-    let config = forward_config(shards)
+    let config = tunnel_config(shards)
         .set(
             "log",
             "access",
@@ -256,41 +257,59 @@ fn forward_users_are_logged_and_counted() {
     assert_eq!(forward_get(&proxy, &origin, "/b1", Some(BOB_SMITH)), 200);
     assert_eq!(forward_get(&proxy, &origin, "/anonymous", None), 407);
     assert_eq!(forward_get(&proxy, &origin, "/a2", Some(ANN)), 200);
-    let lines = wait_for_lines(&log.0, 4);
-    assert_eq!(lines.len(), 4, "{lines:#?}");
-    let user_of = |path: &str| {
+    // A tunnel is logged with its user too, once it is over.
+    let echo = half_close_echo();
+    let mut tunnel = connect_to(&proxy);
+    let connect = format!(
+        "CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\nProxy-Authorization: Basic {ANN}\r\n\r\n"
+    );
+    tunnel.write_all(connect.as_bytes()).unwrap();
+    assert!(read_head(&mut tunnel).starts_with("HTTP/1.1 200"));
+    tunnel.write_all(b"hello").unwrap();
+    tunnel.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echoed = String::new();
+    tunnel.read_to_string(&mut echoed).unwrap();
+    assert_eq!(echoed, "hellobye 0");
+    let lines = wait_for_lines(&log.0, 5);
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let entry_of = |path: &str| {
         let line = lines.iter().find(|l| l.contains(path)).expect(path);
-        let entry: serde_json::Value = serde_json::from_str(line).expect(line);
-        entry["user"].clone()
+        serde_json::from_str::<serde_json::Value>(line).expect(line)
     };
+    let user_of = |path: &str| entry_of(path)["user"].clone();
     assert_eq!(user_of("/a1"), "ann");
     assert_eq!(user_of("/a2"), "ann");
     assert_eq!(user_of("/b1"), "bob smith");
     assert_eq!(user_of("/anonymous"), serde_json::Value::Null);
+    let tunnel_line = entry_of(&format!("\"CONNECT\",\"target\":\"{echo}\""));
+    assert_eq!(
+        (&tunnel_line["user"], &tunnel_line["status"]),
+        (&"ann".into(), &200.into())
+    );
 
     // Requests are counted after their response is written: poll a little.
     let deadline = Instant::now() + Duration::from_secs(5);
     let metrics = loop {
         let (_, text) = proxy.admin("GET", "/metrics");
         let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        if m.sum("shardproxy_requests_total", &[]) >= 4.0 || Instant::now() > deadline {
+        if m.sum("shardproxy_requests_total", &[]) >= 5.0 || Instant::now() > deadline {
             break m;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let of = |user: &str| metrics.sum("shardproxy_user_requests_total", &[("user", user)]);
-    assert_eq!((of("ann"), of("bob smith")), (2.0, 1.0));
+    assert_eq!((of("ann"), of("bob smith")), (3.0, 1.0));
     let ann_ok = [("user", "ann"), ("status", "2xx")];
-    assert_eq!(metrics.sum("shardproxy_user_requests_total", &ann_ok), 2.0);
+    assert_eq!(metrics.sum("shardproxy_user_requests_total", &ann_ok), 3.0);
     // The 407 belongs to no user; the label set is the configured names only.
-    assert_eq!(metrics.sum("shardproxy_user_requests_total", &[]), 3.0);
+    assert_eq!(metrics.sum("shardproxy_user_requests_total", &[]), 4.0);
     let (_, status) = proxy.admin("GET", "/status");
     let status: serde_json::Value = serde_json::from_str(&status).expect("/status is JSON");
     let users = &status["users"];
     assert_eq!(users[0]["user"], "ann", "{status}");
     assert_eq!(
         (&users[0]["requests"], &users[0]["status"]["2xx"]),
-        (&2.into(), &2.into())
+        (&3.into(), &3.into())
     );
     assert_eq!(users[1]["user"], "bob smith");
 }
