@@ -80,6 +80,22 @@ def perf_stat(pid, work):
     return stop
 
 
+def measure(server, url, secs, new_connections, count, work):
+    """One measured wrk run: (cost per request, its text, wrk's numbers);
+    CPU µs from schedstat, or with `count` instructions from perf stat."""
+    if count:
+        stop = perf_stat(server.proc.pid, work)
+        run = P.wrk(url, secs, 64, new_connections)
+        user, kernel = stop()
+        per = (user / run["requests"], kernel / run["requests"])
+        cost = per[0] + per[1]
+        return cost, f"{cost:8.0f} instr/req (user {per[0]:.0f}, kernel {per[1]:.0f})", run
+    before = P.cpu_ns(server.proc.pid)
+    run = P.wrk(url, secs, 64, new_connections)
+    cost = (P.cpu_ns(server.proc.pid) - before) / 1000 / run["requests"]
+    return cost, f"{cost:6.2f} µs/req", run
+
+
 def variants_of(args, usage):
     """The `name=binary[:extra.toml]` arguments as (name, spec) pairs."""
     variants = [a.split("=", 1) for a in args if "=" in a and not a.startswith("--")]
@@ -104,21 +120,12 @@ def main():
             for name, spec in variants:
                 binary, _, extra = spec.partition(":")
                 server = start(work, origin.port, binary, extra)
-                url = f"http://127.0.0.1:{server.port}/bytes/{size}"
-                P.wrk(url, 1, 64, new_connections)
-                if count:
-                    stop = perf_stat(server.proc.pid, work)
-                    run = P.wrk(url, secs, 64, new_connections)
-                    user, kernel = stop()
-                    per = (user / run["requests"], kernel / run["requests"])
-                    us = per[0] + per[1]
-                    shown = f"{us:8.0f} instr/req (user {per[0]:.0f}, kernel {per[1]:.0f})"
-                else:
-                    before = P.cpu_ns(server.proc.pid)
-                    run = P.wrk(url, secs, 64, new_connections)
-                    us = (P.cpu_ns(server.proc.pid) - before) / 1000 / run["requests"]
-                    shown = f"{us:6.2f} µs/req"
-                server.stop()
+                try:
+                    url = f"http://127.0.0.1:{server.port}/bytes/{size}"
+                    P.wrk(url, 1, 64, new_connections)
+                    us, shown, run = measure(server, url, secs, new_connections, count, work)
+                finally:
+                    server.stop()
                 cpu[name].append(us)
                 p99[name].append(run["p99_ms"])
                 print(f"round {r} {name:16s} {shown} {run['requests'] / secs:8.0f} req/s "
