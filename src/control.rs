@@ -18,7 +18,7 @@ use std::{
 use crossbeam_channel::{bounded, unbounded, Receiver, SendTimeoutError, Sender};
 
 use crate::{
-    access_log::{self, LogMessage},
+    access_log::{self, LogLink, LogMessage},
     admin::{self, Admin, ReloadRequest, ReloadState},
     config::{Config, ConfigSource, IoBackend},
     listener::{bind_shared, ListenOptions},
@@ -79,7 +79,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), String> {
         config: config.clone(),
         io,
         shards: cpus.len(),
-        access_log: log_writer.as_ref().map(|w| w.sender.clone()),
+        access_log: log_writer.as_ref().map(|w| w.link()),
     };
     let (controls, threads) = start_shards(&cpus, per_shard, &mut mesh_ends, shared)?;
 
@@ -122,7 +122,7 @@ struct Shared {
     config: Arc<Config>,
     io: IoBackend,
     shards: usize,
-    access_log: Option<Sender<LogMessage>>,
+    access_log: Option<LogLink>,
 }
 
 /// Starts one shard per CPU and waits until each has built its runtime.

@@ -37,9 +37,32 @@ def check(text):
     families = list(text_string_to_metric_families(text))
     samples = sum(len(f.samples) for f in families)
     names = {f.name for f in families}
-    for required in ("shardproxy_requests", "shardproxy_request_duration_seconds"):
+    # The parser drops counters' `_total`; families with no sample yet
+    # (no route, no upstream) are still declared with HELP and TYPE.
+    required_families = (
+        "shardproxy_requests",
+        "shardproxy_request_duration_seconds",
+        "shardproxy_shard_info",
+        "shardproxy_upstream_requests",
+        "shardproxy_upstream_connects",
+        "shardproxy_upstream_connect_errors",
+        "shardproxy_upstream_pooled_requests",
+        "shardproxy_upstream_retries",
+        "shardproxy_upstream_ejections",
+        "shardproxy_upstream_up",
+    )
+    for required in required_families:
         if required not in names:
             raise ValueError(f"family {required} missing")
+    for family in families:
+        if family.name == "shardproxy_upstream_up":
+            for sample in family.samples:
+                if sample.value not in (0.0, 1.0):
+                    raise ValueError(f"shardproxy_upstream_up is {sample.value}, not 0 or 1")
+        if family.name == "shardproxy_shard_info":
+            for sample in family.samples:
+                if sample.labels.get("engine") not in ("io_uring", "poll"):
+                    raise ValueError(f"shardproxy_shard_info without engine: {sample.labels}")
     print(f"OK: {len(families)} families, {samples} samples")
 
 

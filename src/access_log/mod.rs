@@ -10,8 +10,15 @@
 //! growing without bound or blocking. SIGUSR1 reaches the control thread,
 //! which tells the writer to reopen the file (rotation: logrotate moves the
 //! file, then signals; lines buffered at that moment go to the new file).
+//!
+//! Per request the shard allocates nothing: the request's text is captured
+//! into buffers the shard hands round ([`ShardLog::capture`]), and the
+//! writer sends the batch buffers it has written back (up to [`SPARES`] of
+//! them, each at most [`MAX_SPARE`] bytes), so a busy shard refills warm
+//! memory instead of growing a new batch from nothing every flush.
 
 mod line;
+mod text;
 mod time;
 
 use std::{
@@ -25,7 +32,10 @@ use std::{
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use crate::config::{AccessFormat, AccessTarget};
+use crate::{
+    config::{AccessFormat, AccessTarget},
+    http::head::RequestHead,
+};
 pub use line::{Entry, RequestText};
 use time::Civil;
 
@@ -35,6 +45,14 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const MAX_BUFFERED: usize = 8 << 20;
 /// Chunks queued for the writer (from all shards).
 const QUEUE: usize = 1024;
+/// Written batch buffers the writer keeps for the shards to reuse.
+const SPARES: usize = 4;
+/// A bigger batch buffer is freed rather than kept (at most 16 MiB kept).
+const MAX_SPARE: usize = 4 << 20;
+/// Request text buffers a shard keeps for reuse (a few hundred bytes each).
+const TEXT_SPARES: usize = 256;
+/// A request text buffer bigger than this (a huge target) is not kept.
+const MAX_TEXT_SPARE: usize = 4 << 10;
 
 /// What the writer thread is sent.
 pub enum LogMessage {
@@ -48,6 +66,25 @@ pub enum LogMessage {
 pub struct LogWriter {
     pub sender: Sender<LogMessage>,
     pub thread: JoinHandle<()>,
+    /// Written batch buffers, back for the shards to refill.
+    spares: Receiver<Vec<u8>>,
+}
+
+impl LogWriter {
+    /// What a shard needs to reach the writer.
+    pub fn link(&self) -> LogLink {
+        LogLink {
+            sender: self.sender.clone(),
+            spares: self.spares.clone(),
+        }
+    }
+}
+
+/// A shard's two channels to the writer: lines out, empty buffers back.
+#[derive(Clone)]
+pub struct LogLink {
+    sender: Sender<LogMessage>,
+    spares: Receiver<Vec<u8>>,
 }
 
 /// Opens the log and starts its writer; `None` when the log is off.
@@ -58,11 +95,16 @@ pub fn start(target: &AccessTarget) -> Result<Option<LogWriter>, String> {
         AccessTarget::File(path) => Sink::File(path.clone(), open(path)?),
     };
     let (sender, receiver) = bounded(QUEUE);
+    let (spare_tx, spares) = bounded(SPARES);
     let thread = std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || write_until_closed(sink, receiver))
+        .spawn(move || write_until_closed(sink, receiver, spare_tx))
         .map_err(|e| format!("cannot start the access log writer: {e}"))?;
-    Ok(Some(LogWriter { sender, thread }))
+    Ok(Some(LogWriter {
+        sender,
+        thread,
+        spares,
+    }))
 }
 
 enum Sink {
@@ -78,16 +120,22 @@ fn open(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot open access log {}: {e}", path.display()))
 }
 
-/// The writer thread: writes chunks in arrival order until every sender is gone.
-fn write_until_closed(mut sink: Sink, receiver: Receiver<LogMessage>) {
+/// The writer thread: writes chunks in arrival order until every sender is
+/// gone, and hands the emptied buffers back (when there is room).
+fn write_until_closed(mut sink: Sink, receiver: Receiver<LogMessage>, spares: Sender<Vec<u8>>) {
     for message in receiver {
         match (message, &mut sink) {
-            (LogMessage::Lines(lines), Sink::Stdout) => {
-                let _ = std::io::stdout().lock().write_all(&lines);
-            }
-            (LogMessage::Lines(lines), Sink::File(path, file)) => {
-                if let Err(e) = file.write_all(&lines) {
+            (LogMessage::Lines(mut lines), sink) => {
+                let written = match sink {
+                    Sink::Stdout => std::io::stdout().lock().write_all(&lines),
+                    Sink::File(_, file) => file.write_all(&lines),
+                };
+                if let (Err(e), Sink::File(path, _)) = (written, &sink) {
                     log::error!("access log {}: {e}", path.display());
+                }
+                if lines.capacity() <= MAX_SPARE {
+                    lines.clear();
+                    let _ = spares.try_send(lines);
                 }
             }
             (LogMessage::Reopen, Sink::File(path, file)) => match open(path) {
@@ -109,19 +157,39 @@ pub struct ShardLog {
     buffer: RefCell<Vec<u8>>,
     /// The time of the last line, its date text reused within a second.
     clock: RefCell<Civil>,
-    sender: Sender<LogMessage>,
+    link: LogLink,
+    /// Request text buffers for [`ShardLog::capture`].
+    texts: RefCell<Vec<Vec<u8>>>,
     /// Lines dropped because the writer fell behind.
     pub dropped: Cell<u64>,
 }
 
 impl ShardLog {
-    pub fn new(format: AccessFormat, sender: Sender<LogMessage>) -> ShardLog {
+    pub fn new(format: AccessFormat, link: LogLink) -> ShardLog {
         ShardLog {
             format,
             buffer: RefCell::new(Vec::with_capacity(64 << 10)),
             clock: RefCell::new(Civil::of(SystemTime::now())),
-            sender,
+            link,
+            texts: RefCell::new(Vec::new()),
             dropped: Cell::new(0),
+        }
+    }
+
+    /// The parts of a request the log shows, copied before the phases
+    /// consume the head, into a reused buffer; give it back with
+    /// [`ShardLog::recycle`] once the line is written.
+    pub fn capture(&self, req: &RequestHead, buf: &[u8]) -> RequestText {
+        let bytes = self.texts.borrow_mut().pop().unwrap_or_default();
+        RequestText::capture(req, buf, bytes)
+    }
+
+    /// Keeps a captured text's buffer for the next request.
+    pub fn recycle(&self, text: RequestText) {
+        let bytes = text.into_bytes();
+        let mut texts = self.texts.borrow_mut();
+        if texts.len() < TEXT_SPARES && bytes.capacity() <= MAX_TEXT_SPARE {
+            texts.push(bytes);
         }
     }
 
@@ -140,12 +208,14 @@ impl ShardLog {
     /// Hands the buffered lines to the writer without waiting; if its queue
     /// is full they stay here for the next flush.
     pub fn flush(&self) {
-        let lines = std::mem::take(&mut *self.buffer.borrow_mut());
-        if lines.is_empty() {
+        if self.buffer.borrow().is_empty() {
             return;
         }
+        // A buffer the writer has emptied, if one is back: warm memory.
+        let fresh = self.link.spares.try_recv().unwrap_or_default();
+        let lines = std::mem::replace(&mut *self.buffer.borrow_mut(), fresh);
         if let Err(TrySendError::Full(LogMessage::Lines(lines))) =
-            self.sender.try_send(LogMessage::Lines(lines))
+            self.link.sender.try_send(LogMessage::Lines(lines))
         {
             let mut buffer = self.buffer.borrow_mut();
             let newer = std::mem::replace(&mut *buffer, lines);
@@ -158,6 +228,7 @@ impl ShardLog {
         let lines = std::mem::take(&mut *self.buffer.borrow_mut());
         if !lines.is_empty() {
             let _ = self
+                .link
                 .sender
                 .send_timeout(LogMessage::Lines(lines), Duration::from_secs(2));
         }

@@ -3,24 +3,22 @@
 //! `Sun, 06 Nov 1994 08:49:37 GMT`, is cut into the fields the two log
 //! formats arrange differently.
 
-use std::{
-    fmt,
-    io::Write,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// A moment broken into calendar fields (UTC), as text.
+/// A moment broken into calendar fields (UTC), as text. The date and time
+/// of day are formatted once a second, in both layouts; a line then copies
+/// them and adds the milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Civil {
-    /// `Sun, 06 Nov 1994 08:49:37 GMT`.
-    imf: String,
-    /// `1994-11-06T08:49:37`: RFC 3339 up to the seconds, made once a second.
+    /// `10/Oct/2000:13:55:36 +0000`, the combined format's time.
+    clf: String,
+    /// `2000-10-10T13:55:36`: RFC 3339 up to the seconds.
     rfc3339_seconds: String,
-    /// Whole seconds since the epoch that `imf` shows.
+    /// Whole seconds since the epoch the texts show.
     secs: u64,
     millis: u32,
 }
@@ -28,16 +26,17 @@ pub struct Civil {
 impl Civil {
     pub fn of(time: SystemTime) -> Civil {
         let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let mut civil = Civil {
-            imf: httpdate::fmt_http_date(time),
-            rfc3339_seconds: String::new(),
+        // `Sun, 06 Nov 1994 08:49:37 GMT`: fixed layout, cut into fields.
+        let imf = httpdate::fmt_http_date(time);
+        let field = |range: std::ops::Range<usize>| imf.get(range).unwrap_or("?");
+        let (day, month, year, clock) = (field(5..7), field(8..11), field(12..16), field(17..25));
+        let month_number = MONTHS.iter().position(|m| *m == month).unwrap_or(0) + 1;
+        Civil {
+            clf: format!("{day}/{month}/{year}:{clock} +0000"),
+            rfc3339_seconds: format!("{year}-{month_number:02}-{day}T{clock}"),
             secs: since.as_secs(),
             millis: since.subsec_millis(),
-        };
-        let (day, month, year, clock) = civil.parts();
-        let month = MONTHS.iter().position(|m| *m == month).unwrap_or(0) + 1;
-        civil.rfc3339_seconds = format!("{year}-{month:02}-{day}T{clock}");
-        civil
+        }
     }
 
     /// Moves `self` to `time`, formatting the date again only when the
@@ -50,31 +49,30 @@ impl Civil {
         self.millis = since.subsec_millis();
     }
 
-    /// `(day, month name, year, hh:mm:ss)` cut from the fixed layout.
-    fn parts(&self) -> (&str, &str, &str, &str) {
-        let field = |range: std::ops::Range<usize>| self.imf.get(range).unwrap_or("?");
-        (field(5..7), field(8..11), field(12..16), field(17..25))
-    }
-
     /// `10/Oct/2000:13:55:36 +0000`, the combined format's time.
     pub fn write_clf(&self, out: &mut Vec<u8>) {
-        let (day, month, year, clock) = self.parts();
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{day}/{month}/{year}:{clock} +0000");
+        out.extend_from_slice(self.clf.as_bytes());
     }
 
     /// `2000-10-10T13:55:36.123Z` (RFC 3339), written into `out`.
-    pub fn write_rfc3339(&self, out: &mut impl fmt::Write) -> fmt::Result {
-        write!(out, "{}.{:03}Z", self.rfc3339_seconds, self.millis)
+    pub fn write_rfc3339(&self, out: &mut Vec<u8>) {
+        let ms = self.millis;
+        out.extend_from_slice(self.rfc3339_seconds.as_bytes());
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100 % 10) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
     }
 
     /// [`Civil::write_rfc3339`] as a `String`.
     #[cfg(test)]
     pub fn rfc3339(&self) -> String {
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = self.write_rfc3339(&mut text);
-        text
+        let mut text = Vec::new();
+        self.write_rfc3339(&mut text);
+        String::from_utf8(text).expect("ASCII")
     }
 }
 

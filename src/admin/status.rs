@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 
 use super::ReloadState;
 use crate::metrics::{
-    exposition::{merge_routes, merge_servers, CACHE_FAMILIES},
+    exposition::{merge_routes, merge_users, CACHE_FAMILIES},
     process::{unix_now, ProcessStats},
     shard::{ShardSnapshot, STATUS_CLASSES},
+    upstream::{merge_health, merge_servers},
 };
 
 /// `expected`: how many shards run (a shard that did not answer in time is
@@ -41,6 +42,7 @@ pub fn render(
         "shards": shards.iter().map(shard).collect::<Vec<_>>(),
         "routes": routes(shards),
         "upstreams": upstreams(shards),
+        "users": users(shards),
         "cache": cache(shards),
     });
     status.to_string()
@@ -82,16 +84,44 @@ fn routes(shards: &[ShardSnapshot]) -> Vec<Value> {
 }
 
 fn upstreams(shards: &[ShardSnapshot]) -> Vec<Value> {
+    let health = merge_health(shards);
     merge_servers(shards)
         .into_iter()
-        .map(|((upstream, server), t)| {
+        .map(|(key, t)| {
+            // A server a reload removed has counters but no health: null.
+            let up = health.get(&key).copied();
+            let (upstream, server) = key;
             json!({
                 "upstream": upstream,
                 "server": server,
+                "up": up,
                 "requests": t.requests,
                 "failures": t.failures,
                 "pooled": t.pooled,
+                "connects": t.connects,
+                "connect_errors": t.connect_errors,
+                "retries": t.retries,
+                "ejections": t.ejections,
                 "in_flight": t.in_flight,
+            })
+        })
+        .collect()
+}
+
+/// Forward-proxy users' requests, by status class.
+fn users(shards: &[ShardSnapshot]) -> Vec<Value> {
+    merge_users(shards)
+        .into_iter()
+        .map(|(user, requests)| {
+            let by_status: serde_json::Map<String, Value> = STATUS_CLASSES
+                .iter()
+                .zip(requests)
+                .map(|(class, n)| ((*class).to_string(), n.into()))
+                .collect();
+            json!({
+                "user": user,
+                "requests": requests.iter().sum::<u64>(),
+                "status": by_status,
             })
         })
         .collect()

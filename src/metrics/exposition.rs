@@ -19,6 +19,7 @@ use super::{
         CacheSnapshot, ClusterSnapshot, RouteSnapshot, ShardSnapshot, METHOD_CLASSES,
         STATUS_CLASSES,
     },
+    upstream::upstreams,
 };
 
 /// Upper bounds of the latency buckets, seconds (Prometheus' default set,
@@ -58,6 +59,7 @@ pub fn merge_routes(shards: &[ShardSnapshot]) -> Vec<RouteSnapshot> {
 pub fn render(shards: &[ShardSnapshot], process: &ProcessStats, reloads: ReloadCounts) -> String {
     let mut page = Page::default();
     requests(&mut page, &merge_routes(shards));
+    users(&mut page, shards);
     shard_gauges(&mut page, shards);
     upstreams(&mut page, shards);
     cache(&mut page, shards);
@@ -110,15 +112,60 @@ fn requests(page: &mut Page, routes: &[RouteSnapshot]) {
     }
 }
 
+/// Forward-proxy users' requests by status class, summed over the shards,
+/// by user name, sorted.
+pub fn merge_users(shards: &[ShardSnapshot]) -> BTreeMap<&str, [u64; STATUS_CLASSES.len()]> {
+    let mut merged: BTreeMap<&str, [u64; STATUS_CLASSES.len()]> = BTreeMap::new();
+    for user in shards.iter().flat_map(|s| &s.users) {
+        let sum = merged.entry(&user.name).or_default();
+        for (a, b) in sum.iter_mut().zip(user.requests) {
+            *a += b;
+        }
+    }
+    merged
+}
+
+/// The users' request counter. The label values are the configured user
+/// names, so they stay few.
+fn users(page: &mut Page, shards: &[ShardSnapshot]) {
+    let merged = merge_users(shards);
+    page.family(
+        USER_REQUESTS,
+        "Forward-proxy requests by authenticated user and status class.",
+        "counter",
+    );
+    for (user, requests) in merged {
+        for (class, count) in STATUS_CLASSES.iter().zip(requests) {
+            if count > 0 {
+                page.sample(
+                    USER_REQUESTS,
+                    &[("user", user), ("status", class)],
+                    count as f64,
+                );
+            }
+        }
+    }
+}
+
 fn shard_gauges(page: &mut Page, shards: &[ShardSnapshot]) {
     page.family(
         SHARD_INFO,
-        "One per shard; `io` names its I/O engine.",
+        "One per shard; `engine` is io_uring or poll, `io` its setup as the shard logs it.",
         "gauge",
     );
     for s in shards {
         let id = s.shard.to_string();
-        page.sample(SHARD_INFO, &[("shard", &id), ("io", &s.engine)], 1.0);
+        let engine = if s.engine.starts_with("io_uring") {
+            "io_uring"
+        } else {
+            "poll"
+        };
+        let labels = [
+            ("shard", id.as_str()),
+            ("engine", engine),
+            ("io", &s.engine),
+        ];
+        page.sample(SHARD_INFO, &labels, 1.0);
     }
     type Get = fn(&ShardSnapshot) -> f64;
     let per_shard: [(&str, &str, &str, Get); 5] = [
@@ -172,85 +219,6 @@ fn shard_gauges(page: &mut Page, shards: &[ShardSnapshot]) {
             BUFFERS_IN_USE,
             &[("shard", &id), ("side", "upstream")],
             s.upstream_buffers_in_use as f64,
-        );
-    }
-}
-
-/// One upstream server's counters summed over the shards.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ServerTotals {
-    pub requests: u64,
-    pub failures: u64,
-    /// Requests on a pooled keep-alive connection; the rest opened one.
-    pub pooled: u64,
-    pub in_flight: u64,
-}
-
-/// Every shard's upstream server counters summed, by (upstream, server), sorted.
-pub fn merge_servers(shards: &[ShardSnapshot]) -> BTreeMap<(String, String), ServerTotals> {
-    let mut merged: BTreeMap<(String, String), ServerTotals> = BTreeMap::new();
-    for server in shards.iter().flat_map(|s| &s.servers) {
-        let entry = merged
-            .entry((server.upstream.clone(), server.addr.to_string()))
-            .or_default();
-        entry.requests += server.requests;
-        entry.failures += server.failures;
-        entry.pooled += server.pooled;
-        entry.in_flight += server.in_flight;
-    }
-    merged
-}
-
-fn upstreams(page: &mut Page, shards: &[ShardSnapshot]) {
-    let merged = merge_servers(shards);
-    type Get = fn(&ServerTotals) -> u64;
-    let families: [(&str, &str, &str, Get); 4] = [
-        (
-            UPSTREAM_REQUESTS,
-            "Requests sent to an upstream server.",
-            "counter",
-            |t| t.requests,
-        ),
-        (
-            UPSTREAM_FAILURES,
-            "Requests to an upstream server that ended in an error.",
-            "counter",
-            |t| t.failures,
-        ),
-        (
-            UPSTREAM_POOLED,
-            "Requests sent on a pooled keep-alive connection (reuse ratio: this / requests).",
-            "counter",
-            |t| t.pooled,
-        ),
-        (
-            UPSTREAM_IN_FLIGHT,
-            "Requests to an upstream server between connection and the response's end.",
-            "gauge",
-            |t| t.in_flight,
-        ),
-    ];
-    for (name, help, kind, get) in families {
-        page.family(name, help, kind);
-        for ((upstream, server), totals) in &merged {
-            let labels = [("upstream", upstream.as_str()), ("server", server.as_str())];
-            page.sample(name, &labels, get(totals) as f64);
-        }
-    }
-    let mut failures: BTreeMap<&str, u64> = BTreeMap::new();
-    for (upstream, n) in shards.iter().flat_map(|s| &s.connect_failures) {
-        *failures.entry(upstream.as_str()).or_default() += n;
-    }
-    page.family(
-        UPSTREAM_CONNECT_FAILURES,
-        "Requests that found no server of the upstream accepting a connection (502/504).",
-        "counter",
-    );
-    for (upstream, n) in failures {
-        page.sample(
-            UPSTREAM_CONNECT_FAILURES,
-            &[("upstream", upstream)],
-            n as f64,
         );
     }
 }
@@ -494,17 +462,17 @@ fn process_metrics(page: &mut Page, p: &ProcessStats) {
 
 /// The page under construction.
 #[derive(Default)]
-struct Page {
+pub(super) struct Page {
     text: String,
 }
 
 impl Page {
-    fn family(&mut self, name: &str, help: &str, kind: &str) {
+    pub(super) fn family(&mut self, name: &str, help: &str, kind: &str) {
         // Writing to a String cannot fail.
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    pub(super) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.text.push_str(name);
         write_labels(&mut self.text, labels, None);
         let _ = writeln!(self.text, " {value}");

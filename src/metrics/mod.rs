@@ -22,3 +22,4 @@ pub mod exposition;
 pub mod names;
 pub mod process;
 pub mod shard;
+pub mod upstream;

@@ -5,6 +5,7 @@
 
 pub const REQUESTS: &str = "shardproxy_requests_total";
 pub const REQUEST_DURATION: &str = "shardproxy_request_duration_seconds";
+pub const USER_REQUESTS: &str = "shardproxy_user_requests_total";
 
 pub const SHARD_INFO: &str = "shardproxy_shard_info";
 pub const CONNECTIONS_OPEN: &str = "shardproxy_connections_open";
@@ -19,6 +20,11 @@ pub const UPSTREAM_FAILURES: &str = "shardproxy_upstream_failures_total";
 pub const UPSTREAM_CONNECT_FAILURES: &str = "shardproxy_upstream_connect_failures_total";
 pub const UPSTREAM_IN_FLIGHT: &str = "shardproxy_upstream_in_flight_requests";
 pub const UPSTREAM_POOLED: &str = "shardproxy_upstream_pooled_requests_total";
+pub const UPSTREAM_CONNECTS: &str = "shardproxy_upstream_connects_total";
+pub const UPSTREAM_CONNECT_ERRORS: &str = "shardproxy_upstream_connect_errors_total";
+pub const UPSTREAM_RETRIES: &str = "shardproxy_upstream_retries_total";
+pub const UPSTREAM_EJECTIONS: &str = "shardproxy_upstream_ejections_total";
+pub const UPSTREAM_UP: &str = "shardproxy_upstream_up";
 
 pub const CACHE_HITS: &str = "shardproxy_cache_hits_total";
 pub const CACHE_MISSES: &str = "shardproxy_cache_misses_total";

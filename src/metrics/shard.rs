@@ -101,6 +101,14 @@ pub struct ServerStats {
     pooled: Cell<u64>,
     /// Requests between acquiring a connection and their response's end.
     in_flight: Cell<u64>,
+    /// New connections opened (a pool miss each, or a dead pooled one replaced).
+    connects: Cell<u64>,
+    /// Connection attempts that failed (refused, unreachable, timed out).
+    connect_errors: Cell<u64>,
+    /// Tries after a failed first one (retry policy) that went to this server.
+    retries: Cell<u64>,
+    /// Times outlier detection ejected the server from this shard's picks.
+    ejections: Cell<u64>,
 }
 
 /// A request in flight to a server; uncounted when dropped (also when the
@@ -132,6 +140,66 @@ impl ServerStats {
             self.pooled.set(self.pooled.get() + 1);
         }
     }
+
+    /// One attempt to open a connection; `opened`: it succeeded.
+    pub fn count_connect(&self, opened: bool) {
+        let counter = if opened {
+            &self.connects
+        } else {
+            &self.connect_errors
+        };
+        counter.set(counter.get() + 1);
+    }
+
+    /// A retry (not the first try) was sent to the server.
+    pub fn count_retry(&self) {
+        self.retries.set(self.retries.get() + 1);
+    }
+
+    /// Outlier detection ejected the server.
+    pub fn count_ejection(&self) {
+        self.ejections.set(self.ejections.get() + 1);
+    }
+
+    fn snapshot(&self, upstream: &str, addr: SocketAddr) -> ServerSnapshot {
+        ServerSnapshot {
+            upstream: upstream.to_string(),
+            addr,
+            counts: ServerCounts {
+                requests: self.requests.get(),
+                failures: self.failures.get(),
+                pooled: self.pooled.get(),
+                in_flight: self.in_flight.get(),
+                connects: self.connects.get(),
+                connect_errors: self.connect_errors.get(),
+                retries: self.retries.get(),
+                ejections: self.ejections.get(),
+            },
+        }
+    }
+}
+
+/// Requests of one forward-proxy user on one shard, by status class. Users
+/// come from the config, so their number (the label's cardinality) is bounded.
+#[derive(Debug, Default)]
+pub struct UserStats {
+    requests: [Cell<u64>; STATUS_CLASSES.len()],
+}
+
+impl UserStats {
+    /// Counts one finished request of the user.
+    pub fn record(&self, status: Option<u16>) {
+        let cell = &self.requests[status_class(status)];
+        cell.set(cell.get() + 1);
+    }
+}
+
+/// One user's counters at the moment of a snapshot.
+#[derive(Debug, Clone)]
+pub struct UserSnapshot {
+    pub name: String,
+    /// By status class.
+    pub requests: [u64; STATUS_CLASSES.len()],
 }
 
 /// The shard's metrics; one per shard, shared by every config generation.
@@ -144,6 +212,8 @@ pub struct ShardMetrics {
     pub accepted: Cell<u64>,
     /// Requests whose upstream had no server that accepted a connection, by upstream.
     connect_failures: RefCell<HashMap<String, u64>>,
+    /// By forward-proxy user name (the configured ones, over every generation).
+    users: RefCell<HashMap<String, Rc<UserStats>>>,
 }
 
 impl ShardMetrics {
@@ -154,7 +224,30 @@ impl ShardMetrics {
             servers: RefCell::new(HashMap::new()),
             accepted: Cell::new(0),
             connect_failures: RefCell::new(HashMap::new()),
+            users: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The counters of the forward-proxy user `name`, created on first use.
+    /// Looked up when a config generation is built, not per request.
+    pub fn user(&self, name: &str) -> Rc<UserStats> {
+        self.users
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Copies of the users' counters, for [`ShardSnapshot`].
+    pub fn user_snapshots(&self) -> Vec<UserSnapshot> {
+        let users = self.users.borrow();
+        users
+            .iter()
+            .map(|(name, stats)| UserSnapshot {
+                name: name.clone(),
+                requests: stats.requests.each_ref().map(Cell::get),
+            })
+            .collect()
     }
 
     /// A request found no server of `upstream` to connect to.
@@ -220,14 +313,9 @@ impl ShardMetrics {
             .borrow()
             .iter()
             .flat_map(|(upstream, servers)| {
-                servers.iter().map(|(addr, stats)| ServerSnapshot {
-                    upstream: upstream.clone(),
-                    addr: *addr,
-                    requests: stats.requests.get(),
-                    failures: stats.failures.get(),
-                    pooled: stats.pooled.get(),
-                    in_flight: stats.in_flight.get(),
-                })
+                servers
+                    .iter()
+                    .map(|(addr, stats)| stats.snapshot(upstream, *addr))
             })
             .collect();
         (routes, servers)
@@ -263,14 +351,50 @@ impl RouteSnapshot {
     }
 }
 
+/// One server's counters on one shard at the moment of a snapshot, or
+/// summed over the shards.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ServerCounts {
+    pub requests: u64,
+    pub failures: u64,
+    /// Requests on a pooled keep-alive connection (pool hits).
+    pub pooled: u64,
+    pub in_flight: u64,
+    /// New connections opened (pool misses).
+    pub connects: u64,
+    pub connect_errors: u64,
+    pub retries: u64,
+    pub ejections: u64,
+}
+
+impl ServerCounts {
+    /// Adds another shard's counts of the same server.
+    pub fn add(&mut self, other: &ServerCounts) {
+        self.requests += other.requests;
+        self.failures += other.failures;
+        self.pooled += other.pooled;
+        self.in_flight += other.in_flight;
+        self.connects += other.connects;
+        self.connect_errors += other.connect_errors;
+        self.retries += other.retries;
+        self.ejections += other.ejections;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerSnapshot {
     pub upstream: String,
     pub addr: SocketAddr,
-    pub requests: u64,
-    pub failures: u64,
-    pub pooled: u64,
-    pub in_flight: u64,
+    pub counts: ServerCounts,
+}
+
+/// A server of the running config as the shared health table shows it.
+#[derive(Debug, Clone)]
+pub struct ServerHealth {
+    pub upstream: String,
+    pub addr: SocketAddr,
+    /// Up by the active health checks (always up without checks).
+    pub up: bool,
 }
 
 /// The cache counters of one shard at the moment of a snapshot.
@@ -297,8 +421,12 @@ pub struct ShardSnapshot {
     pub access_log_dropped: u64,
     pub routes: Vec<RouteSnapshot>,
     pub servers: Vec<ServerSnapshot>,
+    /// The running config's servers, up or down.
+    pub health: Vec<ServerHealth>,
     /// Requests that found no server to connect to, by upstream.
     pub connect_failures: Vec<(String, u64)>,
+    /// Forward-proxy users' requests.
+    pub users: Vec<UserSnapshot>,
     pub cache: Option<CacheSnapshot>,
     pub cluster: Option<ClusterSnapshot>,
 }

@@ -263,7 +263,7 @@ fn refused_head(ctx: &ShardContext, client: &mut Client, status: Option<u16>) {
     if let Some(log) = &ctx.access_log {
         let text = RequestText::unparsed();
         let no_response = ResponseHead::default();
-        log.record(&trip.log_entry(ctx.id, &client.ip, &text, &no_response));
+        log.record(&trip.log_entry(ctx, &client.ip, &text, &no_response));
     }
 }
 

@@ -43,7 +43,6 @@ use super::{
     upstream::{exchange_head, finish},
 };
 use crate::{
-    access_log::RequestText,
     config::RouteConfig,
     http::{
         body::BodyState,
@@ -150,11 +149,12 @@ pub async fn handle(
     let text = ctx
         .access_log
         .as_ref()
-        .map(|_| RequestText::capture(req, client.buf.filled()));
+        .map(|log| log.capture(req, client.buf.filled()));
     let result = phases(ctx, client, req, resp).await;
     after(ctx, client, req, resp, &result);
-    if let (Some(log), Some(text)) = (&ctx.access_log, &text) {
-        log.record(&client.trip.log_entry(ctx.id, &client.ip, text, resp));
+    if let (Some(log), Some(text)) = (&ctx.access_log, text) {
+        log.record(&client.trip.log_entry(ctx, &client.ip, &text, resp));
+        log.recycle(text);
     }
     result
 }
@@ -216,8 +216,9 @@ async fn phases(
 
 /// The end of phase 6 for every request, however it ended: settles its
 /// status and counts it in the shard's metrics (its route, method and status
-/// class, latency; the upstream server it went to). Touches only this shard's
-/// `Cell`s; the access log line (memory only) is written by the caller.
+/// class, latency; the upstream server it went to; the forward-proxy user it
+/// authenticated as). Touches only this shard's `Cell`s; the access log line
+/// (memory only) is written by the caller.
 fn after(
     ctx: &ShardContext,
     client: &mut Client,
@@ -235,7 +236,13 @@ fn after(
         Some(stats) => stats,
         None => &ctx.unrouted_stats,
     };
-    stats.record(req.method(), status, trip.started.elapsed());
+    // One clock read for the metrics and the access log line.
+    let ended = Instant::now();
+    trip.ended = Some(ended);
+    stats.record(req.method(), status, ended - trip.started);
+    if let Some(user) = trip.user.and_then(|i| ctx.user_stats.get(i)) {
+        user.record(status);
+    }
     let no_server = matches!(
         result,
         Err(ProxyError::UpstreamConnect(_) | ProxyError::UpstreamConnectTimeout)

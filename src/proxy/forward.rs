@@ -141,6 +141,7 @@ pub async fn handle(
     let admitted = admit(ctx, fwd, client, req).await;
     // Held until the request or tunnel is over.
     let slot = admitted.and_then(|(destination, user)| {
+        client.trip.user = user;
         let slot = fwd.limits.enter(&ctx.config.forward.users, user)?;
         Ok((destination, slot))
     });

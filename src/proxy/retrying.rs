@@ -92,7 +92,13 @@ impl<'c> Retries<'c> {
     pub async fn connection(&mut self) -> Result<UpstreamConn, ProxyError> {
         loop {
             match acquire(self.ctx, &self.target, &self.tried).await {
-                Ok(conn) => return Ok(conn),
+                Ok(conn) => {
+                    // Every try after the first counts as its server's retry.
+                    if let Some(lease) = conn.lease.as_ref().filter(|_| self.tries > 1) {
+                        lease.stats().count_retry();
+                    }
+                    return Ok(conn);
+                }
                 Err(e) => match e.failure().and_then(|f| self.decide(f, None)) {
                     Some(wait) => sleep(wait).await,
                     None => return Err(e),

@@ -9,6 +9,7 @@ use crate::{
     access_log::{Entry, RequestText},
     http::head::{Framing, ResponseHead},
     metrics::shard::ServerStats,
+    shard::context::ShardContext,
 };
 
 /// How the cache took part in a request, as the access log shows it.
@@ -45,6 +46,8 @@ pub struct Trip {
     pub server: Option<(usize, SocketAddr)>,
     /// When the upstream exchange began (a connection was being acquired).
     pub upstream_started: Option<Instant>,
+    /// When the after phase counted the request (`None` before).
+    pub ended: Option<Instant>,
     /// The upstream connection came from the keep-alive pool (else it was new).
     pub pooled: bool,
     /// The counters of the server the request went to.
@@ -55,6 +58,9 @@ pub struct Trip {
     /// Body bytes of the response, when a phase knows them.
     pub bytes: Option<u64>,
     pub cache: CacheUse,
+    /// The forward-proxy user the request authenticated as (index into
+    /// `config.forward.users`).
+    pub user: Option<usize>,
 }
 
 impl Trip {
@@ -64,11 +70,13 @@ impl Trip {
             route: None,
             server: None,
             upstream_started: None,
+            ended: None,
             pooled: false,
             server_stats: None,
             status: None,
             bytes: None,
             cache: CacheUse::None,
+            user: None,
         }
     }
 }
@@ -79,11 +87,12 @@ impl Trip {
     /// noted one (a chunked or close-delimited body's size is not known: `-`).
     pub fn log_entry<'a>(
         &self,
-        shard: usize,
+        ctx: &'a ShardContext,
         client: &'a [u8],
         request: &'a RequestText,
         resp: &ResponseHead,
     ) -> Entry<'a> {
+        let ended = self.ended.unwrap_or_else(Instant::now);
         let declared = match resp.fields.framing {
             Framing::Length(n) if resp.status != 0 => Some(n),
             _ => None,
@@ -93,11 +102,20 @@ impl Trip {
             request,
             status: self.status,
             bytes: self.bytes.or(declared),
-            duration: self.started.elapsed(),
+            duration: ended - self.started,
             upstream: self.server.map(|(_, addr)| addr),
-            upstream_time: self.upstream_started.map(|t| t.elapsed()),
+            upstream_time: self.upstream_started.map(|t| ended - t),
             cache: self.cache.name(),
-            shard,
+            shard: ctx.id,
+            user: self.user_name(ctx),
         }
+    }
+
+    /// The name of the user the request authenticated as.
+    fn user_name<'a>(&self, ctx: &'a ShardContext) -> Option<&'a str> {
+        let users = &ctx.config.forward.users;
+        self.user
+            .and_then(|i| users.get(i))
+            .map(|u| u.name.as_str())
     }
 }

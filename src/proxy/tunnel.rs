@@ -82,6 +82,8 @@ pub(super) async fn connect(
         .send_static(ESTABLISHED, client.write_timeout)
         .await
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
+    // The status the metrics and the access log show for the tunnel.
+    client.trip.status = Some(200);
     // Bytes the client sent right behind the head (a TLS hello, say) are the tunnel's.
     Ok(tunnel(ctx, client, conn).await)
 }

@@ -105,7 +105,9 @@ pub(super) async fn acquire(
             conn.lease = Some(lease);
             return Ok(conn);
         }
-        match connect(ctx, addr).await {
+        let connected = connect(ctx, addr).await;
+        state.servers[server].stats.count_connect(connected.is_ok());
+        match connected {
             Ok(mut conn) => {
                 conn.lease = Some(lease);
                 return Ok(conn);
@@ -228,7 +230,11 @@ pub(super) async fn exchange_head(
                     ctx.id
                 );
                 retried = true;
-                let mut fresh = connect(ctx, server).await?;
+                let fresh = connect(ctx, server).await;
+                if let Some(lease) = &conn.lease {
+                    lease.stats().count_connect(fresh.is_ok());
+                }
+                let mut fresh = fresh?;
                 fresh.lease = conn.lease.take();
                 ctx.pool.discard(std::mem::replace(conn, fresh));
             }

@@ -29,7 +29,7 @@ use crate::{
         rewrite::ForwardOptions,
     },
     limits::{ClientLimits, ShardRate, TokenBucket},
-    metrics::shard::{RouteStats, ShardMetrics, NO_ROUTE},
+    metrics::shard::{RouteStats, ShardMetrics, UserStats, NO_ROUTE},
     proxy::{forward::ForwardShard, routing::Router},
     upstream::{health::HealthTable, pool::Pool, state::UpstreamState},
 };
@@ -81,6 +81,8 @@ pub struct ShardContext {
     pub route_stats: Vec<Rc<RouteStats>>,
     /// Requests that matched no route or were refused before routing.
     pub unrouted_stats: Rc<RouteStats>,
+    /// Per forward-proxy user, in `config.forward.users` order.
+    pub user_stats: Vec<Rc<UserStats>>,
     /// Per-client-IP connection counts and request buckets (shared by generations).
     pub client_limits: Rc<ClientLimits>,
     /// Per route (router order): its rate limit's share and bucket, if it has one.
@@ -135,6 +137,12 @@ impl ShardContext {
             .iter()
             .map(|r| metrics.route(&r.label()))
             .collect();
+        let user_stats = config
+            .forward
+            .users
+            .iter()
+            .map(|u| metrics.user(&u.name))
+            .collect();
         let now = Instant::now();
         let route_buckets = router
             .routes()
@@ -159,6 +167,7 @@ impl ShardContext {
             health,
             route_stats,
             unrouted_stats: metrics.route(NO_ROUTE),
+            user_stats,
             metrics,
             newest: Rc::new(RefCell::new(Weak::new())),
             access_log: None,

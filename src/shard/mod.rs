@@ -24,10 +24,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_lite::StreamExt;
 
 use crate::{
-    access_log::{LogMessage, ShardLog, FLUSH_EVERY},
+    access_log::{LogLink, ShardLog, FLUSH_EVERY},
     cache::ownership::{CacheShard, Mesh},
     config::{Config, IoBackend},
-    metrics::shard::{CacheSnapshot, ClusterSnapshot, ShardMetrics, ShardSnapshot},
+    metrics::shard::{CacheSnapshot, ClusterSnapshot, ServerHealth, ShardMetrics, ShardSnapshot},
     proxy::client::serve,
     upstream::health::{spawn_probers, HealthTable},
 };
@@ -69,7 +69,7 @@ pub struct ShardPlan {
     /// Up/down of every upstream server, shared by all shards (`upstream/health.rs`).
     pub health: Arc<HealthTable>,
     /// The access log writer, when `[log] access` is on.
-    pub access_log: Option<Sender<LogMessage>>,
+    pub access_log: Option<LogLink>,
 }
 
 /// How often a shard looks at its control channel. Shutdown waits at most this long to begin.
@@ -129,8 +129,7 @@ async fn run(plan: ShardPlan, engine: Engine) {
     let provided_buffers = engine.has_provided_buffers();
     let mut first = ShardContext::new(id, config, cache, provided_buffers, health, metrics, shards);
     first.start_forward_proxy();
-    first.access_log =
-        access_log.map(|sender| Rc::new(ShardLog::new(first.config.log.format, sender)));
+    first.access_log = access_log.map(|link| Rc::new(ShardLog::new(first.config.log.format, link)));
     let ctx = first.install();
     // Lines go to the writer from this task, never from a request's.
     let log_flusher = ctx.access_log.clone().map(|log| {
@@ -306,7 +305,9 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
         access_log_dropped: ctx.access_log.as_ref().map_or(0, |log| log.dropped.get()),
         routes,
         servers,
+        health: server_health(ctx),
         connect_failures: ctx.metrics.connect_failures(),
+        users: ctx.metrics.user_snapshots(),
         cache: ctx.cache.as_ref().map(|cache| CacheSnapshot {
             counters: *cache.counters.borrow(),
             store: cache.store_stats(),
@@ -321,6 +322,24 @@ fn snapshot(ctx: &ShardContext) -> ShardSnapshot {
             }
         }),
     }
+}
+
+/// The running config's servers as the shared health table shows them.
+fn server_health(ctx: &ShardContext) -> Vec<ServerHealth> {
+    let upstreams = ctx.config.upstreams.iter().zip(ctx.upstreams.iter());
+    upstreams
+        .flat_map(|(config, state)| {
+            state
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, server)| ServerHealth {
+                    upstream: config.name.clone(),
+                    addr: server.addr,
+                    up: state.is_healthy(i),
+                })
+        })
+        .collect()
 }
 
 fn log_cache_counters(ctx: &ShardContext) {

@@ -105,6 +105,11 @@ impl UpstreamState {
         self.health.is_up(server.slot) && now.is_none_or(|now| !server.ejection.is_ejected(now))
     }
 
+    /// Whether the health table has server `i` up (metrics; picks use `is_up`).
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.health.is_up(self.servers[i].slot)
+    }
+
     fn has_room(&self, i: usize) -> bool {
         self.max_conns == 0 || self.servers[i].in_flight.get() < self.max_conns
     }
@@ -160,6 +165,7 @@ impl UpstreamState {
             return;
         };
         if let Some(length) = outlier::record(policy, self, server, outcome, Instant::now()) {
+            self.servers[server].stats.count_ejection();
             log::warn!(
                 "upstream `{}`: server {} ejected for {length:?} after {} consecutive failures",
                 config.name,
@@ -180,6 +186,11 @@ pub struct Lease {
 impl Lease {
     pub fn upstream(&self) -> &UpstreamState {
         &self.upstream
+    }
+
+    /// The metrics of the server the lease counts against.
+    pub fn stats(&self) -> &ServerStats {
+        &self.upstream.servers[self.server].stats
     }
 }
 

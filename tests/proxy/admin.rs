@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::fleet::{fleet, fleet_config};
 use crate::support::prometheus::{self, Exposition};
 use crate::support::sockets;
 use crate::support::*;
@@ -78,8 +79,25 @@ fn metrics_parse_and_count_each_request_exactly() {
         let pooled = m.sum("shardproxy_upstream_pooled_requests_total", &to_origin);
         assert_eq!(pooled, (10 - origin.connections()) as f64);
         assert!(pooled >= (10 - shards) as f64, "{pooled}");
+        // The rest opened a connection each: the pool's misses.
+        let connects = m.sum("shardproxy_upstream_connects_total", &to_origin);
+        assert_eq!(connects, origin.connections() as f64);
+        for quiet in [
+            "shardproxy_upstream_connect_errors_total",
+            "shardproxy_upstream_retries_total",
+            "shardproxy_upstream_ejections_total",
+        ] {
+            assert_eq!(m.sum(quiet, &to_origin), 0.0, "{quiet}");
+        }
+        assert_eq!(m.sum("shardproxy_upstream_up", &to_origin), 1.0);
         assert_eq!(m.sum("shardproxy_connections_accepted_total", &[]), 10.0);
         assert_eq!(m.sum("shardproxy_shard_info", &[]), shards as f64);
+        let uring = m.sum("shardproxy_shard_info", &[("engine", "io_uring")]);
+        let poll = m.sum("shardproxy_shard_info", &[("engine", "poll")]);
+        assert_eq!(uring + poll, shards as f64);
+        if std::env::var("SHARDPROXY_TEST_IO").as_deref() == Ok("poll") {
+            assert_eq!(poll, shards as f64);
+        }
         assert_eq!(m.types["shardproxy_request_duration_seconds"], "histogram");
         assert!(m.sum("process_resident_memory_bytes", &[]) > 0.0);
         assert!(m.sum("process_open_fds", &[]) > 0.0);
@@ -103,6 +121,15 @@ fn status_json_has_a_row_per_shard_and_the_page_polls_it() {
             assert_eq!(row["id"], id);
             assert!(row["io"].as_str().is_some_and(|io| !io.is_empty()));
         }
+        let server = &json["upstreams"][0];
+        assert_eq!(server["server"], origin.addr().to_string(), "{json}");
+        assert_eq!(server["up"], true);
+        assert_eq!(server["requests"], 1);
+        assert_eq!(server["connects"], 1);
+        assert_eq!(
+            (&server["retries"], &server["ejections"]),
+            (&0.into(), &0.into())
+        );
         let (status, page) = proxy.admin("GET", "/");
         assert_eq!(status, 200);
         assert!(page.contains("<table id=\"shards\">") && page.contains("fetch(\"/status\""));
@@ -140,6 +167,11 @@ fn requests_that_find_no_upstream_server_are_counted_per_upstream() {
         );
         let failed = [("route", "/dead"), ("status", "5xx")];
         assert_eq!(m.sum("shardproxy_requests_total", &failed), 3.0);
+        // One attempt per request (the default policy does not retry).
+        let dead = [("upstream", "dead")];
+        let errors = m.sum("shardproxy_upstream_connect_errors_total", &dead);
+        assert_eq!(errors, 3.0);
+        assert_eq!(m.sum("shardproxy_upstream_connects_total", &dead), 0.0);
     });
 }
 
@@ -162,5 +194,79 @@ fn busy_connections_and_in_flight_requests_are_those_in_hand() {
         assert_status(&held.read_response("GET"), 200);
         let m = scrape_when_counted(&proxy, 1.0);
         assert_eq!(m.sum("shardproxy_upstream_in_flight_requests", &[]), 0.0);
+    });
+}
+
+#[test]
+fn retries_and_ejections_are_counted_per_server() {
+    for_each_shard_count(|shards| {
+        let members = fleet(2);
+        members[0].fail_with(503);
+        // One 503 ejects s0 from the shard's picks for longer than the test,
+        // and is retried on s1.
+        let keys = [
+            (
+                "retry",
+                r#"{ attempts = 2, on = ["503"], backoff_base = "1ms", backoff_max = "2ms" }"#,
+            ),
+            (
+                "outlier",
+                r#"{ consecutive = 1, on = ["5xx"], base_ejection = "60s", max_ejected_percent = 50 }"#,
+            ),
+        ];
+        let config =
+            fleet_config(shards, &members, &[], &keys).set("admin", "listen", r#""127.0.0.1:0""#);
+        let proxy = Proxy::start(&config);
+        for _ in 0..8 {
+            assert_status(&proxy.client().get("/"), 200);
+        }
+        let m = scrape_when_counted(&proxy, 8.0);
+        let server = |i: usize| members[i].origin.addr().to_string();
+        let (s0, s1) = (server(0), server(1));
+        let failed = members[0].served() as f64;
+        assert!(failed >= 1.0 && failed <= shards as f64, "{failed}");
+        let of = |name: &str, addr: &str| m.sum(name, &[("upstream", "u"), ("server", addr)]);
+        let retries = "shardproxy_upstream_retries_total";
+        assert_eq!((of(retries, &s0), of(retries, &s1)), (0.0, failed));
+        let ejections = "shardproxy_upstream_ejections_total";
+        assert_eq!((of(ejections, &s0), of(ejections, &s1)), (failed, 0.0));
+        // Ejection is a shard's own judgement; the health table still has both up.
+        assert_eq!(m.sum("shardproxy_upstream_up", &[("upstream", "u")]), 2.0);
+    });
+}
+
+#[test]
+fn the_up_gauge_follows_the_health_checks() {
+    for_each_shard_count(|shards| {
+        let members = fleet(2);
+        let check = (
+            "health_check",
+            r#"{ path = "/health", interval = "50ms", timeout = "300ms", rise = 1, fall = 1 }"#,
+        );
+        let config = fleet_config(shards, &members, &[], &[check]).set(
+            "admin",
+            "listen",
+            r#""127.0.0.1:0""#,
+        );
+        let proxy = Proxy::start(&config);
+        let up = |i: usize| {
+            let (_, text) = proxy.admin("GET", "/metrics");
+            let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let addr = members[i].origin.addr().to_string();
+            m.sum("shardproxy_upstream_up", &[("server", addr.as_str())])
+        };
+        let wait_for = |i: usize, value: f64| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while up(i) != value {
+                assert!(Instant::now() < deadline, "server {i} never showed {value}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for(1, 1.0);
+        members[1].set_healthy(false);
+        wait_for(1, 0.0);
+        assert_eq!(up(0), 1.0);
+        members[1].set_healthy(true);
+        wait_for(1, 1.0);
     });
 }
