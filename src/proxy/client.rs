@@ -52,6 +52,25 @@ pub struct Client {
 }
 
 impl Client {
+    /// A connection the listener just accepted. `peer`: the client's address
+    /// when the accept reported it (else it is asked of the socket). A plain
+    /// function: built inside `serve`, the socket's local would stay in the
+    /// connection's task beside the moved copy, for the connection's life.
+    fn accepted(stream: TcpStream, peer: Option<SocketAddr>, write_timeout: Duration) -> Client {
+        let stream = Socket::accepted(stream);
+        let addr = peer.or_else(|| stream.peer_addr().ok()).map(|a| a.ip());
+        let ip = addr.map(|a| a.to_string().into_bytes()).unwrap_or_default();
+        Client {
+            stream,
+            buf: IoBuf::default(),
+            ip,
+            addr,
+            out: Vec::new(),
+            write_timeout,
+            trip: Trip::begin(),
+        }
+    }
+
     /// Sends `client.out` to the client.
     pub async fn send_out(&mut self) -> Result<(), IoError> {
         self.stream
@@ -68,21 +87,10 @@ pub async fn serve(
     peer: Option<SocketAddr>,
     registration: Registration,
 ) {
-    let stream = Socket::accepted(stream);
-    let addr = peer.or_else(|| stream.peer_addr().ok()).map(|a| a.ip());
-    let ip = addr.map(|a| a.to_string().into_bytes()).unwrap_or_default();
-    let mut client = Client {
-        stream,
-        buf: IoBuf::default(),
-        ip,
-        addr,
-        out: Vec::new(),
-        write_timeout: ctx.config.timeouts.body_idle,
-        trip: Trip::begin(),
-    };
+    let mut client = Client::accepted(stream, peer, ctx.config.timeouts.body_idle);
     // `[limits] connections_per_ip`: over this shard's share, a 429 and close.
     let limit = ctx.config.limits.connections_per_ip;
-    let _ip_slot = match addr.map(|ip| ctx.client_limits.connect(ip, limit)) {
+    let _ip_slot = match client.addr.map(|ip| ctx.client_limits.connect(ip, limit)) {
         Some(Err(OverLimit)) => {
             log::debug!("shard {}: connection over connections_per_ip", ctx.id);
             write_too_many(&mut client.out, Duration::from_secs(1), true);
