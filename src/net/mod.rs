@@ -38,8 +38,10 @@ use compio::{
 };
 
 mod inbox;
+mod peer;
 
 pub use inbox::Received;
+pub use peer::PeerText;
 
 use inbox::{Delivery, Inbox};
 

@@ -29,7 +29,7 @@ use crate::{
         status::{write_error, write_error_detailed},
     },
     limits::{write_too_many, OverLimit},
-    net::{Arrival, IoError, RingWait, Socket},
+    net::{Arrival, IoError, PeerText, RingWait, Socket},
     shard::{context::ShardContext, registry::Registration},
 };
 
@@ -40,7 +40,7 @@ pub struct Client {
     /// the shard when bytes arrive and given back when the connection idles.
     pub buf: IoBuf,
     /// The client's address as text, for X-Forwarded-For; formatted once per connection.
-    pub ip: Vec<u8>,
+    pub ip: PeerText,
     /// The client's address, for per-IP limits.
     pub addr: Option<IpAddr>,
     /// Heads on their way out (to the upstream, then back to the client).
@@ -59,7 +59,7 @@ impl Client {
     fn accepted(stream: TcpStream, peer: Option<SocketAddr>, write_timeout: Duration) -> Client {
         let stream = Socket::accepted(stream);
         let addr = peer.or_else(|| stream.peer_addr().ok()).map(|a| a.ip());
-        let ip = addr.map(|a| a.to_string().into_bytes()).unwrap_or_default();
+        let ip = PeerText::of(addr);
         Client {
             stream,
             buf: IoBuf::default(),

@@ -143,7 +143,7 @@ fn write_upstream_head(ex: &mut Exchange<'_>, stale: Option<&Stale>) -> Vec<u8> 
     let (client, forward) = (&mut *ex.client, ex.ctx.forward);
     let (out, ip) = (&mut client.out, &client.ip);
     out.clear();
-    let to = (&ex.origin, ip.as_slice(), forward);
+    let to = (&ex.origin, &ip[..], forward);
     write_conditional(out, &head, ex.req, to, stale.map(|s| &*s.entry));
     ex.consume_head();
     head
@@ -293,7 +293,7 @@ pub(super) async fn refetch(
     let (client, forward) = (&mut *ex.client, ex.ctx.forward);
     let (out, ip) = (&mut client.out, &client.ip);
     out.clear();
-    let to = (&ex.origin, ip.as_slice(), forward);
+    let to = (&ex.origin, &ip[..], forward);
     match again {
         Again::Unconditional => write_conditional(out, &sent.head, ex.req, to, None),
         Again::AsSent => {

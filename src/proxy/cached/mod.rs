@@ -241,7 +241,7 @@ async fn stale_while_revalidate(
             key: key.bytes,
             hash: key.hash,
             stale: Arc::clone(&entry),
-            client_ip: ex.client.ip.clone(),
+            client_ip: ex.client.ip,
             destination: match &ex.origin {
                 Origin::Forward(forward) => Some(forward.destination().clone()),
                 Origin::Upstream => None,

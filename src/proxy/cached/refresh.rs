@@ -27,6 +27,7 @@ use crate::{
         body::BodyState,
         head::{parse_request_with, Framing, Method, RequestHead, ResponseHead},
     },
+    net::PeerText,
     shard::context::ShardContext,
     upstream::pool::UpstreamConn,
 };
@@ -39,7 +40,7 @@ pub(super) struct Refresh {
     pub key: Vec<u8>,
     pub hash: u64,
     pub stale: Arc<CachedResponse>,
-    pub client_ip: Vec<u8>,
+    pub client_ip: PeerText,
     /// A forward request's destination; `None`: the route's upstream.
     pub destination: Option<Destination>,
 }
@@ -93,7 +94,7 @@ pub(super) async fn refresh(ctx: Rc<ShardContext>, job: Refresh) {
         }
     }
     let mut out = Vec::new();
-    let to = (&origin, client_ip.as_slice(), ctx.forward);
+    let to = (&origin, &client_ip[..], ctx.forward);
     write_conditional(&mut out, &head, &req, to, Some(&stale));
     let Some(mut answered) = exchange(&ctx, &route, &mut origin, &mut out).await else {
         return;
