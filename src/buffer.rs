@@ -109,6 +109,17 @@ impl IoBuf {
         self.data.len() - self.end
     }
 
+    /// Moves the unconsumed bytes to the front, so that all the free space
+    /// follows them; returns it.
+    pub fn compact(&mut self) -> usize {
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.data.len() - self.end
+    }
+
     /// Records that `n` bytes were written into [`IoBuf::spare`].
     #[inline]
     pub fn commit(&mut self, n: usize) {

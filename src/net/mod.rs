@@ -164,6 +164,32 @@ impl Socket {
         Ok(n)
     }
 
+    /// Receives into `buf`'s free space only what has already arrived, without
+    /// waiting (a non-blocking `recv(2)`: no ring operation, no poll arm).
+    /// 0 when nothing is there, or when the multishot receive is armed (it
+    /// alone reads the socket then).
+    pub fn recv_arrived(&self, buf: &mut IoBuf) -> usize {
+        if self.inbox.is_active() {
+            return 0;
+        }
+        let spare = buf.spare();
+        // SAFETY: `spare` is writable memory of `spare.len()` bytes that
+        // outlives the call; the descriptor is this socket's, open.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        // EAGAIN, EOF or an error: the next awaited receive reports it.
+        let Ok(n) = usize::try_from(n) else { return 0 };
+        buf.commit(n);
+        self.received.set(self.received.get() + n);
+        n
+    }
+
     /// Sends all of `bytes` (a `Vec` the caller reuses), within `limit` of silence.
     pub async fn send_vec(&self, bytes: &mut Vec<u8>, limit: Duration) -> Result<(), IoError> {
         let lent = std::mem::take(bytes);

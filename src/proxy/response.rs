@@ -197,6 +197,7 @@ pub async fn send_response(
         &mut body,
         tee.as_deref_mut(),
     )?;
+    let body_ready = take_arrived_rest(upstream, buf, &mut body, body_ready, tee.as_deref_mut())?;
     let client = to.stream;
     client
         .send_vec_then_buffered(to.out, buf, body_ready, side.body_idle)
@@ -226,6 +227,42 @@ pub async fn send_response(
         close_client,
         upstream_reusable,
     })
+}
+
+/// When the rest of a Content-Length body fits in `buf` behind the `ready`
+/// bytes in hand, takes what of it has already arrived (one non-blocking
+/// receive), so the head and the whole body leave in one write. An origin
+/// typically writes the head and then the body: a 64 KiB response arrived
+/// in two pieces and went out in two writes with an awaited receive between.
+/// Returns the body bytes now ready at the front of `buf`.
+fn take_arrived_rest(
+    upstream: &Socket,
+    buf: &mut IoBuf,
+    body: &mut BodyState,
+    ready: usize,
+    mut tee: Option<&mut Tee>,
+) -> Result<usize, ProxyError> {
+    let BodyState::Length { remaining } = *body else {
+        return Ok(ready);
+    };
+    // Everything in hand is this body's (it is not complete yet), so the
+    // free space after compacting is what the rest may use.
+    if remaining > (buf.capacity() - buf.len()) as u64 {
+        return Ok(ready);
+    }
+    buf.compact();
+    let arrived = upstream.recv_arrived(buf);
+    if arrived == 0 {
+        return Ok(ready);
+    }
+    let accepted = body
+        .accept_with(&buf.filled()[ready..], |payload| {
+            if let Some(tee) = tee.as_deref_mut() {
+                tee.push(payload);
+            }
+        })
+        .map_err(ProxyError::BadResponseBody)?;
+    Ok(ready + accepted.bytes)
 }
 
 /// Writes the client's response head into `to.out` and consumes the
