@@ -101,10 +101,8 @@ impl IoBuf {
     /// Slides unconsumed bytes to the front when the tail is full; returns the free space.
     #[inline]
     pub fn make_room(&mut self) -> usize {
-        if self.end == self.data.len() && self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        if self.end == self.data.len() {
+            return self.compact();
         }
         self.data.len() - self.end
     }

@@ -4,7 +4,13 @@
 //! an IPv4 socket address without `core::fmt`'s dynamic dispatch. Measured
 //! against `serde_json` and `write!`: docs/PERFORMANCE.md (access log).
 
-use std::{io::Write, net::SocketAddr, time::Duration};
+use std::{
+    io::Write,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use crate::net::PeerText;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -124,12 +130,7 @@ pub fn millis(out: &mut Vec<u8>, d: Duration) {
 pub fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                uint(out, u64::from(octet));
-            }
+            out.extend_from_slice(&PeerText::of(Some(IpAddr::V4(*v4.ip()))));
             out.push(b':');
             uint(out, u64::from(v4.port()));
         }

@@ -224,10 +224,7 @@ async fn admit(
     req: &RequestHead,
 ) -> Result<(Destination, Option<usize>), ProxyError> {
     let config = &ctx.config.forward;
-    let client_ip = std::str::from_utf8(&client.ip)
-        .ok()
-        .and_then(|ip| ip.parse::<IpAddr>().ok())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let client_ip = client.addr.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     acl::check_client(config, client_ip).map_err(ProxyError::Denied)?;
     let buf = client.buf.filled();
     let user = fwd.auth.authenticate(config, req, buf).await?;

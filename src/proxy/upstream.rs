@@ -82,8 +82,7 @@ pub(super) async fn acquire(
             // Others are queued: take a turn behind them (by class), unless
             // this request was just woken from the queue.
             Pick::Server(_) if !woken && !state.queue.is_empty() => {
-                let until = *deadline.get_or_insert_with(|| Instant::now() + config.queue_timeout);
-                wait_in_queue(ctx, target, until).await?;
+                wait_in_queue(ctx, target, &mut deadline).await?;
                 woken = true;
                 continue;
             }
@@ -91,8 +90,7 @@ pub(super) async fn acquire(
             Pick::Server(server) if refused.contains(&server) => break,
             Pick::Server(server) => server,
             Pick::Busy => {
-                let until = *deadline.get_or_insert_with(|| Instant::now() + config.queue_timeout);
-                wait_in_queue(ctx, target, until).await?;
+                wait_in_queue(ctx, target, &mut deadline).await?;
                 woken = true;
                 continue;
             }
@@ -128,13 +126,18 @@ pub(super) async fn acquire(
 }
 
 /// Waits for a request to the upstream to finish; `Err` when the request is
-/// shed (queue full) or `queue_timeout` passes.
+/// shed (queue full) or `queue_timeout` passes. `deadline` is set at the
+/// request's first wait (`queue_timeout` from then) and kept for later ones.
 async fn wait_in_queue(
     ctx: &ShardContext,
     target: &Target,
-    deadline: Instant,
+    deadline: &mut Option<Instant>,
 ) -> Result<(), ProxyError> {
-    let left = deadline.saturating_duration_since(Instant::now());
+    let now = Instant::now();
+    let queue_timeout = ctx.config.upstreams[target.upstream].queue_timeout;
+    let left = deadline
+        .get_or_insert(now + queue_timeout)
+        .saturating_duration_since(now);
     if left.is_zero() {
         return Err(ProxyError::QueueTimeout);
     }
