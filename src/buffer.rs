@@ -79,6 +79,12 @@ impl IoBuf {
         self.data.len()
     }
 
+    /// Free space behind the unconsumed bytes, reachable without moving them.
+    #[inline]
+    pub fn tail_room(&self) -> usize {
+        self.data.len() - self.end
+    }
+
     /// Marks `n` leading bytes as consumed.
     #[inline]
     pub fn consume(&mut self, n: usize) {

@@ -181,7 +181,10 @@ impl ShardContext {
                 http.buffer_size.max(http.max_header_bytes),
                 config.tuning.buffers,
             ),
-            upstream_buffers: BufferPool::new(http.buffer_size, config.tuning.buffers),
+            upstream_buffers: BufferPool::new(
+                http.buffer_size + UPSTREAM_HEAD_ROOM,
+                config.tuning.buffers,
+            ),
             provided_buffers,
             out_vecs: RefCell::new(Vec::new()),
             heads: RefCell::new(Vec::new()),
@@ -268,6 +271,11 @@ impl ShardContext {
 /// Head vectors and parsed heads kept for reuse per shard; past this, what an
 /// idle connection gives back is freed.
 const SPARE_REQUEST_STATE: usize = 256;
+
+/// Upstream buffers are this much larger than `http.buffer_size`, so that a
+/// response head and a body of `buffer_size` fit together and leave in one
+/// write without sliding the body to the front of the buffer first.
+const UPSTREAM_HEAD_ROOM: usize = 4096;
 
 impl ShardContext {
     /// A vector for writing heads, for a connection that has a request in hand.
