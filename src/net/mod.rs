@@ -24,8 +24,8 @@ use std::{
     net::SocketAddr,
     os::fd::{AsRawFd, RawFd},
     pin::{pin, Pin},
-    sync::Arc,
-    task::{Context, Poll, Waker},
+    sync::{Arc, Mutex},
+    task::{Context, Poll, Wake, Waker},
     time::{Duration, Instant},
 };
 
@@ -200,7 +200,9 @@ impl Socket {
     }
 
     /// Sends all of `head`, then the first `len` unconsumed bytes of `buf`,
-    /// in one vectored write, and consumes those bytes from `buf`.
+    /// in one write, and consumes those bytes from `buf`. A short body is
+    /// copied behind the head: cheaper than the vectored send's per-write
+    /// iovec allocation; a long one is sent from `buf` in a vectored write.
     pub async fn send_vec_then_buffered(
         &self,
         head: &mut Vec<u8>,
@@ -208,7 +210,9 @@ impl Socket {
         len: usize,
         limit: Duration,
     ) -> Result<(), IoError> {
-        if len == 0 {
+        if len <= COPY_BEHIND_HEAD_AT_MOST {
+            head.extend_from_slice(&buf.filled()[..len]);
+            buf.consume(len);
             return self.send_vec(head, limit).await;
         }
         let lent = (
@@ -392,6 +396,9 @@ pub enum Arrival {
     TimedOut,
 }
 
+/// The longest body [`Socket::send_vec_then_buffered`] copies behind its head.
+const COPY_BEHIND_HEAD_AT_MOST: usize = 2048;
+
 /// Bytes shared with the cache, lent to a send without a copy.
 struct SharedBytes(Arc<[u8]>);
 
@@ -402,9 +409,12 @@ impl CompioBuf for SharedBytes {
 }
 
 /// The deadline of a socket's pending operations, enforced by one lazily
-/// moved timer. Operations of one socket all run in its connection's task
-/// (both directions of a full-duplex exchange included), so the timer's
-/// waker is always that task's.
+/// moved timer. Operations of one socket all run in the task that uses it
+/// (both directions of a full-duplex exchange included), but a pooled
+/// upstream socket is used by a different client's task on every request:
+/// the timer therefore wakes a [`WakeRelay`] that points at whichever task
+/// waits now, and moving the relay is a pointer swap where re-registering
+/// the timer's waker was two searches of the runtime's timer tree a request.
 ///
 /// A timer left armed while its socket idles in a pool may fire with no
 /// operation pending: it then wakes the task that last waited on it, which
@@ -416,13 +426,43 @@ pub struct Watchdog {
     timer: RefCell<Option<ArmedTimer>>,
 }
 
-/// A timer armed for `fires`. `waker`: the task it was last polled from,
-/// which it will wake; polling it again from the same task before `fires`
-/// would change nothing.
+/// A timer armed for `fires`, registered with the runtime to wake `relay`.
 struct ArmedTimer {
     fires: Instant,
-    waker: Option<Waker>,
+    relay: Arc<WakeRelay>,
+    /// `relay` as a waker, made once per relay.
+    relay_waker: Waker,
     sleep: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+/// Forwards a timer's wake-up to the task that last waited on the socket.
+/// `Send + Sync` only because `Waker` requires it: the timer fires on the
+/// shard that armed it, so the lock is never contended.
+#[derive(Default)]
+struct WakeRelay {
+    waiter: Mutex<Option<Waker>>,
+}
+
+impl WakeRelay {
+    fn point_at(&self, waker: &Waker) {
+        let mut waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner());
+        if !waiter.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *waiter = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for WakeRelay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = waiter.as_ref() {
+            w.wake_by_ref();
+        }
+    }
 }
 
 impl Watchdog {
@@ -452,38 +492,42 @@ impl Watchdog {
         cx: &mut Context<'_>,
     ) -> Poll<Result<T, IoError>> {
         let mut timer = self.timer.borrow_mut();
-        loop {
-            match timer.as_mut() {
-                Some(armed) if armed.fires <= deadline => {
-                    // Polling the timer is a map lookup; a clock read is cheaper.
-                    let same_task = armed
-                        .waker
-                        .as_ref()
-                        .is_some_and(|w| w.will_wake(cx.waker()));
-                    if same_task && now < armed.fires {
-                        return Poll::Pending;
-                    }
-                    if !same_task {
-                        armed.waker = Some(cx.waker().clone());
-                    }
-                    match armed.sleep.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(()) => {
-                            *timer = None;
-                            if Instant::now() >= deadline {
-                                return Poll::Ready(Err(IoError::TimedOut));
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    *timer = Some(ArmedTimer {
-                        fires: deadline,
-                        waker: None,
-                        sleep: Box::pin(sleep_until(deadline)),
-                    })
-                }
+        if let Some(armed) = timer.as_mut().filter(|t| t.fires <= deadline) {
+            armed.relay.point_at(cx.waker());
+            // Registered and not due: it will wake the relay.
+            if now < armed.fires {
+                return Poll::Pending;
             }
+            let mut relayed = Context::from_waker(&armed.relay_waker);
+            if armed.sleep.as_mut().poll(&mut relayed).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= deadline {
+                *timer = None;
+                return Poll::Ready(Err(IoError::TimedOut));
+            }
+            // It fired for an earlier deadline: re-armed below for this one.
+        }
+        let relay = timer.take().map(|t| t.relay).unwrap_or_default();
+        relay.point_at(cx.waker());
+        let mut armed = ArmedTimer::new(deadline, relay);
+        // The first poll registers the timer with the runtime.
+        let mut relayed = Context::from_waker(&armed.relay_waker);
+        if armed.sleep.as_mut().poll(&mut relayed).is_ready() {
+            return Poll::Ready(Err(IoError::TimedOut));
+        }
+        *timer = Some(armed);
+        Poll::Pending
+    }
+}
+
+impl ArmedTimer {
+    fn new(fires: Instant, relay: Arc<WakeRelay>) -> ArmedTimer {
+        ArmedTimer {
+            fires,
+            relay_waker: Waker::from(relay.clone()),
+            relay,
+            sleep: Box::pin(sleep_until(fires)),
         }
     }
 }
