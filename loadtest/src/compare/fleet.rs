@@ -37,7 +37,13 @@ pub struct FleetConfig {
 impl Fleet {
     pub fn start(c: FleetConfig, kinds: &[Kind]) -> Result<Fleet, String> {
         let log = c.work.join("upstream-origin.log");
-        let upstream = systems::start_origin(&c.exe, 0, 1, &c.client_cpus, &log)?;
+        let upstream = systems::start_origin(
+            &c.exe,
+            0,
+            origin_shards(&c.client_cpus),
+            &c.client_cpus,
+            &log,
+        )?;
         let mut f = Fleet {
             exe: c.exe,
             work: c.work,
@@ -91,7 +97,9 @@ impl Fleet {
             self.bump(format!("upstream origin died ({when}); restarted"))?;
             let port = self.upstream.port;
             let log = self.work.join("upstream-origin.log");
-            self.upstream = systems::start_origin(&self.exe, port, 1, &self.client_cpus, &log)?;
+            let shards = origin_shards(&self.client_cpus);
+            self.upstream =
+                systems::start_origin(&self.exe, port, shards, &self.client_cpus, &log)?;
         }
         if !self.servers[i].alive() {
             let k = self.servers[i].kind;
@@ -113,4 +121,12 @@ impl Fleet {
         self.notes.push(note);
         Ok(())
     }
+}
+
+/// One upstream-origin shard per client CPU. A single origin thread pinned to
+/// the first of them shared that CPU with the load generator's thread while
+/// the others idled, so the 2-shard layout (server and client CPUs 0,1)
+/// measured the pile-up on CPU 0 more than the proxies.
+fn origin_shards(client_cpus: &CpuList) -> usize {
+    client_cpus.0.len().max(1)
 }
