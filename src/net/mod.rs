@@ -412,9 +412,10 @@ impl CompioBuf for SharedBytes {
 /// moved timer. Operations of one socket all run in the task that uses it
 /// (both directions of a full-duplex exchange included), but a pooled
 /// upstream socket is used by a different client's task on every request:
-/// the timer therefore wakes a [`WakeRelay`] that points at whichever task
-/// waits now, and moving the relay is a pointer swap where re-registering
-/// the timer's waker was two searches of the runtime's timer tree a request.
+/// once a second task waits, the timer wakes a [`WakeRelay`] that points at
+/// whichever task waits now, and moving the relay is a waker swap where
+/// re-registering the timer's waker was two searches of the runtime's timer
+/// tree a request. A socket only one task uses needs no relay.
 ///
 /// A timer left armed while its socket idles in a pool may fire with no
 /// operation pending: it then wakes the task that last waited on it, which
@@ -426,13 +427,53 @@ pub struct Watchdog {
     timer: RefCell<Option<ArmedTimer>>,
 }
 
-/// A timer armed for `fires`, registered with the runtime to wake `relay`.
+/// A timer armed for `fires`, registered with the runtime to wake `waiter`.
 struct ArmedTimer {
     fires: Instant,
-    relay: Arc<WakeRelay>,
-    /// `relay` as a waker, made once per relay.
-    relay_waker: Waker,
+    waiter: TimerWaiter,
     sleep: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+/// Whom the runtime's timer wakes: the one task that has waited on the
+/// socket (a client's socket, all its life), or, once a second task waited
+/// (a pooled upstream socket), a relay pointing at the latest.
+enum TimerWaiter {
+    Task(Waker),
+    Relay { relay: Arc<WakeRelay>, waker: Waker },
+}
+
+impl TimerWaiter {
+    fn relay(relay: Arc<WakeRelay>) -> TimerWaiter {
+        TimerWaiter::Relay {
+            waker: Waker::from(relay.clone()),
+            relay,
+        }
+    }
+
+    /// Makes the timer's wake-up reach `task`. True when the waker the
+    /// timer must hold changed (the timer has to be polled again with it).
+    fn follow(&mut self, task: &Waker) -> bool {
+        match self {
+            TimerWaiter::Task(w) if w.will_wake(task) => false,
+            TimerWaiter::Task(_) => {
+                let relay = Arc::new(WakeRelay::default());
+                relay.point_at(task);
+                *self = TimerWaiter::relay(relay);
+                true
+            }
+            TimerWaiter::Relay { relay, .. } => {
+                relay.point_at(task);
+                false
+            }
+        }
+    }
+
+    fn waker(&self) -> &Waker {
+        match self {
+            TimerWaiter::Task(w) => w,
+            TimerWaiter::Relay { waker, .. } => waker,
+        }
+    }
 }
 
 /// Forwards a timer's wake-up to the task that last waited on the socket.
@@ -493,13 +534,13 @@ impl Watchdog {
     ) -> Poll<Result<T, IoError>> {
         let mut timer = self.timer.borrow_mut();
         if let Some(armed) = timer.as_mut().filter(|t| t.fires <= deadline) {
-            armed.relay.point_at(cx.waker());
-            // Registered and not due: it will wake the relay.
-            if now < armed.fires {
+            let changed = armed.waiter.follow(cx.waker());
+            // Registered with the right waker and not due: it will wake us.
+            if now < armed.fires && !changed {
                 return Poll::Pending;
             }
-            let mut relayed = Context::from_waker(&armed.relay_waker);
-            if armed.sleep.as_mut().poll(&mut relayed).is_pending() {
+            let mut timer_cx = Context::from_waker(armed.waiter.waker());
+            if armed.sleep.as_mut().poll(&mut timer_cx).is_pending() {
                 return Poll::Pending;
             }
             if Instant::now() >= deadline {
@@ -508,27 +549,25 @@ impl Watchdog {
             }
             // It fired for an earlier deadline: re-armed below for this one.
         }
-        let relay = timer.take().map(|t| t.relay).unwrap_or_default();
-        relay.point_at(cx.waker());
-        let mut armed = ArmedTimer::new(deadline, relay);
+        let waiter = match timer.take().map(|t| t.waiter) {
+            Some(TimerWaiter::Relay { relay, .. }) => {
+                relay.point_at(cx.waker());
+                TimerWaiter::relay(relay)
+            }
+            _ => TimerWaiter::Task(cx.waker().clone()),
+        };
+        let mut armed = ArmedTimer {
+            fires: deadline,
+            waiter,
+            sleep: Box::pin(sleep_until(deadline)),
+        };
         // The first poll registers the timer with the runtime.
-        let mut relayed = Context::from_waker(&armed.relay_waker);
-        if armed.sleep.as_mut().poll(&mut relayed).is_ready() {
+        let mut timer_cx = Context::from_waker(armed.waiter.waker());
+        if armed.sleep.as_mut().poll(&mut timer_cx).is_ready() {
             return Poll::Ready(Err(IoError::TimedOut));
         }
         *timer = Some(armed);
         Poll::Pending
-    }
-}
-
-impl ArmedTimer {
-    fn new(fires: Instant, relay: Arc<WakeRelay>) -> ArmedTimer {
-        ArmedTimer {
-            fires,
-            relay_waker: Waker::from(relay.clone()),
-            relay,
-            sleep: Box::pin(sleep_until(fires)),
-        }
     }
 }
 
@@ -556,16 +595,29 @@ mod tests {
                 }
             });
             assert!(first.await.unwrap(), "a timely operation must not time out");
-            // Task B waits on the timer A armed: it must be woken, and only at its own deadline.
-            let started = Instant::now();
+            // Task B moves the timer's wake-up to a relay, and finishes in time too.
             let second = spawn({
+                let watch = watch.clone();
+                async move {
+                    let op = sleep(Duration::from_millis(10));
+                    watch.guard(Duration::from_millis(250), op).await.is_ok()
+                }
+            });
+            assert!(
+                second.await.unwrap(),
+                "a timely operation must not time out"
+            );
+            // Task C waits on the timer A armed, through the relay B made: it
+            // must be woken, and only at its own deadline.
+            let started = Instant::now();
+            let third = spawn({
                 let watch = watch.clone();
                 async move {
                     let op = std::future::pending::<()>();
                     watch.guard(Duration::from_millis(300), op).await
                 }
             });
-            assert!(matches!(second.await.unwrap(), Err(IoError::TimedOut)));
+            assert!(matches!(third.await.unwrap(), Err(IoError::TimedOut)));
             assert!(
                 started.elapsed() >= Duration::from_millis(300),
                 "timed out early"

@@ -104,8 +104,9 @@ pub async fn serve(
         None => None,
     };
     let mut ctx = ctx;
-    let mut request = RequestHead::default();
-    let mut response = ResponseHead::default();
+    // Field lists that already grew on an earlier connection (fresh ones
+    // grew by a malloc per push on every new connection).
+    let (mut request, mut response) = ctx.take_heads();
     let mut first = true;
     loop {
         if ctx.draining.get() && client.buf.is_empty() {
