@@ -300,14 +300,32 @@ impl BufferPool {
         })
     }
 
+    /// Keeps the returned chunk while the free list is under
+    /// [`BufferPool::keep_now`], and unmaps chunks above it: under load the
+    /// chunks are reused (with 1,000 connections, unmapping all but 64
+    /// made every other request an mmap, a page fault and an munmap), and
+    /// as load falls the list shrinks back to `keep`.
     fn give_back(&self, data: Chunk) {
-        self.leased.set(self.leased.get().saturating_sub(1));
+        let leased = self.leased.get().saturating_sub(1);
+        self.leased.set(leased);
+        let keep = self.keep_now(leased);
         let mut free = self.free.borrow_mut();
-        if free.len() < self.keep && data.len() == self.size {
+        if free.len() < keep && data.len() == self.size {
             free.push(data);
+        }
+        // At most two a return: the threshold falls by two per return.
+        while free.len() > keep {
+            free.pop();
         }
         drop(free);
         self.wake_next();
+    }
+
+    /// Free chunks worth keeping while `leased` are in use: twice that, so
+    /// a load that swings around its mean reuses what it freed, and never
+    /// fewer than `keep`.
+    fn keep_now(&self, leased: usize) -> usize {
+        (2 * leased).clamp(self.keep, self.max)
     }
 }
 
@@ -422,6 +440,22 @@ mod tests {
         assert_eq!(c.capacity(), 16);
         drop((b, c));
         assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn free_chunks_follow_the_load_and_shrink_back_when_it_ends() {
+        let pool = BufferPool::new(16, 1000);
+        let mut burst: Vec<IoBuf> = (0..400).map(|_| pool.try_lease().unwrap()).collect();
+        // Half the burst comes back while the other half is still in use:
+        // all of it is kept for the next requests.
+        burst.truncate(200);
+        assert_eq!(pool.free.borrow().len(), 200);
+        burst.extend((0..200).map(|_| pool.try_lease().unwrap()));
+        assert_eq!(pool.free.borrow().len(), 0, "the kept chunks were reused");
+        // The load ends: the free list shrinks back to `keep` (64).
+        burst.clear();
+        assert_eq!(pool.leased(), 0);
+        assert_eq!(pool.free.borrow().len(), 64);
     }
 
     #[test]
