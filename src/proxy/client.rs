@@ -81,6 +81,12 @@ impl Client {
 
 /// Serves one accepted connection until it closes. `peer`: the client's
 /// address when the accept reported it (else it is asked of the socket).
+///
+/// What this task holds while the connection idles is its size (the RSS of
+/// an idle keep-alive connection): the client, the registration and the
+/// wait for the next request. Everything a request needs, from its head to
+/// an error page, lives in [`boxed_request`]'s box, on the heap only while
+/// a request is in hand; rarer paths are boxed where they are awaited.
 pub async fn serve(
     ctx: Rc<ShardContext>,
     stream: TcpStream,
@@ -93,9 +99,7 @@ pub async fn serve(
     let _ip_slot = match client.addr.map(|ip| ctx.client_limits.connect(ip, limit)) {
         Some(Err(OverLimit)) => {
             log::debug!("shard {}: connection over connections_per_ip", ctx.id);
-            write_too_many(&mut client.out, Duration::from_secs(1), true);
-            let _ = client.send_out().await;
-            linger_close(&mut client).await;
+            Box::pin(refuse_over_limit(&mut client)).await;
             drop(registration);
             client.stream.close().await;
             return;
@@ -104,80 +108,110 @@ pub async fn serve(
         None => None,
     };
     let mut ctx = ctx;
-    // Field lists that already grew on an earlier connection (fresh ones
-    // grew by a malloc per push on every new connection).
-    let (mut request, mut response) = ctx.take_heads();
     let mut first = true;
     loop {
         if ctx.draining.get() && client.buf.is_empty() {
             break;
         }
-        if client.buf.is_empty() {
-            // The parsed heads' field lists go back to the shard while idle.
-            ctx.give_heads(std::mem::take(&mut request), std::mem::take(&mut response));
-            if !wait_for_request(&ctx, &mut client, first, &registration).await {
-                break;
-            }
-            (request, response) = ctx.take_heads();
+        if client.buf.is_empty() && !wait_for_request(&ctx, &mut client, first, &registration).await
+        {
+            break;
         }
         // A reload since the last request: this one runs on the new config.
         ctx = ctx.latest();
         client.trip = Trip::begin();
-        match read_request_head(&ctx, &mut client, &mut request).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                log::debug!("shard {}: {e}", ctx.id);
-                refused_head(&ctx, &mut client, e.status());
-                answer(&mut client, &e, true).await;
-                linger_close(&mut client).await;
-                break;
-            }
-        }
-        first = false;
-        registration.set_idle(false);
-        let had_body = request.fields.framing != Framing::None;
-        let keep_alive = request.fields.wants_keep_alive();
-        let outcome = boxed_handle(&ctx, &mut client, &request, &mut response).await;
-        match outcome {
-            Ok(Next::KeepAlive) => {}
-            Ok(Next::Close) => break,
-            Err(e) => {
-                if e.is_upstream() {
-                    log::warn!("shard {}: {e}", ctx.id);
-                } else {
-                    log::debug!("shard {}: {e}", ctx.id);
-                }
-                // Only a request that never had a body can leave the connection in sync.
-                let keep =
-                    e.leaves_connection_in_sync() && !had_body && keep_alive && !ctx.draining.get();
-                answer(&mut client, &e, !keep).await;
-                if !keep {
-                    linger_close(&mut client).await;
-                    break;
-                }
-            }
+        match boxed_request(&ctx, &mut client, &registration, &mut first).await {
+            Next::KeepAlive => {}
+            Next::Close => break,
         }
     }
     drop(registration);
-    // The next connection reuses them: with a connection per request, these
-    // allocations were a malloc and a free each per request.
-    ctx.give_heads(request, response);
     ctx.give_out_vec(std::mem::take(&mut client.out));
     client.stream.close().await;
 }
 
-/// The request's state, on the heap only while a request is in hand, so an
+/// A 429 to a connection over `connections_per_ip`, then a lingering close.
+async fn refuse_over_limit(client: &mut Client) {
+    write_too_many(&mut client.out, Duration::from_secs(1), true);
+    let _ = client.send_out().await;
+    linger_close(client).await;
+}
+
+/// [`request`]'s state, on the heap only while a request is in hand, so an
 /// idle connection's task stays small. A plain function: boxing inside the
 /// async loop made the compiler keep room for the unboxed future in the
 /// connection's task as well (3,992 bytes instead of ~1,400).
-fn boxed_handle<'a>(
+fn boxed_request<'a>(
     ctx: &'a Rc<ShardContext>,
     client: &'a mut Client,
-    request: &'a RequestHead,
-    response: &'a mut ResponseHead,
-) -> Pin<Box<impl Future<Output = Result<Next, ProxyError>> + 'a>> {
-    Box::pin(handle(ctx, client, request, response))
+    registration: &'a Registration,
+    first: &'a mut bool,
+) -> Pin<Box<impl Future<Output = Next> + 'a>> {
+    Box::pin(request(ctx, client, registration, first))
+}
+
+/// One request: its head, the exchange, and the error page if one is due.
+/// `Next::Close` when the connection must close (after a lingering close
+/// where the client may still be sending).
+async fn request(
+    ctx: &Rc<ShardContext>,
+    client: &mut Client,
+    registration: &Registration,
+    first: &mut bool,
+) -> Next {
+    // Field lists that already grew on an earlier request (fresh ones grew
+    // by a malloc per push); they go back to the shard when the request ends.
+    let (mut request, mut response) = ctx.take_heads();
+    let next = match read_request_head(ctx, client, &mut request).await {
+        Ok(true) => {
+            *first = false;
+            registration.set_idle(false);
+            exchange_and_answer(ctx, client, &request, &mut response).await
+        }
+        Ok(false) => Next::Close,
+        Err(e) => {
+            log::debug!("shard {}: {e}", ctx.id);
+            refused_head(ctx, client, e.status());
+            answer(client, &e, true).await;
+            linger_close(client).await;
+            Next::Close
+        }
+    };
+    ctx.give_heads(request, response);
+    next
+}
+
+/// Hands a parsed request to [`handle`]; an error becomes its status page,
+/// and the connection stays open only when nothing of the request is left
+/// unread.
+async fn exchange_and_answer(
+    ctx: &Rc<ShardContext>,
+    client: &mut Client,
+    request: &RequestHead,
+    response: &mut ResponseHead,
+) -> Next {
+    let had_body = request.fields.framing != Framing::None;
+    let keep_alive = request.fields.wants_keep_alive();
+    match handle(ctx, client, request, response).await {
+        Ok(next) => next,
+        Err(e) => {
+            if e.is_upstream() {
+                log::warn!("shard {}: {e}", ctx.id);
+            } else {
+                log::debug!("shard {}: {e}", ctx.id);
+            }
+            // Only a request that never had a body can leave the connection in sync.
+            let keep =
+                e.leaves_connection_in_sync() && !had_body && keep_alive && !ctx.draining.get();
+            answer(client, &e, !keep).await;
+            if keep {
+                Next::KeepAlive
+            } else {
+                linger_close(client).await;
+                Next::Close
+            }
+        }
+    }
 }
 
 /// Waits, holding no buffer, until the client sends something; then leases
