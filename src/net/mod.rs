@@ -552,10 +552,11 @@ impl Watchdog {
             }
             // It fired for an earlier deadline: re-armed below for this one.
         }
+        // A relay stays (the socket changes tasks); a task's waker is replaced.
         let waiter = match timer.take().map(|t| t.waiter) {
-            Some(TimerWaiter::Relay { relay, .. }) => {
-                relay.point_at(cx.waker());
-                TimerWaiter::relay(relay)
+            Some(mut relayed @ TimerWaiter::Relay { .. }) => {
+                relayed.follow(cx.waker());
+                relayed
             }
             _ => TimerWaiter::Task(cx.waker().clone()),
         };

@@ -229,15 +229,15 @@ pub async fn send_response(
     })
 }
 
+/// The most arrived body bytes [`take_arrived_rest`] moves to make room.
+const SLIDE_AT_MOST: usize = 4096;
+
 /// When the rest of a Content-Length body fits in `buf` behind the `ready`
 /// bytes in hand, takes what of it has already arrived (one non-blocking
 /// receive), so the head and the whole body leave in one write. An origin
 /// typically writes the head and then the body: a 64 KiB response arrived
 /// in two pieces and went out in two writes with an awaited receive between.
 /// Returns the body bytes now ready at the front of `buf`.
-/// The most arrived body bytes [`take_arrived_rest`] moves to make room.
-const SLIDE_AT_MOST: usize = 4096;
-
 fn take_arrived_rest(
     upstream: &Socket,
     buf: &mut IoBuf,
