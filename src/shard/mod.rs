@@ -103,7 +103,7 @@ pub fn spawn_shard(
                     }
                 };
             let _ = ready.send(Ok(plan.id));
-            runtime.block_on(run(plan, engine));
+            ring::run_main(&runtime, run(plan, engine));
         })
 }
 

@@ -10,7 +10,7 @@
 //! when the shard asks for events, which suits a thread-per-core design where
 //! only the ring's own thread ever submits.
 
-use std::{fmt, io, num::NonZeroU16};
+use std::{fmt, future::Future, io, num::NonZeroU16, time::Duration};
 
 use compio::runtime::{Runtime, RuntimeBuilder};
 use compio_driver::{DriverType, ProactorBuilder};
@@ -89,6 +89,34 @@ pub fn build(io: IoBackend, mode: RingMode, ring_depth: u32) -> Result<(Runtime,
     ))
 }
 
+/// Runs the shard's main task until it ends, driving the runtime's loop
+/// here rather than with `Runtime::block_on`. `block_on` polls its future on
+/// every turn of the loop, whether or not anything woke it; the shard's
+/// main task (control poll, accept loops, sweepers) is almost always
+/// waiting, so spawned as an ordinary task it is polled only when woken.
+/// A panic of the main task is the shard's, as with `block_on`.
+pub fn run_main(runtime: &Runtime, main: impl Future<Output = ()> + 'static) {
+    runtime.enter(|| {
+        let main = runtime.spawn(main);
+        loop {
+            // `run` is true while woken tasks remain: then only reap
+            // completions, without waiting for more.
+            let more = runtime.run();
+            if main.is_finished() {
+                break;
+            }
+            if more {
+                runtime.poll_with(Some(Duration::ZERO));
+            } else {
+                runtime.poll();
+            }
+        }
+        if let Err(failed) = runtime.block_on(main) {
+            failed.resume_unwind();
+        }
+    })
+}
+
 /// The shard's provided-buffer ring, which idle connections receive their
 /// next request into (the kernel takes a buffer only when bytes arrive):
 /// 256 × 4 KiB = 1 MiB per shard. A larger head continues in the
@@ -137,6 +165,34 @@ mod tests {
         let (rt, engine) = build(IoBackend::Poll, RingMode::Auto, 64).unwrap();
         assert_eq!(engine, Engine::Poll);
         assert!(rt.driver_type().is_polling());
+    }
+
+    #[test]
+    fn run_main_returns_once_the_main_task_ends_with_its_timers_and_tasks_served() {
+        use std::{cell::Cell, rc::Rc};
+        for io in [IoBackend::IoUring, IoBackend::Poll] {
+            let (rt, _) = build(io, RingMode::Auto, 64).unwrap();
+            let steps = Rc::new(Cell::new(0));
+            let seen = steps.clone();
+            run_main(&rt, async move {
+                // A timer and a task the main task waits for: both need the loop's turns.
+                compio::time::sleep(Duration::from_millis(20)).await;
+                let helper = compio::runtime::spawn(async { 7 });
+                seen.set(helper.await.unwrap());
+            });
+            assert_eq!(
+                steps.get(),
+                7,
+                "{io:?}: the main task did not run to its end"
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "the main task's own panic")]
+    fn a_panic_of_the_main_task_is_the_shards() {
+        let (rt, _) = build(IoBackend::Auto, RingMode::Auto, 64).unwrap();
+        run_main(&rt, async { panic!("the main task's own panic") });
     }
 
     #[test]
