@@ -172,8 +172,8 @@ mod tests {
         use std::{cell::Cell, rc::Rc};
         for io in [IoBackend::IoUring, IoBackend::Poll] {
             let (rt, _) = build(io, RingMode::Auto, 64).unwrap();
-            let steps = Rc::new(Cell::new(0));
-            let seen = steps.clone();
+            let answer = Rc::new(Cell::new(0));
+            let seen = answer.clone();
             run_main(&rt, async move {
                 // A timer and a task the main task waits for: both need the loop's turns.
                 compio::time::sleep(Duration::from_millis(20)).await;
@@ -181,7 +181,7 @@ mod tests {
                 seen.set(helper.await.unwrap());
             });
             assert_eq!(
-                steps.get(),
+                answer.get(),
                 7,
                 "{io:?}: the main task did not run to its end"
             );
