@@ -518,7 +518,7 @@ impl Watchdog {
         poll_fn(|cx| match op.as_mut().poll(cx) {
             Poll::Ready(output) => Poll::Ready(Ok(output)),
             Poll::Pending => {
-                let now = Instant::now();
+                let now = crate::shard::clock::now();
                 let deadline = *deadline.get_or_insert(now + limit);
                 self.poll_expired(deadline, now, cx)
             }
@@ -546,7 +546,7 @@ impl Watchdog {
             if armed.sleep.as_mut().poll(&mut timer_cx).is_pending() {
                 return Poll::Pending;
             }
-            if Instant::now() >= deadline {
+            if crate::shard::clock::now() >= deadline {
                 *timer = None;
                 return Poll::Ready(Err(IoError::TimedOut));
             }

@@ -25,7 +25,7 @@
 //! A request touches only its shard's state; other shards are reached only
 //! through the cache's messages.
 
-use std::{rc::Rc, time::Instant};
+use std::rc::Rc;
 
 use super::{
     admission::admit,
@@ -42,6 +42,7 @@ use super::{
     tunnel,
     upstream::{exchange_head, finish},
 };
+use crate::shard::clock;
 use crate::{
     config::RouteConfig,
     http::{
@@ -237,7 +238,7 @@ fn after(
         None => &ctx.unrouted_stats,
     };
     // One clock read for the metrics and the access log line.
-    let ended = Instant::now();
+    let ended = clock::now();
     trip.ended = Some(ended);
     stats.record(req.method(), status, ended - trip.started);
     if let Some(user) = trip.user.and_then(|i| ctx.user_stats.get(i)) {
@@ -294,7 +295,7 @@ fn admit_rate(
         // No limit applies: no clock read on the common path.
         return Ok(());
     }
-    let now = Instant::now();
+    let now = clock::now();
     let per_ip = match (ctx.config.limits.rate_per_ip, client.addr) {
         (Some(rate), Some(ip)) => ctx.client_limits.admit(ip, rate, now),
         _ => Ok(()),
@@ -318,7 +319,7 @@ async fn forward(ex: &mut Exchange<'_>, plan: Forward<'_>) -> Result<Next, Proxy
     write_upstream_head(ex)?;
     if ex.ctx.access_log.is_some() {
         // Only the access log reports the upstream's time.
-        ex.client.trip.upstream_started = Some(Instant::now());
+        ex.client.trip.upstream_started = Some(clock::now());
     }
     let mut retries = Retries::new(ex.ctx, ex.target, ex.req.method());
     let mut conn = retries.connection().await?;

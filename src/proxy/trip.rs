@@ -5,6 +5,7 @@
 
 use std::{net::SocketAddr, rc::Rc, time::Instant};
 
+use crate::shard::clock;
 use crate::{
     access_log::{Entry, RequestText},
     http::head::{Framing, ResponseHead},
@@ -66,7 +67,7 @@ pub struct Trip {
 impl Trip {
     pub fn begin() -> Trip {
         Trip {
-            started: Instant::now(),
+            started: clock::now(),
             route: None,
             server: None,
             upstream_started: None,
@@ -92,7 +93,7 @@ impl Trip {
         request: &'a RequestText,
         resp: &ResponseHead,
     ) -> Entry<'a> {
-        let ended = self.ended.unwrap_or_else(Instant::now);
+        let ended = self.ended.unwrap_or_else(clock::now);
         let declared = match resp.fields.framing {
             Framing::Length(n) if resp.status != 0 => Some(n),
             _ => None,

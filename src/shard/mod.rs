@@ -7,6 +7,7 @@
 //! things a shard hears from outside are [`Control`] messages, which it polls
 //! without ever blocking, and cache messages from other shards.
 
+pub mod clock;
 pub mod context;
 pub mod mesh;
 pub mod oneshot;

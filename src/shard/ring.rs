@@ -15,6 +15,7 @@ use std::{fmt, future::Future, io, num::NonZeroU16, time::Duration};
 use compio::runtime::{Runtime, RuntimeBuilder};
 use compio_driver::{DriverType, ProactorBuilder};
 
+use super::clock::TurnClock;
 use crate::config::{IoBackend, RingMode};
 
 /// What a shard's runtime actually runs on.
@@ -94,9 +95,11 @@ pub fn build(io: IoBackend, mode: RingMode, ring_depth: u32) -> Result<(Runtime,
 /// every turn of the loop, whether or not anything woke it; the shard's
 /// main task (control poll, accept loops, sweepers) is almost always
 /// waiting, so spawned as an ordinary task it is polled only when woken.
-/// A panic of the main task is the shard's, as with `block_on`.
+/// A panic of the main task is the shard's, as with `block_on`. Each turn
+/// reads the clock once for the request path ([`super::clock`]).
 pub fn run_main(runtime: &Runtime, main: impl Future<Output = ()> + 'static) {
     runtime.enter(|| {
+        let clock = TurnClock::start();
         let main = runtime.spawn(main);
         loop {
             // `run` is true while woken tasks remain: then only reap
@@ -110,7 +113,9 @@ pub fn run_main(runtime: &Runtime, main: impl Future<Output = ()> + 'static) {
             } else {
                 runtime.poll();
             }
+            clock.tick();
         }
+        drop(clock);
         if let Err(failed) = runtime.block_on(main) {
             failed.resume_unwind();
         }

@@ -20,6 +20,7 @@ use std::{
 };
 
 use crate::net::Socket;
+use crate::shard::clock;
 
 use crate::{buffer::IoBuf, upstream::state::Lease};
 
@@ -85,7 +86,7 @@ impl Pool {
 
     /// The most recently returned live connection to `addr`, if any.
     pub fn take(&self, addr: SocketAddr) -> Option<UpstreamConn> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
@@ -118,7 +119,7 @@ impl Pool {
         }
         list.push(Idle {
             conn,
-            expires: Instant::now() + idle_timeout,
+            expires: clock::now() + idle_timeout,
         });
     }
 

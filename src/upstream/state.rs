@@ -16,6 +16,7 @@ use super::{
     retry::RetryBudget,
     rng::Rng,
 };
+use crate::shard::clock;
 use crate::{
     config::{Failure, UpstreamConfig},
     metrics::shard::{ServerStats, ShardMetrics},
@@ -118,7 +119,7 @@ impl UpstreamState {
     /// `tried` where another one is usable.
     pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Pick {
         // Reading the clock costs a little on every request: only when needed.
-        let now = self.ejects.then(Instant::now);
+        let now = self.ejects.then(clock::now);
         let load = |i: usize| self.servers[i].in_flight.get();
         let fresh = |i: usize| self.is_up(i, now) && self.has_room(i) && !tried.contains(&i);
         let any = |i: usize| self.is_up(i, now) && self.has_room(i);
@@ -164,7 +165,7 @@ impl UpstreamState {
         let Some(policy) = &config.outlier else {
             return;
         };
-        if let Some(length) = outlier::record(policy, self, server, outcome, Instant::now()) {
+        if let Some(length) = outlier::record(policy, self, server, outcome, clock::now()) {
             self.servers[server].stats.count_ejection();
             log::warn!(
                 "upstream `{}`: server {} ejected for {length:?} after {} consecutive failures",
