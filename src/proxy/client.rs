@@ -21,7 +21,6 @@ use super::{
     exchange::{handle, Next},
     trip::Trip,
 };
-use crate::shard::clock;
 use crate::{
     access_log::RequestText,
     buffer::IoBuf,
@@ -31,6 +30,7 @@ use crate::{
     },
     limits::{write_too_many, OverLimit},
     net::{Arrival, IoError, PeerText, RingWait, Socket},
+    shard::clock,
     shard::{context::ShardContext, registry::Registration},
 };
 

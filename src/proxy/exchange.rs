@@ -42,7 +42,6 @@ use super::{
     tunnel,
     upstream::{exchange_head, finish},
 };
-use crate::shard::clock;
 use crate::{
     config::RouteConfig,
     http::{
@@ -51,6 +50,7 @@ use crate::{
         rewrite::write_request_head,
         status::CONTINUE,
     },
+    shard::clock,
     shard::context::ShardContext,
     upstream::pool::UpstreamConn,
 };

@@ -5,11 +5,11 @@
 
 use std::{net::SocketAddr, rc::Rc, time::Instant};
 
-use crate::shard::clock;
 use crate::{
     access_log::{Entry, RequestText},
     http::head::{Framing, ResponseHead},
     metrics::shard::ServerStats,
+    shard::clock,
     shard::context::ShardContext,
 };
 

@@ -19,10 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::net::Socket;
-use crate::shard::clock;
-
-use crate::{buffer::IoBuf, upstream::state::Lease};
+use crate::{buffer::IoBuf, net::Socket, shard::clock, upstream::state::Lease};
 
 /// A connection to an upstream server and the buffer its responses are read into.
 pub struct UpstreamConn {

@@ -16,10 +16,10 @@ use super::{
     retry::RetryBudget,
     rng::Rng,
 };
-use crate::shard::clock;
 use crate::{
     config::{Failure, UpstreamConfig},
     metrics::shard::{ServerStats, ShardMetrics},
+    shard::clock,
 };
 
 /// One server of the upstream, on this shard.
