@@ -165,6 +165,12 @@ pub struct CompareArgs {
     #[arg(long, value_parser = parse_cpu_list, default_value = "0")]
     pub server_cpus: CpuList,
 
+    /// Pin every proxy's workers/threads/shards one per server CPU, each with
+    /// its own setting (shardproxy `cpus`, nginx `worker_cpu_affinity`,
+    /// HAProxy `cpu-map`); without it the kernel places them all.
+    #[arg(long)]
+    pub pin: bool,
+
     /// CPUs for the load generator and the upstream origin behind the proxies.
     #[arg(long, value_parser = parse_cpu_list, default_value = "1")]
     pub client_cpus: CpuList,

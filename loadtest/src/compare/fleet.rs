@@ -3,7 +3,7 @@
 //! killed by someone else's cleanup) is restarted and the run repeated, a
 //! bounded number of times, with a note in the report.
 
-use super::systems::{self, Kind, Server};
+use super::systems::{self, Kind, Layout, Server};
 use crate::util::CpuList;
 use std::path::PathBuf;
 
@@ -14,8 +14,7 @@ pub struct Fleet {
     pub exe: PathBuf,
     pub work: PathBuf,
     pub shardproxy: PathBuf,
-    pub shards: usize,
-    pub server_cpus: CpuList,
+    pub layout: Layout,
     pub client_cpus: CpuList,
     pub cache_dir: PathBuf,
     pub upstream: Server,
@@ -28,8 +27,7 @@ pub struct FleetConfig {
     pub exe: PathBuf,
     pub work: PathBuf,
     pub shardproxy: PathBuf,
-    pub shards: usize,
-    pub server_cpus: CpuList,
+    pub layout: Layout,
     pub client_cpus: CpuList,
     pub cache_dir: PathBuf,
 }
@@ -48,8 +46,7 @@ impl Fleet {
             exe: c.exe,
             work: c.work,
             shardproxy: c.shardproxy,
-            shards: c.shards,
-            server_cpus: c.server_cpus,
+            layout: c.layout,
             client_cpus: c.client_cpus,
             cache_dir: c.cache_dir,
             upstream,
@@ -70,8 +67,8 @@ impl Fleet {
             Kind::Origin => systems::start_origin(
                 &self.exe,
                 0,
-                self.shards,
-                &self.server_cpus,
+                self.layout.shards,
+                &self.layout.cpus,
                 &self.work.join("origin.log"),
             ),
             _ => systems::start_proxy(
@@ -79,8 +76,7 @@ impl Fleet {
                 &self.work,
                 &self.shardproxy,
                 self.upstream.port,
-                self.shards,
-                &self.server_cpus,
+                &self.layout,
                 &self.cache_dir,
             ),
         }

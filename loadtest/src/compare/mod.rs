@@ -165,8 +165,11 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
             exe: exe.clone(),
             work: work.clone(),
             shardproxy: a.shardproxy.clone(),
-            shards: a.shards,
-            server_cpus: a.server_cpus.clone(),
+            layout: systems::Layout {
+                shards: a.shards,
+                cpus: a.server_cpus.clone(),
+                pin: a.pin,
+            },
             client_cpus: a.client_cpus.clone(),
             cache_dir: cache_dir.clone(),
         },

@@ -175,11 +175,17 @@ fn markdown(c: &Context, chart_prefix: &str) -> String {
             .collect::<Vec<_>>()
             .join(",")
     };
+    let placement = if a.pin {
+        "confined there by taskset, each pinning one shard/worker/thread per CPU with its own setting \
+         (shardproxy `cpus`, nginx `worker_cpu_affinity`, HAProxy `cpu-map`; `--pin`)"
+    } else {
+        "confined there by taskset and placed by the kernel (no per-thread affinity for any of them: \
+         shardproxy runs with `pin = false`)"
+    };
     let _ = writeln!(
         md,
         "- Setup: systems under test (and the directly-hit origin) on CPU {}, {} shard/worker/thread each, \
-         confined there by taskset and placed by the kernel (no per-thread affinity for any of them: \
-         shardproxy runs with `pin = false`); \
+         {placement}; \
          the load generator ({} thread) and the upstream origin behind the proxies share CPU {}. \
          Each run: {:?} warmup (not recorded), then {:?} measured; {} repeat(s), systems interleaved \
          (A B C D A B C D …); medians reported. CPU µs/request = the server's utime+stime over all its \

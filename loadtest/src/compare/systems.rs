@@ -2,9 +2,10 @@
 //! HAProxy. Each gets an equivalent configuration written to the work
 //! directory (keep-alive to the origin, one worker/thread/shard per
 //! `--shards`, no access logs), is started confined to the server CPUs
-//! (taskset; no server pins its threads to single cores), and is stopped
-//! when dropped. Readiness is polled with real HTTP requests, bounded
-//! in time.
+//! (taskset), and is stopped when dropped. By default the kernel places
+//! every server's threads; with `--pin` each proxy pins one
+//! worker/thread/shard per server CPU with its own setting, so the layouts
+//! stay alike. Readiness is polled with real HTTP requests, bounded in time.
 
 use crate::util::CpuList;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,6 +16,22 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many workers/threads/shards every proxy runs, on which CPUs, and
+/// whether each proxy pins them one per CPU.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub shards: usize,
+    pub cpus: CpuList,
+    pub pin: bool,
+}
+
+impl Layout {
+    /// The CPU worker `i` is pinned to: the server CPUs in turn.
+    fn cpu_of(&self, i: usize) -> usize {
+        self.cpus.0[i % self.cpus.0.len()]
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -166,8 +183,7 @@ pub fn start_proxy(
     dir: &Path,
     shardproxy: &Path,
     upstream: u16,
-    shards: usize,
-    cpus: &CpuList,
+    layout: &Layout,
     cache_dir: &Path,
 ) -> Result<Server, String> {
     let port = free_port()?;
@@ -179,10 +195,10 @@ pub fn start_proxy(
         Ok(p)
     };
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", &cpus_arg(cpus)]);
+    cmd.args(["-c", &cpus_arg(&layout.cpus)]);
     match kind {
         Kind::Shardproxy => {
-            let cfg = write("shardproxy.toml", shardproxy_config(port, upstream, shards))?;
+            let cfg = write("shardproxy.toml", shardproxy_config(port, upstream, layout))?;
             cmd.arg(shardproxy).arg("--config").arg(cfg);
             cmd.env("RUST_LOG", "warn");
         }
@@ -191,12 +207,12 @@ pub fn start_proxy(
                 .map_err(|e| format!("{}: {e}", cache_dir.display()))?;
             let cfg = write(
                 "nginx.conf",
-                nginx_config(port, upstream, shards, dir, cache_dir),
+                nginx_config(port, upstream, layout, dir, cache_dir),
             )?;
             cmd.arg("nginx").arg("-p").arg(dir).arg("-c").arg(cfg);
         }
         Kind::Haproxy => {
-            let cfg = write("haproxy.cfg", haproxy_config(port, upstream, shards))?;
+            let cfg = write("haproxy.cfg", haproxy_config(port, upstream, layout))?;
             cmd.arg("haproxy").arg("-db").arg("-f").arg(cfg);
         }
         Kind::Origin => return Err("the origin is started with start_origin".into()),
@@ -248,14 +264,20 @@ fn probe(port: u16) -> bool {
     matches!(c.read(&mut buf), Ok(n) if n >= 12 && &buf[..12] == b"HTTP/1.1 200")
 }
 
-fn shardproxy_config(port: u16, upstream: u16, shards: usize) -> String {
-    // No per-shard CPU affinity, as nginx's workers and HAProxy's threads run
-    // here: taskset keeps every server on the server CPUs and the kernel
-    // places the threads. The load generator and the origin share those
-    // cores, where pinned shards cost more (README, `server.pin`).
+fn shardproxy_config(port: u16, upstream: u16, layout: &Layout) -> String {
+    // Unpinned unless `--pin`, as nginx's workers and HAProxy's threads run
+    // then: taskset keeps every server on the server CPUs and the kernel
+    // places the threads.
+    let shards = layout.shards;
+    let pin = if layout.pin {
+        let cpus: Vec<String> = (0..shards).map(|i| layout.cpu_of(i).to_string()).collect();
+        format!("pin = true\ncpus = [{}]", cpus.join(", "))
+    } else {
+        "pin = false".to_string()
+    };
     format!(
         "# Written by loadtest compare.\n\
-         [server]\nlisten = [\"127.0.0.1:{port}\"]\nshards = {shards}\npin = false\n\n\
+         [server]\nlisten = [\"127.0.0.1:{port}\"]\nshards = {shards}\n{pin}\n\n\
          [[upstream]]\nname = \"default\"\nservers = [\"127.0.0.1:{upstream}\"]\nkeepalive = 64\n\n\
          # The cache is on for /cache/ only, as nginx's proxy_cache: nginx does not\n\
          # cache on Last-Modified heuristics, so the other scenarios stay uncached.\n\
@@ -265,15 +287,33 @@ fn shardproxy_config(port: u16, upstream: u16, shards: usize) -> String {
     )
 }
 
-fn nginx_config(port: u16, upstream: u16, shards: usize, dir: &Path, cache: &Path) -> String {
+fn nginx_config(port: u16, upstream: u16, layout: &Layout, dir: &Path, cache: &Path) -> String {
     let d = dir.display();
     let c = cache.display();
+    let shards = layout.shards;
+    let affinity = if layout.pin {
+        // One bit mask per worker, CPU 0 rightmost.
+        let width = layout.cpus.0.iter().max().map_or(1, |m| m + 1);
+        let masks: Vec<String> = (0..shards)
+            .map(|i| {
+                let cpu = layout.cpu_of(i);
+                (0..width)
+                    .rev()
+                    .map(|bit| if bit == cpu { '1' } else { '0' })
+                    .collect()
+            })
+            .collect();
+        format!("worker_cpu_affinity {};", masks.join(" "))
+    } else {
+        String::new()
+    };
     format!(
         r#"# Written by loadtest compare.
 daemon off;
 master_process on;
 user root;
 worker_processes {shards};
+{affinity}
 worker_rlimit_nofile 65536;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
@@ -317,12 +357,21 @@ http {{
     )
 }
 
-fn haproxy_config(port: u16, upstream: u16, shards: usize) -> String {
+fn haproxy_config(port: u16, upstream: u16, layout: &Layout) -> String {
+    let shards = layout.shards;
+    let affinity: String = if layout.pin {
+        // Thread i (from 1) of process 1 on one CPU.
+        (0..shards)
+            .map(|i| format!("    cpu-map 1/{} {}\n", i + 1, layout.cpu_of(i)))
+            .collect()
+    } else {
+        String::new()
+    };
     format!(
         r#"# Written by loadtest compare.
 global
     nbthread {shards}
-    maxconn 8000
+{affinity}    maxconn 8000
 defaults
     mode http
     option http-keep-alive
@@ -386,11 +435,16 @@ mod tests {
 
     #[test]
     fn configs_mention_the_essentials() {
-        let s = shardproxy_config(1, 2, 2);
+        let layout = |shards| Layout {
+            shards,
+            cpus: CpuList(vec![0, 1]),
+            pin: false,
+        };
+        let s = shardproxy_config(1, 2, &layout(2));
         for want in ["listen = [\"127.0.0.1:1\"]", "shards = 2", "pin = false"] {
             assert!(s.contains(want), "{want} missing from {s}");
         }
-        let n = nginx_config(1, 2, 3, Path::new("/d"), Path::new("/c"));
+        let n = nginx_config(1, 2, &layout(3), Path::new("/d"), Path::new("/c"));
         for want in [
             "keepalive 64;",
             "proxy_http_version 1.1;",
@@ -401,9 +455,28 @@ mod tests {
         ] {
             assert!(n.contains(want), "{want}");
         }
-        let h = haproxy_config(1, 2, 4);
+        assert!(!n.contains("worker_cpu_affinity"));
+        let h = haproxy_config(1, 2, &layout(4));
         for want in ["nbthread 4", "http-reuse always", "option http-keep-alive"] {
             assert!(h.contains(want), "{want}");
+        }
+        assert!(!h.contains("cpu-map"));
+    }
+
+    #[test]
+    fn pinned_layouts_put_one_worker_on_each_server_cpu() {
+        let layout = Layout {
+            shards: 3,
+            cpus: CpuList(vec![0, 2]),
+            pin: true,
+        };
+        let s = shardproxy_config(1, 2, &layout);
+        assert!(s.contains("pin = true\ncpus = [0, 2, 0]"), "{s}");
+        let n = nginx_config(1, 2, &layout, Path::new("/d"), Path::new("/c"));
+        assert!(n.contains("worker_cpu_affinity 001 100 001;"), "{n}");
+        let h = haproxy_config(1, 2, &layout);
+        for want in ["cpu-map 1/1 0\n", "cpu-map 1/2 2\n", "cpu-map 1/3 0\n"] {
+            assert!(h.contains(want), "{want} missing from {h}");
         }
     }
 }
