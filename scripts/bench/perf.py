@@ -15,7 +15,7 @@ Medians over the rounds, and ratios against the better of nginx and HAProxy.
     scripts/bench/perf.py --shardproxy-config ring_mode=coop --only shardproxy
     scripts/bench/perf.py --new-connections --only shardproxy,nginx,nginx-deferred,haproxy
 
-Needs nginx, haproxy and wrk (apt-get install nginx-light haproxy wrk) and a
+Needs nginx, haproxy and wrk (installed with apt-get when missing, as root) and a
 release build (cargo build --release). Everything listens on 127.0.0.1 on
 ports the kernel picks; the work directory is removed at the end.
 """
@@ -207,6 +207,23 @@ backend b
     return Server("haproxy", ["haproxy", "-db", "-f", conf], port)
 
 
+def ensure_tools():
+    """nginx, HAProxy and wrk, installed with apt-get when missing and we
+    may (root on Debian), as `loadtest compare` does."""
+    packages = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk"}
+    missing = [pkg for tool, pkg in packages.items() if not shutil.which(tool)]
+    if not missing:
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {' '.join(missing)} with apt-get", file=sys.stderr)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False)
+    still = [tool for tool in packages if not shutil.which(tool)]
+    if still:
+        raise SystemExit(f"{', '.join(still)} missing: apt-get install {' '.join(missing)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=1024, choices=[1024, 65536])
@@ -222,9 +239,7 @@ def main():
                     help="KEY=VALUE under [server.tuning] (io and pin go under [server]), e.g. ring_mode='\"coop\"'")
     a = ap.parse_args()
     extra = [tuple(kv.split("=", 1)) for kv in a.shardproxy_config]
-    for tool in ("nginx", "haproxy", "wrk"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing: apt-get install nginx-light haproxy wrk")
+    ensure_tools()
 
     work = tempfile.mkdtemp(prefix="shardproxy-perf-")
     servers = []
