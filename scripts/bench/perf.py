@@ -207,21 +207,26 @@ backend b
     return Server("haproxy", ["haproxy", "-db", "-f", conf], port)
 
 
-def ensure_tools():
-    """nginx, HAProxy and wrk, installed with apt-get when missing and we
-    may (root on Debian), as `loadtest compare` does."""
-    packages = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk"}
+# Each tool the benchmarks drive, and the Debian package that brings it.
+TOOLS = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk"}
+
+
+def ensure_tools(packages=TOOLS):
+    """Installs with apt-get those of `packages` (tool -> Debian package) that
+    are missing, when we may (root on Debian), as `loadtest compare` does."""
     missing = [pkg for tool, pkg in packages.items() if not shutil.which(tool)]
     if not missing:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         print(f"installing {' '.join(missing)} with apt-get", file=sys.stderr)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False)
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False,
+                       stdout=subprocess.DEVNULL)
     still = [tool for tool in packages if not shutil.which(tool)]
     if still:
-        raise SystemExit(f"{', '.join(still)} missing: apt-get install {' '.join(missing)}")
+        raise SystemExit(f"{', '.join(still)} missing and not installable here (needs root and "
+                         f"apt-get): apt-get install {' '.join(missing)}")
 
 
 def main():

@@ -65,15 +65,8 @@ def binary(name):
 
 
 def squid_binary():
-    if shutil.which("squid"):
-        return shutil.which("squid")
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "squid"], check=True,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
-                       stdout=subprocess.DEVNULL)
-        if shutil.which("squid"):
-            return shutil.which("squid")
-    raise SystemExit("squid is not installed and cannot be installed here (needs root and apt-get)")
+    P.ensure_tools({"squid": "squid"})
+    return shutil.which("squid")
 
 
 # ---- the systems ----------------------------------------------------------

@@ -371,8 +371,8 @@ fn haproxy_config(port: u16, upstream: u16, layout: &Layout) -> String {
         r#"# Written by loadtest compare.
 global
     nbthread {shards}
-{affinity}    maxconn 8000
-defaults
+    maxconn 8000
+{affinity}defaults
     mode http
     option http-keep-alive
     http-reuse always
