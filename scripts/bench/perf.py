@@ -14,6 +14,13 @@ Medians over the rounds, and ratios against the better of nginx and HAProxy.
     scripts/bench/perf.py --new-connections     # wrk with Connection: close
     scripts/bench/perf.py --shardproxy-config ring_mode=coop --only shardproxy
     scripts/bench/perf.py --new-connections --only shardproxy,nginx,nginx-deferred,haproxy
+    scripts/bench/perf.py --pin                 # every proxy pins worker i to CPU i
+
+Layout: every system gets the same one. Without --pin all run unpinned
+(shardproxy `pin = false`), the kernel placing them; with --pin each pins
+worker i to CPU i with its own setting (shardproxy `pin = true` + `cpus`,
+nginx `worker_cpu_affinity`, HAProxy `cpu-map`), as `loadtest compare --pin`.
+Until 2026-12-02 shardproxy ran pinned (its default) beside unpinned anchors.
 
 Needs nginx, haproxy and wrk (installed with apt-get when missing, as root) and a
 release build (cargo build --release). Everything listens on 127.0.0.1 on
@@ -125,7 +132,12 @@ http {{ access_log off; keepalive_requests 1000000; default_type application/oct
     return Server("origin", ["nginx", "-p", work, "-c", conf], port)
 
 
-def start_shardproxy(work, origin, workers, extra, variant=""):
+def pinned_cpus(workers):
+    """CPU of worker i under --pin: i, wrapping over the CPUs we have."""
+    return [i % os.cpu_count() for i in range(workers)]
+
+
+def start_shardproxy(work, origin, workers, extra, variant="", pin=False):
     """`variant`: `+`-separated settings; `@key=value` is a config key (as in
     --shardproxy-config), anything else an environment variable."""
     port = free_port()
@@ -133,6 +145,8 @@ def start_shardproxy(work, origin, workers, extra, variant=""):
     conf = os.path.join(work, f"shardproxy{port}.toml")
     tuning = "".join(f"{k} = {v}\n" for k, v in extra if k not in ("io", "pin") and "." not in k)
     server = "".join(f"{k} = {v}\n" for k, v in extra if k in ("io", "pin"))
+    if "pin" not in dict(extra):
+        server += f"pin = true\ncpus = {pinned_cpus(workers)}\n" if pin else "pin = false\n"
     http = "".join(f"{k[5:]} = {v}\n" for k, v in extra if k.startswith("http."))
     with open(conf, "w") as f:
         f.write(f"""[server]
@@ -162,14 +176,17 @@ upstream = "o"
     return Server(name, [binary, "--config", conf], port, env=env)
 
 
-def start_nginx(work, origin, workers, connections=4096, deferred=False):
+def start_nginx(work, origin, workers, connections=4096, deferred=False, pin=False):
     """`deferred`: nginx's `listen ... deferred` (TCP_DEFER_ACCEPT), which
     shardproxy sets by default (`server.tuning.defer_accept`)."""
     port = free_port()
     conf = os.path.join(work, "nginx-deferred.conf" if deferred else "nginx.conf")
+    width = os.cpu_count()
+    masks = ["".join("1" if c == cpu else "0" for c in reversed(range(width))) for cpu in pinned_cpus(workers)]
+    affinity = f"worker_cpu_affinity {' '.join(masks)};\n" if pin else ""
     with open(conf, "w") as f:
         f.write(f"""worker_processes {workers};
-worker_rlimit_nofile {2 * connections + 64};
+{affinity}worker_rlimit_nofile {2 * connections + 64};
 daemon off;
 pid {conf}.pid; error_log {conf}-error.log warn;
 events {{ worker_connections {connections}; }}
@@ -184,14 +201,15 @@ http {{ access_log off; keepalive_requests 1000000;
     return Server("nginx-deferred" if deferred else "nginx", ["nginx", "-p", work, "-c", conf], port)
 
 
-def start_haproxy(work, origin, workers):
+def start_haproxy(work, origin, workers, pin=False):
     port = free_port()
     conf = os.path.join(work, "haproxy.cfg")
+    cpu_map = "".join(f"    cpu-map 1/{i + 1} {cpu}\n" for i, cpu in enumerate(pinned_cpus(workers))) if pin else ""
     with open(conf, "w") as f:
         f.write(f"""global
     nbthread {workers}
     maxconn 4000
-defaults
+{cpu_map}defaults
     mode http
     timeout connect 5s
     timeout client 60s
@@ -237,6 +255,8 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--new-connections", action="store_true")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin worker i of every proxy to CPU i (default: every proxy unpinned)")
     ap.add_argument("--only", default="shardproxy,nginx,haproxy")
     ap.add_argument("--variants", default="",
                     help="extra shardproxy runs with environment settings, e.g. 'A=1,B=1+C=2' (A/B experiments)")
@@ -252,13 +272,14 @@ def main():
         origin = start_origin(work)
         servers.append(origin)
         starters = {
-            "shardproxy": lambda: start_shardproxy(work, origin.port, a.workers, extra),
-            "nginx": lambda: start_nginx(work, origin.port, a.workers),
-            "nginx-deferred": lambda: start_nginx(work, origin.port, a.workers, deferred=True),
-            "haproxy": lambda: start_haproxy(work, origin.port, a.workers),
+            "shardproxy": lambda: start_shardproxy(work, origin.port, a.workers, extra, pin=a.pin),
+            "nginx": lambda: start_nginx(work, origin.port, a.workers, pin=a.pin),
+            "nginx-deferred": lambda: start_nginx(work, origin.port, a.workers, deferred=True, pin=a.pin),
+            "haproxy": lambda: start_haproxy(work, origin.port, a.workers, pin=a.pin),
         }
         systems = [starters[name]() for name in a.only.split(",")]
-        systems += [start_shardproxy(work, origin.port, a.workers, extra, v) for v in a.variants.split(",") if v]
+        systems += [start_shardproxy(work, origin.port, a.workers, extra, v, pin=a.pin)
+                    for v in a.variants.split(",") if v]
         servers += systems
         results = {s.name: [] for s in systems}
         for s in systems:  # warm-up: pools, page cache
@@ -285,7 +306,8 @@ def main():
         anchors = [med[n]["cpu_us"] for n in ("nginx", "nginx-deferred", "haproxy") if n in med]
         best = min(anchors) if anchors else None
         mode = "new connection per request" if a.new_connections else "keep-alive"
-        print(f"\nmedians: {a.size} B {mode}, {a.connections} connections, {a.workers} workers, "
+        layout = f"pinned to CPUs {pinned_cpus(a.workers)}" if a.pin else "unpinned"
+        print(f"\nmedians: {a.size} B {mode}, {a.connections} connections, {a.workers} workers {layout}, "
               f"{a.rounds} x {a.duration} s")
         print("| system | req/s | CPU µs/req | p99 ms | RES IPIs/req | CPU vs best anchor |")
         print("|---|---:|---:|---:|---:|---:|")

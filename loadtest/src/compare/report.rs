@@ -188,8 +188,8 @@ fn markdown(c: &Context, chart_prefix: &str) -> String {
          {placement}; \
          the load generator ({} thread) and the upstream origin behind the proxies share CPU {}. \
          Each run: {:?} warmup (not recorded), then {:?} measured; {} repeat(s), systems interleaved \
-         (A B C D A B C D …); medians reported. CPU µs/request = the server's utime+stime over all its \
-         processes and threads during the measured run, divided by the requests completed.",
+         (A B C D A B C D …); medians reported. CPU µs/request = the server's time on the CPU over all its \
+         processes and threads during the measured run (`/proc/PID/task/*/schedstat`), divided by the requests completed.",
         cpus(&a.server_cpus),
         a.shards,
         a.threads,
