@@ -17,9 +17,7 @@ Needs nginx and wrk, like perf.py (and perf for --instructions).
 """
 
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 
@@ -56,22 +54,13 @@ def start(work, origin_port, binary, extra):
     return P.Server("ab", [binary, "--config", conf], port)
 
 
-def perf_stat(pid, work):
+def count_instructions(pid, work):
     """Starts counting the process's instructions (all its threads), user
     and kernel; returns a function that stops and returns (user, kernel)."""
-    out = os.path.join(work, f"perf{pid}.csv")
-    events = "instructions:u,instructions:k"
-    proc = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", str(pid), "-o", out])
+    stop_perf = P.perf_stat([pid], ["instructions:u", "instructions:k"], os.path.join(work, f"perf{pid}.csv"))
 
     def stop():
-        proc.send_signal(signal.SIGINT)
-        proc.wait()
-        counts = {}
-        with open(out) as f:
-            for line in f:
-                fields = line.strip().split(",")
-                if len(fields) > 2 and fields[0].isdigit():
-                    counts[fields[2]] = int(fields[0])
+        counts = stop_perf()
         if not counts.get("instructions:u"):
             raise SystemExit("perf cannot count instructions here (no hardware counters, as in "
                              "most VMs): use scripts/bench/instructions.py (valgrind) instead")
@@ -84,7 +73,7 @@ def measure(server, url, secs, new_connections, count, work):
     """One measured wrk run: (cost per request, its text, wrk's numbers);
     CPU µs from schedstat, or with `count` instructions from perf stat."""
     if count:
-        stop = perf_stat(server.proc.pid, work)
+        stop = count_instructions(server.proc.pid, work)
         run = P.wrk(url, secs, 64, new_connections)
         user, kernel = stop()
         per = (user / run["requests"], kernel / run["requests"])

@@ -78,6 +78,32 @@ def reschedule_ipis():
     return 0
 
 
+def perf_stat(pids, events, out):
+    """Starts `perf stat` counting `events` in the processes `pids` (all their
+    threads); returns a function that stops it and returns {event: count}.
+    perf attaches while the load starts, so a few ms of a run may go uncounted."""
+    proc = subprocess.Popen(["perf", "stat", "-x,", "-e", ",".join(events),
+                             "-p", ",".join(map(str, pids)), "-o", out])
+
+    def stop():
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        counts = {}
+        with open(out) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) > 2 and fields[0].isdigit():
+                    counts[fields[2]] = int(fields[0])
+        return counts
+
+    return stop
+
+
+# What --syscalls counts per request: every syscall, the ring operations
+# submitted (io_uring's own tracepoint), and context switches.
+SYSCALL_EVENTS = ["raw_syscalls:sys_enter", "io_uring:io_uring_submit_req", "context-switches"]
+
+
 def wrk(url, duration, connections, new_connections):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     if new_connections:
@@ -255,6 +281,9 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--new-connections", action="store_true")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="also count syscalls, ring submissions and context switches per request "
+                         "(perf stat tracepoints; tracing adds to the CPU figures of that run)")
     ap.add_argument("--pin", action="store_true",
                     help="pin worker i of every proxy to CPU i (default: every proxy unpinned)")
     ap.add_argument("--only", default="shardproxy,nginx,haproxy")
@@ -287,10 +316,13 @@ def main():
         for round_ in range(a.rounds):
             for s in systems:
                 url = f"http://127.0.0.1:{s.port}/bytes/{a.size}"
+                if a.syscalls:
+                    stop = perf_stat(pids_of(s.proc.pid), SYSCALL_EVENTS, os.path.join(work, "perf.csv"))
                 cpu0, res0 = cpu_ns(s.proc.pid), reschedule_ipis()
                 r = wrk(url, a.duration, a.connections, a.new_connections)
                 cpu1, res1 = cpu_ns(s.proc.pid), reschedule_ipis()
                 n = max(r["requests"], 1)
+                counted = stop() if a.syscalls else {}
                 row = {
                     "rps": r["requests"] / a.duration,
                     "cpu_us": (cpu1 - cpu0) / 1000 / n,
@@ -298,10 +330,17 @@ def main():
                     "res": (res1 - res0) / n,
                     "errors": r["errors"],
                 }
+                if a.syscalls:
+                    row["syscalls"] = counted.get("raw_syscalls:sys_enter", 0) / n
+                    row["ring_ops"] = counted.get("io_uring:io_uring_submit_req", 0) / n
+                    row["switches"] = counted.get("context-switches", 0) / n
                 results[s.name].append(row)
                 print(f"round {round_ + 1} {s.name:10} {row['rps']:9.0f} req/s  {row['cpu_us']:5.1f} us/req  "
                       f"p99 {row['p99_ms']:6.2f} ms  RES/req {row['res']:.3f}  non-2xx {row['errors']} "
                       f"{r['socket_errors']}", flush=True)
+                if a.syscalls:
+                    print(f"          syscalls/req {row['syscalls']:.2f}  ring ops/req {row['ring_ops']:.2f}  "
+                          f"context switches/req {row['switches']:.3f}", flush=True)
         med = {name: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for name, rows in results.items()}
         anchors = [med[n]["cpu_us"] for n in ("nginx", "nginx-deferred", "haproxy") if n in med]
         best = min(anchors) if anchors else None
@@ -314,6 +353,11 @@ def main():
         for name, m in med.items():
             ratio = f"{m['cpu_us'] / best:.2f}×" if best else "-"
             print(f"| {name} | {m['rps']:.0f} | {m['cpu_us']:.1f} | {m['p99_ms']:.2f} | {m['res']:.3f} | {ratio} |")
+        if a.syscalls:
+            print("\n| system | syscalls/req | ring ops/req | context switches/req |")
+            print("|---|---:|---:|---:|")
+            for name, m in med.items():
+                print(f"| {name} | {m['syscalls']:.2f} | {m['ring_ops']:.2f} | {m['switches']:.3f} |")
     finally:
         for s in servers:
             s.stop()
