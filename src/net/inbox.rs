@@ -77,7 +77,9 @@ pub struct Inbox {
     /// Boxed: inline it tripled the socket's size (136 bytes of 216), and
     /// sockets move with their connections on every request, armed or not.
     armed: RefCell<Option<Box<Multishot>>>,
-    leftover: RefCell<Option<Received>>,
+    /// Boxed for the same reason: bytes are kept only when a delivery did
+    /// not fit the reader's buffer, and inline they cost every socket 48 bytes.
+    leftover: RefCell<Option<Box<Received>>>,
     eof: Cell<bool>,
 }
 
@@ -116,14 +118,14 @@ impl Inbox {
 
     /// Keeps bytes a reader had no room for; they are handed out first.
     pub fn keep(&self, rest: Received) {
-        *self.leftover.borrow_mut() = Some(rest);
+        *self.leftover.borrow_mut() = Some(Box::new(rest));
     }
 
     /// The next bytes: kept ones first, then the multishot's next delivery
     /// within `limit`.
     pub async fn next(&self, watch: &Watchdog, limit: Duration) -> Result<Delivery, IoError> {
         if let Some(rest) = self.leftover.borrow_mut().take() {
-            return Ok(Delivery::Bytes(rest));
+            return Ok(Delivery::Bytes(*rest));
         }
         if self.eof.get() {
             return Ok(Delivery::Eof);

@@ -34,7 +34,10 @@ use crate::{
     shard::{context::ShardContext, registry::Registration},
 };
 
-/// The client side of a connection.
+/// The client side of a connection while a request is in hand: what the
+/// connection keeps between requests ([`Held`]) plus the request's own state.
+/// It lives in the request's box and goes back to being a [`Held`] when the
+/// request ends.
 pub struct Client {
     pub stream: Socket,
     /// Request heads and bodies are read into this buffer; it is leased from
@@ -52,23 +55,58 @@ pub struct Client {
     pub trip: Trip,
 }
 
-impl Client {
+/// What a client connection keeps between requests. The idle connection's
+/// task holds only this and its wait for the next request, so every byte
+/// here is paid by each idle keep-alive connection; anything that lives for
+/// one request belongs in [`Client`].
+pub struct Held {
+    stream: Socket,
+    /// Empty while the connection idles (a buffer is leased when bytes
+    /// arrive); may hold the start of a pipelined request after one ends.
+    buf: IoBuf,
+    ip: PeerText,
+    addr: Option<IpAddr>,
+    out: Vec<u8>,
+}
+
+impl Held {
     /// A connection the listener just accepted. `peer`: the client's address
-    /// when the accept reported it (else it is asked of the socket). A plain
-    /// function: built inside `serve`, the socket's local would stay in the
-    /// connection's task beside the moved copy, for the connection's life.
-    fn accepted(stream: TcpStream, peer: Option<SocketAddr>, write_timeout: Duration) -> Client {
+    /// when the accept reported it (else it is asked of the socket).
+    fn accepted(stream: TcpStream, peer: Option<SocketAddr>) -> Held {
         let stream = Socket::accepted(stream);
         let addr = peer.or_else(|| stream.peer_addr().ok()).map(|a| a.ip());
-        let ip = PeerText::of(addr);
-        Client {
+        Held {
             stream,
             buf: IoBuf::default(),
-            ip,
+            ip: PeerText::of(addr),
             addr,
             out: Vec::new(),
+        }
+    }
+
+    /// The connection with a request in hand; the request's trip begins now.
+    fn resume(self, write_timeout: Duration) -> Client {
+        Client {
+            stream: self.stream,
+            buf: self.buf,
+            ip: self.ip,
+            addr: self.addr,
+            out: self.out,
             write_timeout,
             trip: Trip::begin(),
+        }
+    }
+}
+
+impl Client {
+    /// What the connection keeps once the request in hand is done.
+    fn hold(self) -> Held {
+        Held {
+            stream: self.stream,
+            buf: self.buf,
+            ip: self.ip,
+            addr: self.addr,
+            out: self.out,
         }
     }
 
@@ -84,58 +122,75 @@ impl Client {
 /// address when the accept reported it (else it is asked of the socket).
 ///
 /// What this task holds while the connection idles is its size (the RSS of
-/// an idle keep-alive connection): the client, the registration and the
-/// wait for the next request. Everything a request needs, from its head to
-/// an error page, lives in [`boxed_request`]'s box, on the heap only while
-/// a request is in hand; rarer paths are boxed where they are awaited.
-pub async fn serve(
-    ctx: Rc<ShardContext>,
+/// an idle keep-alive connection): the [`Held`] connection, the registration
+/// and the wait for the next request. Everything a request needs, from its
+/// head to an error page, lives in [`boxed_request`]'s box, on the heap only
+/// while a request is in hand; rarer paths are boxed where they are awaited.
+///
+/// A plain function returning an `async move` block rather than an `async
+/// fn`: an async fn stores each argument twice (as passed, and as the local
+/// it is moved into), where the block's captures are used in place.
+pub fn serve(
+    mut ctx: Rc<ShardContext>,
     stream: TcpStream,
     peer: Option<SocketAddr>,
     registration: Registration,
-) {
-    let mut client = Client::accepted(stream, peer, ctx.config.timeouts.body_idle);
-    // `[limits] connections_per_ip`: over this shard's share, a 429 and close.
-    let limit = ctx.config.limits.connections_per_ip;
-    let _ip_slot = match client.addr.map(|ip| ctx.client_limits.connect(ip, limit)) {
-        Some(Err(OverLimit)) => {
-            log::debug!("shard {}: connection over connections_per_ip", ctx.id);
-            Box::pin(refuse_over_limit(&mut client)).await;
-            drop(registration);
-            client.stream.close().await;
-            return;
+) -> impl Future<Output = ()> {
+    // `None` only while a request has the connection (see `request`).
+    let mut held = Some(Held::accepted(stream, peer));
+    async move {
+        // `[limits] connections_per_ip`: over this shard's share, a 429 and close.
+        let limit = ctx.config.limits.connections_per_ip;
+        let addr = held.as_ref().and_then(|h| h.addr);
+        let _ip_slot = match addr.map(|ip| ctx.client_limits.connect(ip, limit)) {
+            Some(Err(OverLimit)) => {
+                log::debug!("shard {}: connection over connections_per_ip", ctx.id);
+                Box::pin(refuse_over_limit(&ctx, &mut held)).await;
+                drop(registration);
+                Box::pin(close(&ctx, held)).await;
+                return;
+            }
+            Some(Ok(slot)) => slot,
+            None => None,
+        };
+        let mut first = true;
+        while let Some(idle) = held.as_mut() {
+            if ctx.draining.get() && idle.buf.is_empty() {
+                break;
+            }
+            if idle.buf.is_empty() && !wait_for_request(&ctx, idle, first, &registration).await {
+                break;
+            }
+            // A reload since the last request: this one runs on the new config.
+            ctx = ctx.latest();
+            match boxed_request(&ctx, &mut held, &registration, &mut first).await {
+                Next::KeepAlive => {}
+                Next::Close => break,
+            }
         }
-        Some(Ok(slot)) => slot,
-        None => None,
-    };
-    let mut ctx = ctx;
-    let mut first = true;
-    loop {
-        if ctx.draining.get() && client.buf.is_empty() {
-            break;
-        }
-        if client.buf.is_empty() && !wait_for_request(&ctx, &mut client, first, &registration).await
-        {
-            break;
-        }
-        // A reload since the last request: this one runs on the new config.
-        ctx = ctx.latest();
-        client.trip = Trip::begin();
-        match boxed_request(&ctx, &mut client, &registration, &mut first).await {
-            Next::KeepAlive => {}
-            Next::Close => break,
-        }
+        drop(registration);
+        Box::pin(close(&ctx, held)).await;
     }
-    drop(registration);
-    ctx.give_out_vec(std::mem::take(&mut client.out));
-    client.stream.close().await;
+}
+
+/// Gives the connection's spare vector back and closes the socket. Boxed
+/// where it is awaited: inline, the close's state (twice the connection's
+/// size) would be part of every connection's task.
+async fn close(ctx: &ShardContext, held: Option<Held>) {
+    if let Some(mut held) = held {
+        ctx.give_out_vec(std::mem::take(&mut held.out));
+        held.stream.close().await;
+    }
 }
 
 /// A 429 to a connection over `connections_per_ip`, then a lingering close.
-async fn refuse_over_limit(client: &mut Client) {
+async fn refuse_over_limit(ctx: &ShardContext, held: &mut Option<Held>) {
+    let Some(idle) = held.take() else { return };
+    let mut client = idle.resume(ctx.config.timeouts.body_idle);
     write_too_many(&mut client.out, Duration::from_secs(1), true);
     let _ = client.send_out().await;
-    linger_close(client).await;
+    linger_close(&mut client).await;
+    *held = Some(client.hold());
 }
 
 /// [`request`]'s state, on the heap only while a request is in hand, so an
@@ -148,20 +203,38 @@ async fn refuse_over_limit(client: &mut Client) {
 /// every request, though only its four arguments are set before it runs.
 fn boxed_request<'a>(
     ctx: &'a Rc<ShardContext>,
-    client: &'a mut Client,
+    held: &'a mut Option<Held>,
     registration: &'a Registration,
     first: &'a mut bool,
 ) -> Pin<Box<impl Future<Output = Next> + 'a>> {
     Box::into_pin(Box::write(
         Box::new_uninit(),
-        request(ctx, client, registration, first),
+        request(ctx, held, registration, first),
     ))
 }
 
-/// One request: its head, the exchange, and the error page if one is due.
+/// One request: the connection moves into the request's box as a
+/// [`Client`] (with the request's trip) and back when the request is done.
+/// `Next::Close` also when `held` is empty, which `serve` never lets happen.
+async fn request(
+    ctx: &Rc<ShardContext>,
+    held: &mut Option<Held>,
+    registration: &Registration,
+    first: &mut bool,
+) -> Next {
+    let Some(idle) = held.take() else {
+        return Next::Close;
+    };
+    let mut client = idle.resume(ctx.config.timeouts.body_idle);
+    let next = answer_one(ctx, &mut client, registration, first).await;
+    *held = Some(client.hold());
+    next
+}
+
+/// The request's head, the exchange, and the error page if one is due.
 /// `Next::Close` when the connection must close (after a lingering close
 /// where the client may still be sending).
-async fn request(
+async fn answer_one(
     ctx: &Rc<ShardContext>,
     client: &mut Client,
     registration: &Registration,
@@ -227,7 +300,7 @@ async fn exchange_and_answer(
 /// timeout between requests; the header timeout before the first request).
 async fn wait_for_request(
     ctx: &ShardContext,
-    client: &mut Client,
+    client: &mut Held,
     first: bool,
     registration: &Registration,
 ) -> bool {

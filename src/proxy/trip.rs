@@ -1,7 +1,8 @@
 //! What one request did, noted by the phases as they go and read once in the
 //! "after" phase (`exchange::after`) for the shard's metrics and the access
-//! log. Lives in the connection's [`super::client::Client`] and is reset per
-//! request; noting a field is a plain store, nothing is formatted on the way.
+//! log. Lives in the request's [`super::client::Client`] (in the request's
+//! box, not in the idle connection's task) and begins with each request;
+//! noting a field is a plain store, nothing is formatted on the way.
 
 use std::{net::SocketAddr, rc::Rc, time::Instant};
 
