@@ -49,7 +49,11 @@ fn sched_time(pid: u32) -> Option<Duration> {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
-        if let Some(on_cpu) = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()) {
+        if let Some(on_cpu) = text
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+        {
             ns += on_cpu;
             any = true;
         }
@@ -121,13 +125,18 @@ mod tests {
         let before = tree_cpu(me);
         let wall = std::time::Instant::now();
         let mut x = 0u64;
-        while tree_cpu(me) < before + Duration::from_millis(30) && wall.elapsed() < Duration::from_secs(20) {
+        while tree_cpu(me) < before + Duration::from_millis(30)
+            && wall.elapsed() < Duration::from_secs(20)
+        {
             for _ in 0..100_000 {
                 x = x.wrapping_add(std::hint::black_box(1));
             }
         }
         assert!(x > 0);
         let after = tree_cpu(me);
-        assert!(after >= before + Duration::from_millis(30), "{before:?} -> {after:?}");
+        assert!(
+            after >= before + Duration::from_millis(30),
+            "{before:?} -> {after:?}"
+        );
     }
 }
