@@ -452,6 +452,7 @@ pub(super) async fn whole_request(
         side,
         extra_fields: plan.cache_status,
     };
-    let end = send_response(to, &conn.stream, &mut conn.buf, ex.resp, None).await?;
+    let state = conn.state();
+    let end = send_response(to, &state.stream, &mut state.buf, ex.resp, None).await?;
     Ok((end, true))
 }

@@ -163,8 +163,7 @@ pub async fn handle(
             let (conn, _) = acquire(ctx, &addrs, false).await?;
             tunnel::connect(ctx, client, req, conn).await
         }
-        Hop::Parent(conn, _, parent) => {
-            let mut conn = *conn;
+        Hop::Parent(mut conn, _, parent) => {
             let authority = req.target.of(client.buf.filled());
             if let Err(e) = parent::open_tunnel(ctx, &mut conn, parent, authority, resp).await {
                 ctx.pool.discard(conn);
@@ -179,8 +178,8 @@ pub async fn handle(
 /// addresses, or a connection to a parent proxy.
 pub(super) enum Hop<'c> {
     Direct(Vec<SocketAddr>),
-    /// Boxed: a connection is large and `Direct` is the common case.
-    Parent(Box<UpstreamConn>, SocketAddr, &'c ParentProxy),
+    /// A connection is a pointer (`UpstreamConn` boxes its state).
+    Parent(UpstreamConn, SocketAddr, &'c ParentProxy),
 }
 
 /// Picks the way out: a parent when parents are configured and one answers
@@ -199,7 +198,7 @@ pub(super) async fn next_hop<'c>(
             acl::check_address(config, &destination.host, ip).map_err(ProxyError::Denied)?;
         }
         match fwd.parents.acquire(ctx, pooled).await {
-            Ok((conn, addr, parent)) => return Ok(Hop::Parent(Box::new(conn), addr, parent)),
+            Ok((conn, addr, parent)) => return Ok(Hop::Parent(conn, addr, parent)),
             Err(e) if config.parent_fallback == ParentFallback::Direct => {
                 log::warn!(
                     "shard {}: no parent proxy reachable ({e}); going direct",
@@ -399,7 +398,7 @@ async fn forward(
         }
         Hop::Parent(conn, addr, parent) => {
             write_head(ctx, ex.client, req, Some(parent))?;
-            (*conn, addr)
+            (conn, addr)
         }
     };
     let side = ex.side();

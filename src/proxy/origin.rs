@@ -47,9 +47,8 @@ pub struct ForwardOrigin<'a> {
     fwd: &'a ForwardShard,
     destination: &'a Destination,
     way: Option<Way<'a>>,
-    /// The connection opened while choosing (a parent's), for the first
-    /// trip. Boxed: a connection is large, and most requests have none here.
-    opened: Option<(Box<UpstreamConn>, SocketAddr)>,
+    /// The connection opened while choosing (a parent's), for the first trip.
+    opened: Option<(UpstreamConn, SocketAddr)>,
 }
 
 /// How a forward request leaves.
@@ -101,7 +100,7 @@ impl<'a> ForwardOrigin<'a> {
         ctx: &ShardContext,
     ) -> Result<(UpstreamConn, SocketAddr), ProxyError> {
         if let Some((conn, addr)) = self.opened.take() {
-            return Ok((*conn, addr));
+            return Ok((conn, addr));
         }
         match &self.way {
             Some(Way::Direct(addrs)) => forward::acquire(ctx, addrs, true).await,

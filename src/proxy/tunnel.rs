@@ -97,9 +97,10 @@ async fn tunnel(ctx: &ShardContext, client: &mut Client, mut conn: UpstreamConn)
         buf: &mut client.buf,
         pool: &ctx.client_buffers,
     };
+    let state = conn.state();
     let upstream_side = Side {
-        socket: &conn.stream,
-        buf: &mut conn.buf,
+        socket: &state.stream,
+        buf: &mut state.buf,
         pool: &ctx.upstream_buffers,
     };
     relay(client_side, upstream_side, idle).await;
@@ -273,7 +274,8 @@ pub(super) async fn upgrade(
         side,
         extra_fields: b"",
     };
-    let end = send_response(to_client, &conn.stream, &mut conn.buf, ex.resp, None);
+    let state = conn.state();
+    let end = send_response(to_client, &state.stream, &mut state.buf, ex.resp, None);
     let end = match end.await {
         Ok(end) => end,
         Err(e) => {
@@ -357,7 +359,8 @@ pub(super) async fn read_answer_head(
             _ => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        match conn.stream.recv(&mut conn.buf, left).await {
+        let state = conn.state();
+        match state.stream.recv(&mut state.buf, left).await {
             Ok(0) => return Err(ProxyError::UpstreamClosed),
             Ok(_) => {}
             Err(IoError::TimedOut) => return Err(ProxyError::UpstreamTimeout),

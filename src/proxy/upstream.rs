@@ -24,7 +24,7 @@ use crate::{
     net::{IoError, Socket},
     shard::context::ShardContext,
     upstream::{
-        pool::UpstreamConn,
+        pool::{ConnState, UpstreamConn},
         queue::Admission,
         state::{Lease, Pick},
     },
@@ -169,13 +169,13 @@ pub(super) async fn connect(
         Ok(Err(e)) => return Err(ProxyError::UpstreamConnect(e)),
         Err(_) => return Err(ProxyError::UpstreamConnectTimeout),
     };
-    Ok(UpstreamConn {
+    Ok(UpstreamConn::new(ConnState {
         stream: Socket::new(stream),
         buf: ctx.upstream_buffers.lease().await,
         addr,
         served: 0,
         lease: None,
-    })
+    }))
 }
 
 /// Sends `request` (a complete request, body included) and reads the
@@ -205,9 +205,10 @@ pub(super) async fn exchange_head(
                     first_byte,
                     sent_at: &sent_at,
                 };
+                let state = conn.state();
                 read_response_head(
-                    &conn.stream,
-                    &mut conn.buf,
+                    &state.stream,
+                    &mut state.buf,
                     &ctx.response_limits,
                     method,
                     resp,

@@ -376,9 +376,10 @@ async fn read_whole(
     let head = conn.buf.filled()[..resp.fields.head_len].to_vec();
     conn.buf.consume(resp.fields.head_len);
     let idle = ctx.config.timeouts.body_idle;
+    let state = conn.state();
     let body = read_body(
-        &conn.stream,
-        &mut conn.buf,
+        &state.stream,
+        &mut state.buf,
         resp.fields.framing,
         limit,
         idle,
