@@ -55,9 +55,8 @@ pub(super) async fn stream_request(
     let sent_at = Cell::new(None);
     // Both directions borrow each socket shared: compio runs a receive and a
     // send on one socket at once.
-    let state = conn.state();
-    let (client_stream, upstream_stream) = (&ex.client.stream, &state.stream);
-    let (client_buf, upstream_buf, out) = (&mut ex.client.buf, &mut state.buf, &mut ex.client.out);
+    let (client_stream, upstream_stream) = (&ex.client.stream, &conn.stream);
+    let (client_buf, upstream_buf, out) = (&mut ex.client.buf, &mut conn.buf, &mut ex.client.out);
     let resp = &mut *ex.resp;
     let mut request = pin!(async {
         let limit = ctx.config.http.max_body_size;

@@ -452,7 +452,6 @@ pub(super) async fn whole_request(
         side,
         extra_fields: plan.cache_status,
     };
-    let state = conn.state();
-    let end = send_response(to, &state.stream, &mut state.buf, ex.resp, None).await?;
+    let end = send_response(to, &conn.stream, &mut conn.buf, ex.resp, None).await?;
     Ok((end, true))
 }

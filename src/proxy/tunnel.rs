@@ -97,10 +97,9 @@ async fn tunnel(ctx: &ShardContext, client: &mut Client, mut conn: UpstreamConn)
         buf: &mut client.buf,
         pool: &ctx.client_buffers,
     };
-    let state = conn.state();
     let upstream_side = Side {
-        socket: &state.stream,
-        buf: &mut state.buf,
+        socket: &conn.stream,
+        buf: &mut conn.buf,
         pool: &ctx.upstream_buffers,
     };
     relay(client_side, upstream_side, idle).await;
@@ -274,8 +273,7 @@ pub(super) async fn upgrade(
         side,
         extra_fields: b"",
     };
-    let state = conn.state();
-    let end = send_response(to_client, &state.stream, &mut state.buf, ex.resp, None);
+    let end = send_response(to_client, &conn.stream, &mut conn.buf, ex.resp, None);
     let end = match end.await {
         Ok(end) => end,
         Err(e) => {
@@ -359,8 +357,7 @@ pub(super) async fn read_answer_head(
             _ => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let state = conn.state();
-        match state.stream.recv(&mut state.buf, left).await {
+        match conn.stream.recv(&mut conn.buf, left).await {
             Ok(0) => return Err(ProxyError::UpstreamClosed),
             Ok(_) => {}
             Err(IoError::TimedOut) => return Err(ProxyError::UpstreamTimeout),

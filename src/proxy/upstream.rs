@@ -169,7 +169,7 @@ pub(super) async fn connect(
         Ok(Err(e)) => return Err(ProxyError::UpstreamConnect(e)),
         Err(_) => return Err(ProxyError::UpstreamConnectTimeout),
     };
-    Ok(UpstreamConn::new(ConnState {
+    Ok(Box::new(ConnState {
         stream: Socket::new(stream),
         buf: ctx.upstream_buffers.lease().await,
         addr,
@@ -205,10 +205,9 @@ pub(super) async fn exchange_head(
                     first_byte,
                     sent_at: &sent_at,
                 };
-                let state = conn.state();
                 read_response_head(
-                    &state.stream,
-                    &mut state.buf,
+                    &conn.stream,
+                    &mut conn.buf,
                     &ctx.response_limits,
                     method,
                     resp,

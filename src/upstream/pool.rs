@@ -26,32 +26,8 @@ use crate::{buffer::IoBuf, net::Socket, shard::clock, upstream::state::Lease};
 /// retry, finish, put), and each move of the 224-byte state was a memcpy
 /// (~3 % of the user instructions of a 1 KiB request). The box is allocated
 /// once, when the connection is opened, and moves as a pointer.
-pub struct UpstreamConn(Box<ConnState>);
-
-impl UpstreamConn {
-    pub fn new(state: ConnState) -> UpstreamConn {
-        UpstreamConn(Box::new(state))
-    }
-
-    /// The state itself, for borrowing the socket and the buffer at once
-    /// (through `Deref` each field access borrows the whole connection).
-    pub fn state(&mut self) -> &mut ConnState {
-        &mut self.0
-    }
-}
-
-impl std::ops::Deref for UpstreamConn {
-    type Target = ConnState;
-    fn deref(&self) -> &ConnState {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for UpstreamConn {
-    fn deref_mut(&mut self) -> &mut ConnState {
-        &mut self.0
-    }
-}
+/// A plain `Box`, so the socket and the buffer still borrow apart.
+pub type UpstreamConn = Box<ConnState>;
 
 /// What an upstream connection holds: the socket and the buffer its
 /// responses are read into.

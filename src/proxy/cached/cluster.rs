@@ -376,10 +376,9 @@ async fn read_whole(
     let head = conn.buf.filled()[..resp.fields.head_len].to_vec();
     conn.buf.consume(resp.fields.head_len);
     let idle = ctx.config.timeouts.body_idle;
-    let state = conn.state();
     let body = read_body(
-        &state.stream,
-        &mut state.buf,
+        &conn.stream,
+        &mut conn.buf,
         resp.fields.framing,
         limit,
         idle,

@@ -342,8 +342,7 @@ pub(super) async fn store_and_stream(
         side: sent.side,
         extra_fields: &status_field,
     };
-    let state = conn.state();
-    let end = match send_response(to, &state.stream, &mut state.buf, resp, tee.as_mut()).await {
+    let end = match send_response(to, &conn.stream, &mut conn.buf, resp, tee.as_mut()).await {
         Ok(end) => end,
         Err(e) => {
             ex.ctx.pool.discard(conn);

@@ -61,8 +61,7 @@ pub(super) async fn read_payload(
     let idle = ctx.config.timeouts.body_idle;
     while !body.is_done() {
         if conn.buf.is_empty() {
-            let state = conn.state();
-            match read_some(&state.stream, &mut state.buf, idle).await? {
+            match read_some(&conn.stream, &mut conn.buf, idle).await? {
                 0 if matches!(body, BodyState::UntilClose) => break,
                 0 => return Err(RelayError::SourceClosed),
                 _ => {}
