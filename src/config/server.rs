@@ -148,57 +148,83 @@ impl Resolver<'_> {
         &self,
         raw: raw::RawServer,
     ) -> Result<(ServerConfig, Tuning), ConfigError> {
-        let listen = match raw.listen {
-            None => vec!["127.0.0.1:8080".parse().expect("constant address")],
-            Some(list) => {
-                if list.get_ref().is_empty() {
-                    return Err(self.invalid(
+        let listen = self.listen_addresses(raw.listen)?;
+        let shards = self.count("server.shards", raw.shards, 0, 0..1025)?;
+        let cpus = self.cpu_list(raw.cpus)?;
+        let tuning = self.tuning(raw.tuning)?;
+        let server = ServerConfig {
+            listen,
+            io: self.keyword("server.io", raw.io, IoBackend::Auto)?,
+            shards,
+            cpus,
+            pin: raw.pin.unwrap_or(true),
+            shutdown_timeout: self.duration(
+                "server.shutdown_timeout",
+                raw.shutdown_timeout,
+                Duration::from_secs(10),
+            )?,
+        };
+        Ok((server, tuning))
+    }
+
+    /// `server.listen`: at least one ip:port (127.0.0.1:8080 when absent).
+    fn listen_addresses(
+        &self,
+        raw: Option<Spanned<Vec<Text>>>,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        let Some(list) = raw else {
+            return Ok(vec!["127.0.0.1:8080".parse().expect("constant address")]);
+        };
+        if list.get_ref().is_empty() {
+            return Err(self.invalid("server.listen", list.span(), "needs at least one address"));
+        }
+        list.get_ref()
+            .iter()
+            .map(|entry| {
+                entry.get_ref().parse().map_err(|_| {
+                    self.invalid(
                         "server.listen",
-                        list.span(),
-                        "needs at least one address",
-                    ));
-                }
-                let mut addrs = Vec::new();
-                for entry in list.get_ref() {
-                    let addr: SocketAddr = entry.get_ref().parse().map_err(|_| {
-                        self.invalid(
-                            "server.listen",
-                            entry.span(),
-                            format!("`{}` is not an ip:port address", entry.get_ref()),
-                        )
-                    })?;
-                    addrs.push(addr);
-                }
-                addrs
-            }
+                        entry.span(),
+                        format!("`{}` is not an ip:port address", entry.get_ref()),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// `server.cpus`: CPU ids the shards are pinned to, one each.
+    fn cpu_list(&self, raw: Option<Spanned<Vec<Spanned<i64>>>>) -> Result<Vec<usize>, ConfigError> {
+        let Some(list) = raw else {
+            return Ok(Vec::new());
         };
         let online = core_affinity::get_core_ids()
             .map(|c| c.len())
             .unwrap_or(1)
             .max(1);
-        let shards = self.count("server.shards", raw.shards, 0, 0..1025)?;
         let mut cpus = Vec::new();
-        if let Some(list) = raw.cpus {
-            for cpu in list.get_ref() {
-                let id = *cpu.get_ref();
-                if id < 0 || id as usize >= online.max(1024) {
-                    return Err(self.invalid(
-                        "server.cpus",
-                        cpu.span(),
-                        format!("{id} is not a CPU id"),
-                    ));
-                }
-                cpus.push(id as usize);
-            }
-            if cpus.is_empty() {
+        for cpu in list.get_ref() {
+            let id = *cpu.get_ref();
+            if id < 0 || id as usize >= online.max(1024) {
                 return Err(self.invalid(
                     "server.cpus",
-                    list.span(),
-                    "is empty (remove it to use `shards`)",
+                    cpu.span(),
+                    format!("{id} is not a CPU id"),
                 ));
             }
+            cpus.push(id as usize);
         }
-        let t = raw.tuning;
+        if cpus.is_empty() {
+            return Err(self.invalid(
+                "server.cpus",
+                list.span(),
+                "is empty (remove it to use `shards`)",
+            ));
+        }
+        Ok(cpus)
+    }
+
+    /// `[server.tuning]`, refusing the glommio-only keys with what replaced each.
+    fn tuning(&self, t: raw::RawTuning) -> Result<Tuning, ConfigError> {
         // Glommio-only keys: an old config fails with what replaced each one
         // rather than a bare "unknown field", so the fix is in the error.
         let removed = [
@@ -226,7 +252,7 @@ impl Resolver<'_> {
                 return Err(self.error(Some(span), message));
             }
         }
-        let tuning = Tuning {
+        Ok(Tuning {
             ring_depth: self.count("server.tuning.ring_depth", t.ring_depth, 128, 1..32_769)?,
             ring_mode: self.keyword("server.tuning.ring_mode", t.ring_mode, RingMode::Auto)?,
             buffers: self.count("server.tuning.buffers", t.buffers, 1024, 1..1_000_001)?,
@@ -244,20 +270,7 @@ impl Resolver<'_> {
                 0..10_000_001,
             )?,
             defer_accept: t.defer_accept.unwrap_or(true),
-        };
-        let server = ServerConfig {
-            listen,
-            io: self.keyword("server.io", raw.io, IoBackend::Auto)?,
-            shards,
-            cpus,
-            pin: raw.pin.unwrap_or(true),
-            shutdown_timeout: self.duration(
-                "server.shutdown_timeout",
-                raw.shutdown_timeout,
-                Duration::from_secs(10),
-            )?,
-        };
-        Ok((server, tuning))
+        })
     }
 
     pub(super) fn http(&self, raw: raw::RawHttp) -> Result<HttpConfig, ConfigError> {
