@@ -151,9 +151,10 @@ impl Drop for IoBuf {
     }
 }
 
-/// An [`IoBuf`] lent to a receive: the kernel writes into the free tail, and
-/// the received length extends the window.
-pub struct ReadTail(pub IoBuf);
+/// An [`IoBuf`] lent to a receive: the kernel writes into the free tail (at
+/// most the given number of bytes of it), and the received length extends
+/// the window.
+pub struct ReadTail(pub IoBuf, pub usize);
 
 impl CompioBuf for ReadTail {
     fn as_init(&self) -> &[u8] {
@@ -171,7 +172,8 @@ impl SetLen for ReadTail {
 
 impl IoBufMut for ReadTail {
     fn as_uninit(&mut self) -> &mut [MaybeUninit<u8>] {
-        let tail = &mut self.0.data[self.0.end..];
+        let end = self.0.end.saturating_add(self.1).min(self.0.data.len());
+        let tail = &mut self.0.data[self.0.end..end];
         // SAFETY: initialised bytes are valid `MaybeUninit<u8>`; same layout and length.
         unsafe { &mut *(tail as *mut [u8] as *mut [MaybeUninit<u8>]) }
     }

@@ -61,6 +61,8 @@ mod reload;
 mod retries;
 #[path = "proxy/shutdown.rs"]
 mod shutdown;
+#[path = "proxy/splicing.rs"]
+mod splicing;
 #[path = "proxy/strict_parsing.rs"]
 mod strict_parsing;
 #[path = "proxy/systemd.rs"]

@@ -143,7 +143,7 @@ def start_origin(work):
     port = free_port()
     root = os.path.join(work, "www", "bytes")
     os.makedirs(root)
-    for size in (1024, 65536):
+    for size in (1024, 16384, 65536, 262144):
         with open(os.path.join(root, str(size)), "wb") as f:
             f.write(b"x" * size)
     conf = os.path.join(work, "origin.conf")
@@ -275,7 +275,7 @@ def ensure_tools(packages=TOOLS):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=1024, choices=[1024, 65536])
+    ap.add_argument("--size", type=int, default=1024, choices=[1024, 16384, 65536, 262144])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)

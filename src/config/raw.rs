@@ -75,6 +75,7 @@ pub struct RawHttp {
     pub max_uri_length: Option<Size>,
     pub max_body_size: Option<Size>,
     pub buffer_size: Option<Size>,
+    pub splice_above: Option<Size>,
     pub x_forwarded_for: Option<bool>,
     pub x_forwarded_proto: Option<bool>,
     pub x_forwarded_host: Option<bool>,

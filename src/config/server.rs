@@ -128,6 +128,9 @@ pub struct HttpConfig {
     /// `None`: no limit.
     pub max_body_size: Option<u64>,
     pub buffer_size: usize,
+    /// Response bodies longer than this go from the upstream to the client
+    /// with splice(2), not through the shard's buffer. 0: never.
+    pub splice_above: u64,
     pub x_forwarded_for: bool,
     pub x_forwarded_proto: bool,
     pub x_forwarded_host: bool,
@@ -292,6 +295,7 @@ impl Resolver<'_> {
                 as usize,
             max_body_size: (max_body != 0).then_some(max_body),
             buffer_size: self.size("http.buffer_size", raw.buffer_size, 64 << 10, 1024)? as usize,
+            splice_above: self.size("http.splice_above", raw.splice_above, 32 << 10, 0)?,
             x_forwarded_for: raw.x_forwarded_for.unwrap_or(true),
             x_forwarded_proto: raw.x_forwarded_proto.unwrap_or(true),
             x_forwarded_host: raw.x_forwarded_host.unwrap_or(true),

@@ -39,9 +39,11 @@ use compio::{
 
 mod inbox;
 mod peer;
+mod splice;
 
 pub use inbox::Received;
 pub use peer::PeerText;
+pub use splice::{SpliceError, Splicer};
 
 use inbox::{Delivery, Inbox};
 
@@ -72,6 +74,8 @@ pub struct Socket {
     inbox: Inbox,
     /// Bytes received since the last [`Socket::choose_next_receive`].
     received: Cell<usize>,
+    /// O_NONBLOCK is set (for splicing; the ring does not need it).
+    nonblocking: Cell<bool>,
 }
 
 impl Socket {
@@ -90,6 +94,7 @@ impl Socket {
             watch: Watchdog::default(),
             inbox: Inbox::default(),
             received: Cell::new(0),
+            nonblocking: Cell::new(false),
         }
     }
 
@@ -103,17 +108,51 @@ impl Socket {
     /// response arriving as sixteen 4 KiB pieces cost 40 % more CPU than one
     /// receive straight into the buffer (docs/PERFORMANCE.md). So it stays
     /// armed only while responses fit one ring buffer. `ring`: whether the
-    /// shard has a provided-buffer ring at all.
-    pub fn choose_next_receive(&self, ring: bool, ring_buffer_len: usize) {
+    /// shard has a provided-buffer ring at all. Returns the bytes the
+    /// exchange received.
+    pub fn choose_next_receive(&self, ring: bool, ring_buffer_len: usize) -> usize {
         let received = self.received.replace(0);
         if !ring {
-            return;
+            return received;
         }
         if received <= ring_buffer_len {
             // Failing to arm (no ring) leaves reads single-shot.
             let _ = self.inbox.arm(&self.stream, ring_buffer_len);
         } else {
             self.inbox.disarm();
+        }
+        received
+    }
+
+    /// Whether the multishot receive is armed: it takes bytes as they
+    /// arrive, so nothing else may read the socket meanwhile.
+    pub fn multishot_armed(&self) -> bool {
+        self.inbox.is_active()
+    }
+
+    /// Counts bytes taken from the socket other than by its receives
+    /// (spliced), for [`Socket::choose_next_receive`].
+    pub fn count_received(&self, n: usize) {
+        self.received.set(self.received.get() + n);
+    }
+
+    /// Sets O_NONBLOCK, once, so a splice(2) on the shard never sleeps.
+    /// Ring operations behave the same either way.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        if !self.nonblocking.get() {
+            socket2::SockRef::from(&self.stream).set_nonblocking(true)?;
+            self.nonblocking.set(true);
+        }
+        Ok(())
+    }
+
+    /// Waits until the socket can take more bytes. `Ok(false)`: `limit`
+    /// passed first.
+    pub async fn writable(&self, limit: Duration) -> io::Result<bool> {
+        let poll = self.stream.to_poll_fd()?;
+        match self.watch.guard(limit, poll.write_ready()).await {
+            Ok(result) => result.map(|()| true),
+            Err(_) => Ok(false),
         }
     }
 
@@ -137,6 +176,17 @@ impl Socket {
 
     /// Receives once into `buf`'s free space. `Ok(0)`: EOF (or no free space).
     pub async fn recv(&self, buf: &mut IoBuf, limit: Duration) -> Result<usize, IoError> {
+        self.recv_at_most(buf, usize::MAX, limit).await
+    }
+
+    /// [`Socket::recv`], taking at most `at_most` bytes (a single-shot
+    /// receive; the multishot's deliveries are already at most a ring buffer).
+    pub async fn recv_at_most(
+        &self,
+        buf: &mut IoBuf,
+        at_most: usize,
+        limit: Duration,
+    ) -> Result<usize, IoError> {
         if buf.make_room() == 0 {
             return Ok(0);
         }
@@ -155,9 +205,10 @@ impl Socket {
                 Delivery::NotArmed => {}
             }
         }
-        let lent = ReadTail(std::mem::take(buf));
+        let lent = ReadTail(std::mem::take(buf), at_most);
         let mut reader = &self.stream;
-        let BufResult(result, ReadTail(back)) = self.watch.guard(limit, reader.read(lent)).await?;
+        let BufResult(result, ReadTail(back, _)) =
+            self.watch.guard(limit, reader.read(lent)).await?;
         *buf = back;
         let n = result.map_err(IoError::Io)?;
         self.received.set(self.received.get() + n);

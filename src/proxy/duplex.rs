@@ -20,7 +20,8 @@ use super::{
     exchange::{Exchange, Forward},
     relay::{relay_body, RelayError},
     response::{
-        read_response_head, send_response, ClientSide, HeadDeadline, Interim, ResponseEnd, ToClient,
+        head_read_at_most, read_response_head, send_response, ClientSide, HeadDeadline, Interim,
+        ResponseEnd, ToClient,
     },
 };
 use crate::{http::body::BodyState, shard::context::ShardContext, upstream::pool::UpstreamConn};
@@ -53,6 +54,7 @@ pub(super) async fn stream_request(
         .map_err(|e| ProxyError::UpstreamIo(e.into()))?;
 
     let sent_at = Cell::new(None);
+    let read_at_most = head_read_at_most(ctx, conn);
     // Both directions borrow each socket shared: compio runs a receive and a
     // send on one socket at once.
     let (client_stream, upstream_stream) = (&ex.client.stream, &conn.stream);
@@ -82,6 +84,7 @@ pub(super) async fn stream_request(
         let deadline = HeadDeadline {
             first_byte: timeouts.upstream_first_byte,
             sent_at: &sent_at,
+            read_at_most,
         };
         let limits = &ctx.response_limits;
         let head = pin!(read_response_head(
@@ -105,6 +108,7 @@ pub(super) async fn stream_request(
         out,
         side,
         extra_fields: plan.cache_status,
+        splicer: ctx.splicer.as_ref(),
     };
     let response = pin!(send_response(to, upstream_stream, upstream_buf, resp, None));
     if request_complete {

@@ -451,6 +451,7 @@ pub(super) async fn whole_request(
         out: &mut ex.client.out,
         side,
         extra_fields: plan.cache_status,
+        splicer: ex.ctx.splicer.as_ref(),
     };
     let end = send_response(to, &conn.stream, &mut conn.buf, ex.resp, None).await?;
     Ok((end, true))

@@ -12,7 +12,7 @@ use crate::{
         body::BodyState,
         chunked::{ChunkError, ChunkedDecoder},
     },
-    net::{IoError, Socket},
+    net::{IoError, Socket, SpliceError},
 };
 
 /// Why a relay stopped early, by side, so callers can blame the right peer.
@@ -29,16 +29,39 @@ pub enum RelayError {
     DestinationIo(io::Error),
 }
 
+impl From<SpliceError> for RelayError {
+    fn from(e: SpliceError) -> RelayError {
+        match e {
+            SpliceError::SourceClosed => RelayError::SourceClosed,
+            SpliceError::SourceTimeout => RelayError::SourceTimeout,
+            SpliceError::Source(e) => RelayError::SourceIo(e),
+            SpliceError::Destination(e) => RelayError::DestinationIo(e),
+        }
+    }
+}
+
 /// Reads once from `src` into `buf`. `Ok(0)` means EOF.
 pub async fn read_some(
     src: &Socket,
     buf: &mut IoBuf,
     timeout: Duration,
 ) -> Result<usize, RelayError> {
-    src.recv(buf, timeout).await.map_err(|e| match e {
-        IoError::TimedOut => RelayError::SourceTimeout,
-        IoError::Io(e) => RelayError::SourceIo(e),
-    })
+    read_at_most(src, buf, usize::MAX, timeout).await
+}
+
+/// [`read_some`], taking at most `at_most` bytes.
+pub async fn read_at_most(
+    src: &Socket,
+    buf: &mut IoBuf,
+    at_most: usize,
+    timeout: Duration,
+) -> Result<usize, RelayError> {
+    src.recv_at_most(buf, at_most, timeout)
+        .await
+        .map_err(|e| match e {
+            IoError::TimedOut => RelayError::SourceTimeout,
+            IoError::Io(e) => RelayError::SourceIo(e),
+        })
 }
 
 /// Writes the first `len` bytes of `buf` to `dst` and consumes them.

@@ -11,7 +11,7 @@ use std::{
 
 use super::{
     error::{upstream_read_error, ProxyError},
-    relay::{read_some, relay_body, relay_dechunked, RelayError, Tee},
+    relay::{read_at_most, relay_body, relay_dechunked, RelayError, Tee},
 };
 use crate::{
     buffer::IoBuf,
@@ -20,7 +20,9 @@ use crate::{
         head::{parse_response, Framing, HeadError, Limits, Method, ResponseHead},
         rewrite::{write_response_head, ClientFraming},
     },
-    net::Socket,
+    net::{Socket, Splicer},
+    shard::context::ShardContext,
+    upstream::pool::UpstreamConn,
 };
 
 /// When the response head is due: `first_byte` after the request was fully
@@ -31,6 +33,16 @@ use crate::{
 pub struct HeadDeadline<'a> {
     pub first_byte: Duration,
     pub sent_at: &'a Cell<Option<Instant>>,
+    /// Most bytes one receive takes while the head is read: with splicing
+    /// on, a large body must stay in the socket to be spliced.
+    pub read_at_most: usize,
+}
+
+/// How much one receive of a response head from `conn` may take.
+pub fn head_read_at_most(ctx: &ShardContext, conn: &UpstreamConn) -> usize {
+    ctx.splicer
+        .as_ref()
+        .map_or(usize::MAX, |s| s.head_read_at_most(conn.last_received))
 }
 
 /// A wait long enough to stand for "no deadline" (a timer must have one).
@@ -114,7 +126,7 @@ pub async fn read_response_head(
         if wait.is_zero() {
             return Err(ProxyError::UpstreamTimeout);
         }
-        match read_some(upstream, buf, wait).await {
+        match read_at_most(upstream, buf, deadline.read_at_most, wait).await {
             Ok(0) if !received => return Err(ProxyError::UpstreamClosed),
             Ok(0) => {
                 return Err(ProxyError::BadResponse(HeadError::Malformed(
@@ -163,6 +175,8 @@ pub struct ToClient<'a> {
     pub out: &'a mut Vec<u8>,
     pub side: ClientSide,
     pub extra_fields: &'a [u8],
+    /// The shard's splicing, if on: large bodies skip the buffer.
+    pub splicer: Option<&'a Splicer>,
 }
 
 /// Sends the response whose head is in `resp` (parsed from the front of
@@ -197,14 +211,31 @@ pub async fn send_response(
         &mut body,
         tee.as_deref_mut(),
     )?;
-    let body_ready = take_arrived_rest(upstream, buf, &mut body, body_ready, tee.as_deref_mut())?;
+    let splice = match (&body, to.splicer, &tee) {
+        (BodyState::Length { remaining }, Some(splicer), None)
+            if splicer.wants(upstream, *remaining) =>
+        {
+            Some((splicer, *remaining))
+        }
+        _ => None,
+    };
+    let body_ready = if splice.is_some() {
+        body_ready
+    } else {
+        take_arrived_rest(upstream, buf, &mut body, body_ready, tee.as_deref_mut())?
+    };
     let client = to.stream;
     client
         .send_vec_then_buffered(to.out, buf, body_ready, side.body_idle)
         .await
         .map_err(|e| ProxyError::ClientGone(e.into()))?;
 
-    let relayed = if dechunk {
+    let relayed = if let Some((splicer, remaining)) = splice {
+        splicer
+            .relay(upstream, client, remaining, side.body_idle)
+            .await
+            .map_err(RelayError::from)
+    } else if dechunk {
         relay_dechunked(upstream, buf, client, side.body_idle, tee).await
     } else {
         relay_body(

@@ -272,6 +272,7 @@ pub(super) async fn upgrade(
         out: &mut ex.client.out,
         side,
         extra_fields: b"",
+        splicer: ctx.splicer.as_ref(),
     };
     let end = send_response(to_client, &conn.stream, &mut conn.buf, ex.resp, None);
     let end = match end.await {

@@ -15,7 +15,7 @@ use compio::{net::TcpStream, time::timeout};
 use super::{
     error::ProxyError,
     exchange::Next,
-    response::{read_response_head, HeadDeadline, Interim, ResponseEnd},
+    response::{head_read_at_most, read_response_head, HeadDeadline, Interim, ResponseEnd},
     target::Target,
 };
 use crate::{
@@ -175,6 +175,7 @@ pub(super) async fn connect(
         addr,
         served: 0,
         lease: None,
+        last_received: 0,
     }))
 }
 
@@ -204,6 +205,7 @@ pub(super) async fn exchange_head(
                 let deadline = HeadDeadline {
                     first_byte,
                     sent_at: &sent_at,
+                    read_at_most: head_read_at_most(ctx, conn),
                 };
                 read_response_head(
                     &conn.stream,

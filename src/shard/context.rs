@@ -30,6 +30,7 @@ use crate::{
     },
     limits::{ClientLimits, ShardRate, TokenBucket},
     metrics::shard::{RouteStats, ShardMetrics, UserStats, NO_ROUTE},
+    net::Splicer,
     proxy::{forward::ForwardShard, routing::Router},
     upstream::{health::HealthTable, pool::Pool, state::UpstreamState},
 };
@@ -64,6 +65,8 @@ pub struct ShardContext {
     pub client_buffers: Rc<BufferPool>,
     /// Buffers for reading from upstream servers, leased for one exchange.
     pub upstream_buffers: Rc<BufferPool>,
+    /// Splicing of large response bodies (`http.splice_above`), if on.
+    pub splicer: Option<Splicer>,
     /// Idle connections wait in the ring's provided buffers (io_uring).
     pub provided_buffers: bool,
     /// Head-writing vectors of idle connections, kept for the next request.
@@ -186,6 +189,7 @@ impl ShardContext {
                 config.tuning.buffers,
             ),
             provided_buffers,
+            splicer: Splicer::new(http.splice_above),
             out_vecs: RefCell::new(Vec::new()),
             heads: RefCell::new(Vec::new()),
             cache: cache.map(Rc::new),

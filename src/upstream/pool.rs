@@ -40,6 +40,9 @@ pub struct ConnState {
     pub served: u64,
     /// The request in flight on it (counted against its server); none while pooled.
     pub lease: Option<Lease>,
+    /// Bytes its previous exchange received: the next response is likely
+    /// alike, which decides how its head is read (see `net::Splicer`).
+    pub last_received: usize,
 }
 
 struct Idle {
@@ -111,7 +114,8 @@ impl Pool {
             self.discard(conn);
             return;
         }
-        conn.stream
+        conn.last_received = conn
+            .stream
             .choose_next_receive(self.ring, crate::shard::ring::PROVIDED_BUFFER_LEN);
         // The buffer's lease ends here, and the request's: an idle connection holds neither.
         conn.buf = IoBuf::default();

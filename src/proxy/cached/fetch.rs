@@ -341,6 +341,7 @@ pub(super) async fn store_and_stream(
         out: &mut ex.client.out,
         side: sent.side,
         extra_fields: &status_field,
+        splicer: ex.ctx.splicer.as_ref(),
     };
     let end = match send_response(to, &conn.stream, &mut conn.buf, resp, tee.as_mut()).await {
         Ok(end) => end,
