@@ -533,14 +533,19 @@ fn objects_too_large_to_store_are_still_served_on_every_node() {
 fn cluster_counters_are_exported_on_metrics() {
     for_each_shard_count(|shards| {
         let origin = cacheable_origin();
-        let addrs = free_addrs(3);
+        // The admin ports are reserved with the nodes' own: an admin endpoint
+        // on port 0, bound before its node's listeners, could be handed a
+        // node's address the moment `free_addrs` let go of it (seen in CI).
+        let reserved = free_addrs(6);
+        let (addrs, admins) = reserved.split_at(3);
         let nodes: Vec<Proxy> = addrs
             .iter()
-            .map(|me| {
-                let config = node_config(shards, &origin, *me, &addrs).set(
+            .zip(admins)
+            .map(|(me, admin)| {
+                let config = node_config(shards, &origin, *me, addrs).set(
                     "admin",
                     "listen",
-                    r#""127.0.0.1:0""#,
+                    &format!("\"{admin}\""),
                 );
                 Proxy::start(&config)
             })
