@@ -130,8 +130,8 @@ impl Socket {
         self.inbox.is_active()
     }
 
-    /// Counts bytes taken from the socket other than by its receives
-    /// (spliced), for [`Socket::choose_next_receive`].
+    /// Counts bytes taken from the socket, received or spliced, for
+    /// [`Socket::choose_next_receive`].
     pub fn count_received(&self, n: usize) {
         self.received.set(self.received.get() + n);
     }
@@ -198,7 +198,7 @@ impl Socket {
                     if let Some(rest) = rest {
                         self.inbox.keep(rest);
                     }
-                    self.received.set(self.received.get() + n);
+                    self.count_received(n);
                     return Ok(n);
                 }
                 Delivery::Eof => return Ok(0),
@@ -211,7 +211,7 @@ impl Socket {
             self.watch.guard(limit, reader.read(lent)).await?;
         *buf = back;
         let n = result.map_err(IoError::Io)?;
-        self.received.set(self.received.get() + n);
+        self.count_received(n);
         Ok(n)
     }
 
@@ -237,7 +237,7 @@ impl Socket {
         // EAGAIN, EOF or an error: the next awaited receive reports it.
         let Ok(n) = usize::try_from(n) else { return 0 };
         buf.commit(n);
-        self.received.set(self.received.get() + n);
+        self.count_received(n);
         n
     }
 

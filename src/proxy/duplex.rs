@@ -20,8 +20,7 @@ use super::{
     exchange::{Exchange, Forward},
     relay::{relay_body, RelayError},
     response::{
-        head_read_at_most, read_response_head, send_response, ClientSide, HeadDeadline, Interim,
-        ResponseEnd, ToClient,
+        read_response_head, send_response, ClientSide, HeadRead, Interim, ResponseEnd, ToClient,
     },
 };
 use crate::{http::body::BodyState, shard::context::ShardContext, upstream::pool::UpstreamConn};
@@ -54,7 +53,7 @@ pub(super) async fn stream_request(
         .map_err(|e| ProxyError::UpstreamIo(e.into()))?;
 
     let sent_at = Cell::new(None);
-    let read_at_most = head_read_at_most(ctx, conn);
+    let read_at_most = conn.head_read_at_most(ctx.splicer.as_ref());
     // Both directions borrow each socket shared: compio runs a receive and a
     // send on one socket at once.
     let (client_stream, upstream_stream) = (&ex.client.stream, &conn.stream);
@@ -81,7 +80,7 @@ pub(super) async fn stream_request(
 
     // 4. The response head, while the body goes up.
     let request_complete = {
-        let deadline = HeadDeadline {
+        let deadline = HeadRead {
             first_byte: timeouts.upstream_first_byte,
             sent_at: &sent_at,
             read_at_most,

@@ -21,28 +21,21 @@ use crate::{
         rewrite::{write_response_head, ClientFraming},
     },
     net::{Socket, Splicer},
-    shard::context::ShardContext,
-    upstream::pool::UpstreamConn,
 };
 
-/// When the response head is due: `first_byte` after the request was fully
-/// sent. While the request body is still streaming (`sent_at` unset) the
+/// How the response head is read. It is due `first_byte` after the request
+/// was fully sent. While the request body is still streaming (`sent_at` unset) the
 /// upstream may legitimately stay silent: the read waits without a deadline,
 /// the request side's own idle timeout guards progress, and the caller puts
 /// the head's deadline on the rest of the wait once the request is sent.
-pub struct HeadDeadline<'a> {
+pub struct HeadRead<'a> {
     pub first_byte: Duration,
     pub sent_at: &'a Cell<Option<Instant>>,
-    /// Most bytes one receive takes while the head is read: with splicing
-    /// on, a large body must stay in the socket to be spliced.
+    /// Most bytes one receive takes ([`ConnState::head_read_at_most`]):
+    /// with splicing on, a large body must stay in the socket to be spliced.
+    ///
+    /// [`ConnState::head_read_at_most`]: crate::upstream::pool::ConnState::head_read_at_most
     pub read_at_most: usize,
-}
-
-/// How much one receive of a response head from `conn` may take.
-pub fn head_read_at_most(ctx: &ShardContext, conn: &UpstreamConn) -> usize {
-    ctx.splicer
-        .as_ref()
-        .map_or(usize::MAX, |s| s.head_read_at_most(conn.last_received))
 }
 
 /// A wait long enough to stand for "no deadline" (a timer must have one).
@@ -94,7 +87,7 @@ pub async fn read_response_head(
     limits: &Limits,
     method: Method,
     resp: &mut ResponseHead,
-    deadline: HeadDeadline<'_>,
+    deadline: HeadRead<'_>,
     interim: Option<Interim<'_>>,
 ) -> Result<(), ProxyError> {
     let mut received = !buf.is_empty();

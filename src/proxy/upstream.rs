@@ -15,7 +15,7 @@ use compio::{net::TcpStream, time::timeout};
 use super::{
     error::ProxyError,
     exchange::Next,
-    response::{head_read_at_most, read_response_head, HeadDeadline, Interim, ResponseEnd},
+    response::{read_response_head, HeadRead, Interim, ResponseEnd},
     target::Target,
 };
 use crate::{
@@ -202,10 +202,10 @@ pub(super) async fn exchange_head(
         let outcome = match conn.stream.send_vec(request, write_limit).await {
             Ok(()) => {
                 sent_at.set(Some(Instant::now()));
-                let deadline = HeadDeadline {
+                let deadline = HeadRead {
                     first_byte,
                     sent_at: &sent_at,
-                    read_at_most: head_read_at_most(ctx, conn),
+                    read_at_most: conn.head_read_at_most(ctx.splicer.as_ref()),
                 };
                 read_response_head(
                     &conn.stream,

@@ -19,7 +19,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{buffer::IoBuf, net::Socket, shard::clock, upstream::state::Lease};
+use crate::{
+    buffer::IoBuf,
+    net::{Socket, Splicer},
+    shard::clock,
+    upstream::state::Lease,
+};
 
 /// A connection to an upstream server, boxed: a pooled connection moves
 /// into a request and back out to the pool on every request (take, acquire,
@@ -43,6 +48,14 @@ pub struct ConnState {
     /// Bytes its previous exchange received: the next response is likely
     /// alike, which decides how its head is read (see `net::Splicer`).
     pub last_received: usize,
+}
+
+impl ConnState {
+    /// How much one receive of this connection's next response head may
+    /// take, given the shard's splicing (none: all there is).
+    pub fn head_read_at_most(&self, splicer: Option<&Splicer>) -> usize {
+        splicer.map_or(usize::MAX, |s| s.head_read_at_most(self.last_received))
+    }
 }
 
 struct Idle {
