@@ -15,6 +15,10 @@ either. For each round, each system in turn (A B A B ...):
             end cannot be the client's EOF) and answers when all came:
             GiB/s and proxy CPU seconds per GiB;
   tunnel64  64 concurrent tunnels carrying 1 GiB between them: the same.
+  down1     1 GiB the other way (the far end sends, the client counts):
+            a download through one tunnel, the bulk of HTTPS through a
+            forward proxy, and the direction shardproxy splices;
+  down64    64 concurrent downloads of 1 GiB between them.
 
 Medians over the rounds, and the ratio shardproxy / Squid. With
 `--instructions`, `perf stat -e instructions:u,instructions:k` counts the
@@ -24,6 +28,11 @@ load, unlike CPU time).
     scripts/bench/squid.py                      # 2 workers, 3 rounds
     scripts/bench/squid.py --quick              # a check that it runs: 1 round, small sizes
     scripts/bench/squid.py --rounds 5 --workers 2 --secs 10 --instructions
+    scripts/bench/squid.py --copy-too           # also shardproxy with splicing off
+
+`--copy-too` adds `shardproxy-copy` (`http.splice_above = "0"`: tunnels
+copied through buffers, as before splicing) to the systems, for an A/B of
+splicing beside Squid in the same run.
 
 Squid comes from Debian (installed here with apt-get when missing, as root).
 Uses target/release binaries (cargo build --release --workspace), or
@@ -51,6 +60,9 @@ import perf as P  # noqa: E402
 ROOT = P.ROOT
 GIB = 1 << 30
 CHUNK = 1 << 20
+# (scenario, tunnels, download): the far end receives (upload) or sends.
+TUNNEL_RUNS = [("tunnel1", 1, False), ("tunnel64", 64, False), ("down1", 1, True), ("down64", 64, True)]
+SCENARIOS = ["get"] + [s for s, _, _ in TUNNEL_RUNS]
 
 
 @functools.cache
@@ -71,15 +83,16 @@ def squid_binary():
 
 # ---- the systems ----------------------------------------------------------
 
-def start_shardproxy(work, workers):
+def start_shardproxy(work, workers, name="shardproxy", http=""):
     port = P.free_port()
-    conf = os.path.join(work, "shardproxy.toml")
+    conf = os.path.join(work, f"{name}.toml")
     with open(conf, "w") as f:
         f.write(f"""[server]
 listen = ["127.0.0.1:{port}"]
 shards = {workers}
 [http]
 via = false
+{http}
 [forward_proxy]
 enabled = true
 allow = ["127.0.0.0/8"]
@@ -87,7 +100,7 @@ allowed_connect_ports = ["1024-65535"]
 # Squid keeps idle server connections without a per-destination cap.
 keepalive = 64
 """)
-    server = P.Server("shardproxy", [binary("shardproxy"), "--config", conf], port)
+    server = P.Server(name, [binary("shardproxy"), "--config", conf], port)
     server.pid = server.proc.pid
     return server
 
@@ -230,8 +243,9 @@ def run_get(server, origin_port, a):
 
 def sink_main(port_file):
     """The tunnels' far end (its own process, so the client's threads do not
-    share a GIL with it): counts each connection's bytes to EOF, answers
-    `OK <n>` and closes."""
+    share a GIL with it). Each connection starts with `U` or `D` and an
+    8-byte length n: `U` (upload) counts n bytes, answers `OK <n>` and
+    closes; `D` (download) sends n bytes and closes."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(256)
@@ -242,12 +256,19 @@ def sink_main(port_file):
         buf, total = bytearray(CHUNK), 0
         with conn:
             announced = b""
-            while len(announced) < 8:
-                piece = conn.recv(8 - len(announced))
+            while len(announced) < 9:
+                piece = conn.recv(9 - len(announced))
                 if not piece:
                     return
                 announced += piece
-            expected = int.from_bytes(announced, "big")
+            expected = int.from_bytes(announced[1:], "big")
+            if announced[:1] == b"D":
+                chunk = memoryview(bytes(CHUNK))
+                while total < expected:
+                    n = min(CHUNK, expected - total)
+                    conn.sendall(chunk[:n])
+                    total += n
+                return
             while total < expected:
                 n = conn.recv_into(buf, min(CHUNK, expected - total))
                 if n == 0:
@@ -272,8 +293,9 @@ def start_sink(work):
     return proc, int(open(port_file).read())
 
 
-def tunnel(proxy_port, sink_port, nbytes, errors):
-    """Sends `nbytes` through one CONNECT tunnel, then EOF; checks the count."""
+def tunnel(proxy_port, sink_port, nbytes, errors, download=False):
+    """Sends `nbytes` through one CONNECT tunnel, then EOF, and checks the
+    count; with `download`, receives them instead."""
     try:
         s = socket.create_connection(("127.0.0.1", proxy_port), timeout=60)
         target = f"127.0.0.1:{sink_port}"
@@ -286,9 +308,21 @@ def tunnel(proxy_port, sink_port, nbytes, errors):
             head += piece
         if not head.split(b" ", 2)[1:2] == [b"200"]:
             raise RuntimeError(f"CONNECT answered {head[:80]!r}")
+        if download:
+            s.sendall(b"D" + nbytes.to_bytes(8, "big"))
+            buf, got = bytearray(CHUNK), 0
+            while got < nbytes:
+                n = s.recv_into(buf)
+                if n == 0:
+                    break
+                got += n
+            s.close()
+            if got != nbytes:
+                raise RuntimeError(f"downloaded {got} of {nbytes} bytes")
+            return
         # The length first: Squid's tunnels do not pass a half-close on (an
         # EOF from one side closes both), so the end cannot be the client's EOF.
-        s.sendall(nbytes.to_bytes(8, "big"))
+        s.sendall(b"U" + nbytes.to_bytes(8, "big"))
         chunk, left = memoryview(bytes(CHUNK)), nbytes
         while left > 0:
             n = min(left, CHUNK)
@@ -307,11 +341,11 @@ def tunnel(proxy_port, sink_port, nbytes, errors):
         errors.append(f"{e}")
 
 
-def run_tunnels(server, sink_port, count, total, a):
+def run_tunnels(server, sink_port, count, total, a, download=False):
     counter = Counter(server, a.instructions)
     errors, each = [], total // count
     start = time.monotonic()
-    threads = [threading.Thread(target=tunnel, args=(server.port, sink_port, each, errors))
+    threads = [threading.Thread(target=tunnel, args=(server.port, sink_port, each, errors, download))
                for _ in range(count)]
     for t in threads:
         t.start()
@@ -331,18 +365,19 @@ def run_tunnels(server, sink_port, count, total, a):
 # ---- the report -----------------------------------------------------------
 
 def report(results, systems):
-    """Medians per system and scenario, and shardproxy / squid."""
+    """Medians per system and scenario, and each shardproxy / squid."""
     print()
-    for scenario in ("get", "tunnel1", "tunnel64"):
+    for scenario in SCENARIOS:
         # A metric some run lacks (perf failed once) is left out.
         metrics = [m for m in results[(systems[0], scenario)][0]
                    if all(m in r for s in systems for r in results[(s, scenario)])]
         print(f"{scenario}:")
         for metric in metrics:
             medians = {s: statistics.median(r[metric] for r in results[(s, scenario)]) for s in systems}
-            ratio = medians["shardproxy"] / medians["squid"] if medians["squid"] else float("nan")
             cells = "  ".join(f"{s} {medians[s]:12.3f}" for s in systems)
-            print(f"  {metric:16} {cells}   ratio {ratio:.3f}")
+            ratios = "  ".join(f"{s}/squid {medians[s] / medians['squid']:.3f}" if medians["squid"] else "nan"
+                               for s in systems if s != "squid")
+            print(f"  {metric:16} {cells}   {ratios}")
 
 
 def main():
@@ -354,6 +389,8 @@ def main():
     ap.add_argument("--tunnel-bytes", type=int, default=GIB, help="bytes per tunnel scenario")
     ap.add_argument("--instructions", action="store_true", help="count instructions with perf stat")
     ap.add_argument("--quick", action="store_true", help="1 round, 1 s runs, 64 MiB tunnels")
+    ap.add_argument("--copy-too", action="store_true",
+                    help="also run shardproxy with splicing off (shardproxy-copy)")
     ap.add_argument("--sink", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.sink:
@@ -367,23 +404,27 @@ def main():
     origin = P.Server("origin", [binary("loadtest"), "origin", "--listen",
                                  f"127.0.0.1:{origin_port}", "--shards", "1"], origin_port)
     sink, sink_port = start_sink(work)
-    systems = ["shardproxy", "squid"]
+    systems = ["shardproxy"] + (["shardproxy-copy"] if a.copy_too else []) + ["squid"]
     results, servers = {}, {}
     try:
         servers["shardproxy"] = start_shardproxy(work, a.workers)
+        if a.copy_too:
+            servers["shardproxy-copy"] = start_shardproxy(work, a.workers, "shardproxy-copy",
+                                                          'splice_above = "0"')
         servers["squid"] = Squid(work, a.workers)
         for round_ in range(a.rounds):
             for name in systems:
                 server = servers[name]
                 get = run_get(server, origin_port, a)
-                one = run_tunnels(server, sink_port, 1, a.tunnel_bytes, a)
-                many = run_tunnels(server, sink_port, 64, a.tunnel_bytes, a)
-                for scenario, r in (("get", get), ("tunnel1", one), ("tunnel64", many)):
+                runs = {"get": get}
+                for scenario, count, download in TUNNEL_RUNS:
+                    runs[scenario] = run_tunnels(server, sink_port, count, a.tunnel_bytes, a, download)
+                for scenario, r in runs.items():
                     results.setdefault((name, scenario), []).append(r)
-                print(f"round {round_ + 1} {name:10} get {get['rps']:9.0f} req/s "
-                      f"{get['cpu_us_per_req']:7.2f} us/req p99 {get['p99_ms']:.2f} ms | "
-                      f"1 tunnel {one['gib_per_s']:.2f} GiB/s {one['cpu_s_per_gib']:.3f} s/GiB | "
-                      f"64 tunnels {many['gib_per_s']:.2f} GiB/s {many['cpu_s_per_gib']:.3f} s/GiB",
+                tunnels = " | ".join(f"{s} {runs[s]['gib_per_s']:.2f} GiB/s {runs[s]['cpu_s_per_gib']:.3f} s/GiB"
+                                     for s, _, _ in TUNNEL_RUNS)
+                print(f"round {round_ + 1} {name:15} get {get['rps']:9.0f} req/s "
+                      f"{get['cpu_us_per_req']:7.2f} us/req p99 {get['p99_ms']:.2f} ms | {tunnels}",
                       flush=True)
         report(results, systems)
     finally:

@@ -43,7 +43,7 @@ mod splice;
 
 pub use inbox::Received;
 pub use peer::PeerText;
-pub use splice::{SpliceError, Splicer};
+pub use splice::{Passed, Pipe, SpliceError, Splicer};
 
 use inbox::{Delivery, Inbox};
 

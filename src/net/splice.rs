@@ -78,6 +78,15 @@ impl Splicer {
         remaining > self.above && !src.multishot_armed()
     }
 
+    /// Whether a stream without framing (a tunnel direction) that has
+    /// already carried `moved` bytes should splice the next ones from
+    /// `src`: the first `above` bytes of every direction are copied, so a
+    /// TLS handshake or an interactive session costs what it did, and a
+    /// bulk transfer is spliced once it shows itself.
+    pub fn wants_stream(&self, src: &Socket, moved: u64) -> bool {
+        moved >= self.above && !src.multishot_armed()
+    }
+
     /// Moves exactly `remaining` bytes from `src` to `dst`, waiting at most
     /// `idle` for either side to be ready. A pipe left holding bytes (the
     /// client went away mid-body) is closed, not reused.
@@ -88,74 +97,119 @@ impl Splicer {
         mut remaining: u64,
         idle: Duration,
     ) -> Result<(), SpliceError> {
-        src.set_nonblocking().map_err(SpliceError::Source)?;
-        dst.set_nonblocking().map_err(SpliceError::Destination)?;
-        let mut pipe = self.take().map_err(SpliceError::Source)?;
+        nonblocking(src, dst)?;
+        let mut pipe = self.lend().map_err(SpliceError::Source)?;
         let moved = async {
-            while remaining > 0 || pipe.held > 0 {
-                if remaining > 0 && pipe.held < PIPE_BYTES {
-                    let want = remaining.min((PIPE_BYTES - pipe.held) as u64) as usize;
-                    match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), want) {
-                        Ok(0) => return Err(SpliceError::SourceClosed),
-                        Ok(n) => {
-                            pipe.held += n;
-                            remaining -= n as u64;
-                            src.count_received(n);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && pipe.held == 0 => {
-                            match src.readable(idle).await {
-                                Ok(true) => {}
-                                Ok(false) => return Err(SpliceError::SourceTimeout),
-                                Err(e) => return Err(SpliceError::Source(e)),
-                            }
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(SpliceError::Source(e)),
-                    }
-                }
-                match splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), pipe.held) {
-                    Ok(n) => pipe.held -= n,
+            let mut since_yield = 0;
+            while remaining > 0 {
+                let want = remaining.min(PIPE_BYTES as u64) as usize;
+                match pipe.fill(src, want) {
+                    Ok(0) => return Err(SpliceError::SourceClosed),
+                    Ok(n) => remaining -= n as u64,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        match dst.writable(idle).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                return Err(SpliceError::Destination(
-                                    io::ErrorKind::TimedOut.into(),
-                                ))
-                            }
-                            Err(e) => return Err(SpliceError::Destination(e)),
+                        match src.readable(idle).await {
+                            Ok(true) => continue,
+                            Ok(false) => return Err(SpliceError::SourceTimeout),
+                            Err(e) => return Err(SpliceError::Source(e)),
                         }
                     }
-                    Err(e) => return Err(SpliceError::Destination(e)),
+                    Err(e) => return Err(SpliceError::Source(e)),
+                }
+                since_yield += pipe.drain(dst, idle).await?;
+                if since_yield >= YIELD_EVERY {
+                    since_yield = 0;
+                    yield_now().await;
                 }
             }
             Ok(())
         }
         .await;
-        if pipe.held == 0 {
-            self.give_back(pipe);
-        }
+        self.give_back(pipe);
         moved
     }
 
-    fn take(&self) -> io::Result<Pipe> {
+    /// Passes on what `src` has now (through `pipe`, which ends empty) until
+    /// it has no more, reaches EOF, or [`YIELD_EVERY`] bytes went by (then
+    /// yields to the shard's other tasks first). Waits at most `idle` for
+    /// `dst` to take bytes; never waits for `src`.
+    pub async fn pass_on(
+        &self,
+        pipe: &mut Pipe,
+        src: &Socket,
+        dst: &Socket,
+        idle: Duration,
+    ) -> Result<Passed, SpliceError> {
+        nonblocking(src, dst)?;
+        let mut moved = 0;
+        loop {
+            match pipe.fill(src, PIPE_BYTES) {
+                Ok(0) => return Ok(Passed::Eof),
+                Ok(_) => moved += pipe.drain(dst, idle).await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Passed::Moved(moved)),
+                Err(e) => return Err(SpliceError::Source(e)),
+            }
+            if moved >= YIELD_EVERY {
+                yield_now().await;
+                return Ok(Passed::Moved(moved));
+            }
+        }
+    }
+
+    /// A pipe for one body or one tunnel direction: an idle one, or a new one.
+    pub fn lend(&self) -> io::Result<Pipe> {
         if let Some(pipe) = self.idle.borrow_mut().pop() {
             return Ok(pipe);
         }
         Pipe::new()
     }
 
-    fn give_back(&self, pipe: Pipe) {
+    /// Keeps `pipe` for the next body if it is empty and fewer than
+    /// [`KEEP_IDLE`] are kept; closes it otherwise (bytes left in a pipe
+    /// belong to a stream that ended early and must not leak into another).
+    pub fn give_back(&self, pipe: Pipe) {
         let mut idle = self.idle.borrow_mut();
-        if idle.len() < KEEP_IDLE {
+        if pipe.held == 0 && idle.len() < KEEP_IDLE {
             idle.push(pipe);
         }
     }
 }
 
+/// What [`Splicer::pass_on`] did.
+pub enum Passed {
+    /// This many bytes went through (0 when the readiness was spurious).
+    Moved(usize),
+    /// `src` reached EOF; everything before it was passed on.
+    Eof,
+}
+
+/// Bytes moved without an await before a splice loop lets the shard's other
+/// tasks run: both sides of a loopback transfer can stay ready for as long
+/// as it lasts.
+const YIELD_EVERY: usize = 1 << 20;
+
+/// Sets O_NONBLOCK on both sockets, so no splice sleeps on the shard.
+fn nonblocking(src: &Socket, dst: &Socket) -> Result<(), SpliceError> {
+    src.set_nonblocking().map_err(SpliceError::Source)?;
+    dst.set_nonblocking().map_err(SpliceError::Destination)
+}
+
+/// Returns `Pending` once, after asking to be polled again: the rest of the
+/// shard's ready tasks run first.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// Both ends of a pipe, and how many bytes it holds.
-struct Pipe {
+pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     held: usize,
@@ -184,6 +238,36 @@ impl Pipe {
             write,
             held: 0,
         })
+    }
+
+    /// One non-blocking splice of at most `want` bytes from `src` into the
+    /// pipe (which must be empty): how many came, 0 at EOF.
+    fn fill(&mut self, src: &Socket, want: usize) -> io::Result<usize> {
+        debug_assert_eq!(self.held, 0);
+        let n = splice(src.as_raw_fd(), self.write.as_raw_fd(), want)?;
+        self.held = n;
+        src.count_received(n);
+        Ok(n)
+    }
+
+    /// Splices everything the pipe holds into `dst`, waiting at most `idle`
+    /// each time it is full; returns how much that was.
+    async fn drain(&mut self, dst: &Socket, idle: Duration) -> Result<usize, SpliceError> {
+        let held = self.held;
+        while self.held > 0 {
+            match splice(self.read.as_raw_fd(), dst.as_raw_fd(), self.held) {
+                Ok(n) => self.held -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match dst.writable(idle).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(SpliceError::Destination(io::ErrorKind::TimedOut.into()))
+                    }
+                    Err(e) => return Err(SpliceError::Destination(e)),
+                },
+                Err(e) => return Err(SpliceError::Destination(e)),
+            }
+        }
+        Ok(held)
     }
 }
 

@@ -21,14 +21,19 @@
 //! `duplex.rs` does not fit here: it relays HTTP-framed bodies (with
 //! `BodyState`, limits and trailers) and ends with the response. The two
 //! loops are raced on this task's stack like its two directions, though.
-//! No splice yet: compio-driver 0.12 has a `Splice` op, but a zero-copy
-//! tunnel needs a pipe per direction, descriptors the op owns until its
-//! completion (a `dup` per socket, or a shared-descriptor type `net.rs`
-//! does not offer) and its own path on the epoll driver; the copy through
-//! a leased buffer costs one memcpy per chunk and direction instead. An
-//! experiment outside the proxy (`scripts/bench/splice_experiment.py`,
-//! docs/PERFORMANCE.md) saved a fifth of the relay's CPU at most, within
-//! noise, before io_uring's io-wq hand-off that a SPLICE op would add.
+//!
+//! Bulk directions are spliced (splice(2) through a pipe, as large response
+//! bodies are: `net/splice.rs`): once a direction has carried
+//! `http.splice_above` bytes and its source is not read by a multishot
+//! receive, what arrives goes socket → pipe → socket without entering the
+//! shard. That is both directions of a CONNECT tunnel, which is nearly
+//! always its connection's first request (a client connection arms its
+//! multishot only from the second request on). A client connection that
+//! carried requests before keeps its multishot receive (cancelling it could
+//! lose bytes already taken) and its direction is copied. A spliced
+//! direction holds a pipe instead of a buffer, and gives it back when quiet.
+//! Against copying through buffers, splicing halved the proxy's CPU per GiB
+//! each way (`scripts/bench/squid.py --copy-too`, docs/PERFORMANCE.md).
 
 use std::{
     cell::Cell,
@@ -59,7 +64,7 @@ use crate::{
         target::absolute,
         Span,
     },
-    net::{IoError, Socket},
+    net::{IoError, Passed, Pipe, Socket, Splicer},
     shard::context::ShardContext,
     upstream::pool::UpstreamConn,
 };
@@ -102,7 +107,7 @@ async fn tunnel(ctx: &ShardContext, client: &mut Client, mut conn: UpstreamConn)
         buf: &mut conn.buf,
         pool: &ctx.upstream_buffers,
     };
-    relay(client_side, upstream_side, idle).await;
+    relay(client_side, upstream_side, ctx.splicer.as_ref(), idle).await;
     ctx.pool.discard(conn);
     Next::Close
 }
@@ -129,11 +134,11 @@ enum TunnelEnd {
 
 /// Copies `a` → `b` and `b` → `a` until both have ended (each EOF passed on
 /// as a FIN), or one fails, or neither moves for `idle`.
-async fn relay(a: Side<'_>, b: Side<'_>, idle: Duration) {
+async fn relay(a: Side<'_>, b: Side<'_>, splicer: Option<&Splicer>, idle: Duration) {
     let activity = Cell::new(Instant::now());
     let (a_socket, b_socket) = (a.socket, b.socket);
-    let a_to_b = std::pin::pin!(pump(a, b_socket, idle, &activity));
-    let b_to_a = std::pin::pin!(pump(b, a_socket, idle, &activity));
+    let a_to_b = std::pin::pin!(pump(a, b_socket, splicer, idle, &activity));
+    let b_to_a = std::pin::pin!(pump(b, a_socket, splicer, idle, &activity));
     let (mut a_to_b, mut b_to_a) = (a_to_b, b_to_a);
     let first = or(async { (true, a_to_b.as_mut().await) }, async {
         (false, b_to_a.as_mut().await)
@@ -152,7 +157,8 @@ async fn relay(a: Side<'_>, b: Side<'_>, idle: Duration) {
 }
 
 /// One direction: receive from `from`, send all of it to `to`, until EOF
-/// (then a FIN to `to`). `activity` is shared by both directions.
+/// (then a FIN to `to`); spliced instead once `splicer` wants it.
+/// `activity` is shared by both directions.
 ///
 /// Waiting is always a readiness wait, never a receive given up on: a
 /// receive abandoned at its deadline can take bytes that already arrived
@@ -163,49 +169,127 @@ async fn relay(a: Side<'_>, b: Side<'_>, idle: Duration) {
 async fn pump(
     from: Side<'_>,
     to: &Socket,
+    splicer: Option<&Splicer>,
     idle: Duration,
     activity: &Cell<Instant>,
 ) -> Result<(), TunnelEnd> {
-    let Side {
-        socket: from,
-        buf,
-        pool,
-    } = from;
-    loop {
-        if !buf.is_empty() {
-            let len = buf.len();
-            to.send_buffered(buf, len, idle)
-                .await
-                .map_err(|_| TunnelEnd::Failed)?;
-            activity.set(Instant::now());
+    let mut direction = Direction {
+        from,
+        to,
+        splicer,
+        pipe: None,
+        moved: 0,
+    };
+    let ended = direction.run(idle, activity).await;
+    direction.give_pipe_back();
+    ended
+}
+
+/// One direction's state: what it reads and writes, the pipe it holds
+/// while it splices, and how many bytes it has carried.
+struct Direction<'a> {
+    from: Side<'a>,
+    to: &'a Socket,
+    splicer: Option<&'a Splicer>,
+    pipe: Option<Pipe>,
+    moved: u64,
+}
+
+/// How one pass of a direction ended.
+enum Step {
+    Carried,
+    Eof,
+}
+
+impl Direction<'_> {
+    async fn run(&mut self, idle: Duration, activity: &Cell<Instant>) -> Result<(), TunnelEnd> {
+        loop {
+            let buf = &mut *self.from.buf;
+            if !buf.is_empty() {
+                let len = buf.len();
+                self.to
+                    .send_buffered(buf, len, idle)
+                    .await
+                    .map_err(|_| TunnelEnd::Failed)?;
+                self.moved += len as u64;
+                activity.set(Instant::now());
+            }
+            let quiet_for = activity.get().elapsed();
+            if quiet_for >= idle {
+                return Err(TunnelEnd::Idle);
+            }
+            let holding = self.from.buf.capacity() > 0 || self.pipe.is_some();
+            let wait = match holding {
+                true => HOLD.min(idle - quiet_for),
+                false => idle - quiet_for,
+            };
+            match self.from.socket.readable(wait).await {
+                Ok(true) => {}
+                // Quiet this way: the (empty) buffer or pipe goes back; the
+                // tunnel is idle only once the other way is quiet too.
+                Ok(false) => {
+                    *self.from.buf = IoBuf::default();
+                    self.give_pipe_back();
+                    continue;
+                }
+                Err(_) => return Err(TunnelEnd::Failed),
+            }
+            let step = match self.splicer {
+                Some(splicer) if splicer.wants_stream(self.from.socket, self.moved) => {
+                    self.splice(splicer, idle).await?
+                }
+                _ => self.copy(idle).await?,
+            };
+            match step {
+                Step::Carried => activity.set(Instant::now()),
+                Step::Eof => {
+                    self.to.shutdown_write().await;
+                    return Ok(());
+                }
+            }
         }
-        let quiet_for = activity.get().elapsed();
-        if quiet_for >= idle {
-            return Err(TunnelEnd::Idle);
+    }
+
+    /// Receives what arrived into the direction's buffer (leased if it
+    /// holds none); the next pass sends it on.
+    async fn copy(&mut self, idle: Duration) -> Result<Step, TunnelEnd> {
+        let Side { socket, buf, pool } = &mut self.from;
+        if buf.capacity() == 0 {
+            **buf = pool.lease().await;
         }
-        let leased = buf.capacity() > 0;
-        let wait = match leased {
-            true => HOLD.min(idle - quiet_for),
-            false => idle - quiet_for,
+        match socket.recv(buf, idle).await {
+            Ok(0) => Ok(Step::Eof),
+            Ok(_) => Ok(Step::Carried),
+            Err(_) => Err(TunnelEnd::Failed),
+        }
+    }
+
+    /// Splices what arrived straight to the other side.
+    async fn splice(&mut self, splicer: &Splicer, idle: Duration) -> Result<Step, TunnelEnd> {
+        // The copied bytes went out at the top of the pass; no buffer is needed now.
+        *self.from.buf = IoBuf::default();
+        let pipe = match &mut self.pipe {
+            Some(pipe) => pipe,
+            None => self
+                .pipe
+                .insert(splicer.lend().map_err(|_| TunnelEnd::Failed)?),
         };
-        match from.readable(wait).await {
-            Ok(true) if !leased => *buf = pool.lease().await,
-            Ok(true) => {}
-            // Quiet this way: the (empty) buffer goes back to the pool; the
-            // tunnel is idle only once the other way is quiet too.
-            Ok(false) => {
-                *buf = IoBuf::default();
-                continue;
+        match splicer.pass_on(pipe, self.from.socket, self.to, idle).await {
+            Ok(Passed::Moved(n)) => {
+                self.moved += n as u64;
+                Ok(Step::Carried)
             }
-            Err(_) => return Err(TunnelEnd::Failed),
+            Ok(Passed::Eof) => Ok(Step::Eof),
+            Err(e) => {
+                log::debug!("tunnel splice: {e:?}");
+                Err(TunnelEnd::Failed)
+            }
         }
-        match from.recv(buf, idle).await {
-            Ok(0) => {
-                to.shutdown_write().await;
-                return Ok(());
-            }
-            Ok(_) => activity.set(Instant::now()),
-            Err(_) => return Err(TunnelEnd::Failed),
+    }
+
+    fn give_pipe_back(&mut self) {
+        if let (Some(pipe), Some(splicer)) = (self.pipe.take(), self.splicer) {
+            splicer.give_back(pipe);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! CONNECT tunnels of the forward proxy: both directions with half-close
 //! (a TCP echo that answers only after the client's FIN), the idle timeout,
 //! idle tunnels giving their buffers back, curl's --proxytunnel to an HTTP
-//! origin, and curl to an HTTPS origin (`openssl s_server`) through CONNECT.
+//! origin, curl to an HTTPS origin (`openssl s_server`) through CONNECT, and
+//! downloads spliced (byte-exact, pipes held; none with splicing off; a
+//! client leaving one mid-way).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,10 +14,11 @@ use std::time::{Duration, Instant};
 use crate::forward_proxy::{
     connect_to, curl, forward_config, half_close_echo, proxy_url, read_head, tunnel_config,
 };
+use crate::splicing::open_pipes;
 use crate::support::{
     for_each_shard_count,
     origin::{self, Origin},
-    Proxy,
+    BodyDigest, PatternBody, Proxy,
 };
 
 /// Opens `CONNECT target` (a [`half_close_echo`]) through `proxy`, checks
@@ -250,6 +253,107 @@ fn idle_tunnels_hold_no_buffers() {
         }
         for (i, stream) in tunnels.iter_mut().enumerate() {
             assert_echoes(stream, format!("again {i}").as_bytes());
+        }
+    });
+}
+
+/// A TCP server for any number of connections: each reads an 8-byte
+/// big-endian length N, sends an N-byte pattern body (seed N) and closes.
+fn download_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut announced = [0u8; 8];
+                if stream.read_exact(&mut announced).is_err() {
+                    return;
+                }
+                let len = u64::from_be_bytes(announced);
+                // A client that left makes the writes fail: stop writing, not the test.
+                let mut gone = false;
+                PatternBody::new(len, len).stream(&mut |piece| {
+                    gone = gone || stream.write_all(piece).is_err();
+                });
+            });
+        }
+    });
+    addr
+}
+
+/// Opens a tunnel through `proxy` to `server` (a [`download_server`]) and
+/// asks it for `len` bytes; the open stream.
+fn start_download(proxy: &Proxy, server: SocketAddr, len: u64) -> TcpStream {
+    let mut stream = connect_to(proxy);
+    stream
+        .write_all(format!("CONNECT {server} HTTP/1.1\r\nHost: {server}\r\n\r\n").as_bytes())
+        .unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream.write_all(&len.to_be_bytes()).unwrap();
+    stream
+}
+
+/// Downloads `len` bytes through a tunnel, to the server's close, and
+/// compares them with the pattern.
+fn assert_download_arrives_whole(proxy: &Proxy, server: SocketAddr, len: u64) {
+    let mut stream = start_download(proxy, server, len);
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).unwrap();
+    assert_eq!(body.len() as u64, len, "{}", proxy.output());
+    assert_eq!(
+        BodyDigest::of(&body),
+        PatternBody::new(len, len).stream(&mut |_| {}),
+        "the {len}-byte download arrived different"
+    );
+}
+
+/// Sizes below and far above the 32 KiB a direction copies before it splices.
+const DOWNLOADS: [u64; 4] = [5, 40_000, 3_000_000, 1_000];
+
+/// Runs the [`DOWNLOADS`] with `splice_above = above`; the proxy's open
+/// pipes before and after.
+fn pipes_around_downloads(shards: usize, above: &str) -> (usize, usize) {
+    let server = download_server();
+    let config = tunnel_config(shards).http("splice_above", &format!("{above:?}"));
+    let proxy = Proxy::start(&config);
+    let before = open_pipes(proxy.pid());
+    for len in DOWNLOADS {
+        assert_download_arrives_whole(&proxy, server, len);
+    }
+    (before, open_pipes(proxy.pid()))
+}
+
+#[test]
+fn tunnel_downloads_arrive_whole_and_spliced() {
+    for_each_shard_count(|shards| {
+        let (before, after) = pipes_around_downloads(shards, "32KiB");
+        assert!(
+            after > before,
+            "no pipe kept: the downloads were copied, not spliced"
+        );
+    });
+}
+
+#[test]
+fn with_splicing_off_tunnels_copy() {
+    for_each_shard_count(|shards| {
+        let (before, after) = pipes_around_downloads(shards, "0");
+        assert_eq!(after, before, "splice_above = \"0\" still spliced");
+    });
+}
+
+#[test]
+fn a_client_leaving_a_spliced_download_costs_only_its_tunnel() {
+    for_each_shard_count(|shards| {
+        let server = download_server();
+        let proxy = Proxy::start(&tunnel_config(shards));
+        let mut leaving = start_download(&proxy, server, 50_000_000);
+        let mut some = vec![0u8; 1 << 20];
+        leaving.read_exact(&mut some).unwrap();
+        drop(leaving);
+        for len in [3_000_000, 5] {
+            assert_download_arrives_whole(&proxy, server, len);
         }
     });
 }

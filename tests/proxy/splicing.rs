@@ -46,7 +46,7 @@ fn expected(len: u64) -> BodyDigest {
 /// Pipes the proxy process holds open: a shard keeps the pipes it spliced
 /// through for the next large body (the process has a few others from its
 /// start: compare with the count before any request).
-fn open_pipes(pid: u32) -> usize {
+pub(crate) fn open_pipes(pid: u32) -> usize {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return 0;
     };
