@@ -12,7 +12,7 @@
 //! other operation. Shard-local: each shard keeps its own idle pipes.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     time::Duration,
@@ -31,10 +31,18 @@ const HEAD_READ: usize = 4096;
 /// Idle pipes a shard keeps for the next large body.
 const KEEP_IDLE: usize = 32;
 
-/// A shard's splicing: which bodies are large enough, and its idle pipes.
+/// Pipes a shard lends at once. Past it, bodies and tunnels are copied:
+/// each pipe is two descriptors and up to [`PIPE_BYTES`] of kernel memory
+/// held while its reader is slow, so thousands of slow downloads must not
+/// each take one.
+const MAX_LENT: usize = 256;
+
+/// A shard's splicing: which bodies are large enough, its idle pipes, and
+/// how many it has lent.
 pub struct Splicer {
     above: u64,
-    idle: RefCell<Vec<Pipe>>,
+    idle: RefCell<Vec<PipeEnds>>,
+    lent: Cell<usize>,
 }
 
 /// Why [`Splicer::relay`] stopped before the body's end, by side.
@@ -53,6 +61,7 @@ impl Splicer {
         (above > 0).then(|| Splicer {
             above,
             idle: RefCell::new(Vec::new()),
+            lent: Cell::new(0),
         })
     }
 
@@ -75,7 +84,7 @@ impl Splicer {
     /// large enough, and `src` not delivering through its multishot receive
     /// (which would take the bytes first).
     pub fn wants(&self, src: &Socket, remaining: u64) -> bool {
-        remaining > self.above && !src.multishot_armed()
+        remaining > self.above && !src.multishot_armed() && self.can_lend()
     }
 
     /// Whether a stream without framing (a tunnel direction) that has
@@ -84,12 +93,15 @@ impl Splicer {
     /// TLS handshake or an interactive session costs what it did, and a
     /// bulk transfer is spliced once it shows itself.
     pub fn wants_stream(&self, src: &Socket, moved: u64) -> bool {
-        moved >= self.above && !src.multishot_armed()
+        moved >= self.above && !src.multishot_armed() && self.can_lend()
+    }
+
+    fn can_lend(&self) -> bool {
+        self.lent.get() < MAX_LENT
     }
 
     /// Moves exactly `remaining` bytes from `src` to `dst`, waiting at most
-    /// `idle` for either side to be ready. A pipe left holding bytes (the
-    /// client went away mid-body) is closed, not reused.
+    /// `idle` for either side to be ready.
     pub async fn relay(
         &self,
         src: &Socket,
@@ -124,7 +136,7 @@ impl Splicer {
             Ok(())
         }
         .await;
-        self.give_back(pipe);
+        drop(pipe);
         moved
     }
 
@@ -134,7 +146,7 @@ impl Splicer {
     /// `dst` to take bytes; never waits for `src`.
     pub async fn pass_on(
         &self,
-        pipe: &mut Pipe,
+        pipe: &mut Pipe<'_>,
         src: &Socket,
         dst: &Socket,
         idle: Duration,
@@ -155,22 +167,22 @@ impl Splicer {
         }
     }
 
-    /// A pipe for one body or one tunnel direction: an idle one, or a new one.
-    pub fn lend(&self) -> io::Result<Pipe> {
-        if let Some(pipe) = self.idle.borrow_mut().pop() {
-            return Ok(pipe);
-        }
-        Pipe::new()
-    }
-
-    /// Keeps `pipe` for the next body if it is empty and fewer than
-    /// [`KEEP_IDLE`] are kept; closes it otherwise (bytes left in a pipe
-    /// belong to a stream that ended early and must not leak into another).
-    pub fn give_back(&self, pipe: Pipe) {
-        let mut idle = self.idle.borrow_mut();
-        if pipe.held == 0 && idle.len() < KEEP_IDLE {
-            idle.push(pipe);
-        }
+    /// A pipe for one body or one tunnel direction: an idle one, or a new
+    /// one. Callers ask [`Splicer::wants`] or [`Splicer::wants_stream`]
+    /// first, which keep the lent pipes under [`MAX_LENT`].
+    pub fn lend(&self) -> io::Result<Pipe<'_>> {
+        let ends = match self.idle.borrow_mut().pop() {
+            Some(ends) => ends,
+            None => PipeEnds::new()?,
+        };
+        self.lent.set(self.lent.get() + 1);
+        Ok(Pipe {
+            read: ends.read.as_raw_fd(),
+            write: ends.write.as_raw_fd(),
+            ends: Some(ends),
+            held: 0,
+            splicer: self,
+        })
     }
 }
 
@@ -208,15 +220,39 @@ async fn yield_now() {
     .await
 }
 
-/// Both ends of a pipe, and how many bytes it holds.
-pub struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
+/// A pipe lent by a [`Splicer`], and how many bytes it holds. Dropped
+/// empty, it goes back to the shard's idle pipes (up to [`KEEP_IDLE`]); one
+/// still holding bytes (a peer left mid-stream, or the tunnel ended while
+/// this direction was between its two splices) is closed: its bytes belong
+/// to a stream that is over and must not leak into another.
+pub struct Pipe<'a> {
+    read: RawFd,
+    write: RawFd,
+    /// `Some` until dropped (taken out to be kept idle).
+    ends: Option<PipeEnds>,
     held: usize,
+    splicer: &'a Splicer,
 }
 
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
+impl Drop for Pipe<'_> {
+    fn drop(&mut self) {
+        let splicer = self.splicer;
+        splicer.lent.set(splicer.lent.get() - 1);
+        let mut idle = splicer.idle.borrow_mut();
+        if self.held == 0 && idle.len() < KEEP_IDLE {
+            idle.extend(self.ends.take());
+        }
+    }
+}
+
+/// Both ends of a pipe, owned.
+struct PipeEnds {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl PipeEnds {
+    fn new() -> io::Result<PipeEnds> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -233,18 +269,16 @@ impl Pipe {
                 PIPE_BYTES as libc::c_int,
             )
         };
-        Ok(Pipe {
-            read,
-            write,
-            held: 0,
-        })
+        Ok(PipeEnds { read, write })
     }
+}
 
+impl Pipe<'_> {
     /// One non-blocking splice of at most `want` bytes from `src` into the
     /// pipe (which must be empty): how many came, 0 at EOF.
     fn fill(&mut self, src: &Socket, want: usize) -> io::Result<usize> {
         debug_assert_eq!(self.held, 0);
-        let n = splice(src.as_raw_fd(), self.write.as_raw_fd(), want)?;
+        let n = splice(src.as_raw_fd(), self.write, want)?;
         self.held = n;
         src.count_received(n);
         Ok(n)
@@ -255,7 +289,7 @@ impl Pipe {
     async fn drain(&mut self, dst: &Socket, idle: Duration) -> Result<usize, SpliceError> {
         let held = self.held;
         while self.held > 0 {
-            match splice(self.read.as_raw_fd(), dst.as_raw_fd(), self.held) {
+            match splice(self.read, dst.as_raw_fd(), self.held) {
                 Ok(n) => self.held -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => match dst.writable(idle).await {
                     Ok(true) => {}
@@ -288,4 +322,41 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lent_pipes_are_capped_and_come_back_to_the_shard() {
+        let splicer = Splicer::new(1).expect("splicing on");
+        let pipes: Vec<_> = (0..MAX_LENT)
+            .map(|_| splicer.lend().expect("a pipe"))
+            .collect();
+        assert!(!splicer.can_lend(), "lent past MAX_LENT");
+        drop(pipes);
+        assert!(splicer.can_lend());
+        assert_eq!(splicer.lent.get(), 0);
+        assert_eq!(splicer.idle.borrow().len(), KEEP_IDLE);
+        // An idle pipe is lent again before a new one is made.
+        let again = splicer.lend().expect("a pipe");
+        assert_eq!(splicer.idle.borrow().len(), KEEP_IDLE - 1);
+        drop(again);
+    }
+
+    #[test]
+    fn a_pipe_dropped_holding_bytes_is_closed_not_kept() {
+        let splicer = Splicer::new(1).expect("splicing on");
+        let mut pipe = splicer.lend().expect("a pipe");
+        pipe.held = 5;
+        drop(pipe);
+        assert_eq!(splicer.lent.get(), 0);
+        assert!(splicer.idle.borrow().is_empty());
+    }
+
+    #[test]
+    fn zero_turns_splicing_off() {
+        assert!(Splicer::new(0).is_none());
+    }
 }

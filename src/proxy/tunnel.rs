@@ -180,9 +180,8 @@ async fn pump(
         pipe: None,
         moved: 0,
     };
-    let ended = direction.run(idle, activity).await;
-    direction.give_pipe_back();
-    ended
+    // Dropping the direction gives its pipe back, however the tunnel ended.
+    direction.run(idle, activity).await
 }
 
 /// One direction's state: what it reads and writes, the pipe it holds
@@ -191,17 +190,19 @@ struct Direction<'a> {
     from: Side<'a>,
     to: &'a Socket,
     splicer: Option<&'a Splicer>,
-    pipe: Option<Pipe>,
+    pipe: Option<Pipe<'a>>,
     moved: u64,
 }
 
 /// How one pass of a direction ended.
 enum Step {
     Carried,
+    /// The readiness was spurious: nothing moved, so the tunnel is no less idle.
+    Nothing,
     Eof,
 }
 
-impl Direction<'_> {
+impl<'a> Direction<'a> {
     async fn run(&mut self, idle: Duration, activity: &Cell<Instant>) -> Result<(), TunnelEnd> {
         loop {
             let buf = &mut *self.from.buf;
@@ -242,6 +243,7 @@ impl Direction<'_> {
             };
             match step {
                 Step::Carried => activity.set(Instant::now()),
+                Step::Nothing => {}
                 Step::Eof => {
                     self.to.shutdown_write().await;
                     return Ok(());
@@ -265,7 +267,7 @@ impl Direction<'_> {
     }
 
     /// Splices what arrived straight to the other side.
-    async fn splice(&mut self, splicer: &Splicer, idle: Duration) -> Result<Step, TunnelEnd> {
+    async fn splice(&mut self, splicer: &'a Splicer, idle: Duration) -> Result<Step, TunnelEnd> {
         // The copied bytes went out at the top of the pass; no buffer is needed now.
         *self.from.buf = IoBuf::default();
         let pipe = match &mut self.pipe {
@@ -275,6 +277,7 @@ impl Direction<'_> {
                 .insert(splicer.lend().map_err(|_| TunnelEnd::Failed)?),
         };
         match splicer.pass_on(pipe, self.from.socket, self.to, idle).await {
+            Ok(Passed::Moved(0)) => Ok(Step::Nothing),
             Ok(Passed::Moved(n)) => {
                 self.moved += n as u64;
                 Ok(Step::Carried)
@@ -287,10 +290,9 @@ impl Direction<'_> {
         }
     }
 
+    /// Dropping the pipe gives it back to the shard (see [`Pipe`]).
     fn give_pipe_back(&mut self) {
-        if let (Some(pipe), Some(splicer)) = (self.pipe.take(), self.splicer) {
-            splicer.give_back(pipe);
-        }
+        self.pipe = None;
     }
 }
 
