@@ -2,7 +2,9 @@
 //! streams up while the response head is read, then while the response
 //! streams back, so an upstream that answers early (or echoes) never
 //! deadlocks against the proxy. The two directions are two futures pinned on
-//! this task's stack and raced with `or`; nothing is spawned or boxed.
+//! this task's stack and raced with `or`; nothing is spawned or boxed. A
+//! large Content-Length body goes up by splice when nothing else reads the
+//! client socket (`relay::splice_rest`), copied otherwise.
 //! Touches the exchange's two connections only.
 
 use std::{
@@ -18,7 +20,7 @@ use futures_lite::future::or;
 use super::{
     error::ProxyError,
     exchange::{Exchange, Forward},
-    relay::{relay_body, RelayError},
+    relay::{relay_body, splice_rest, RelayError},
     response::{
         read_response_head, send_response, ClientSide, HeadRead, Interim, ResponseEnd, ToClient,
     },
@@ -62,18 +64,16 @@ pub(super) async fn stream_request(
     let mut request = pin!(async {
         let limit = ctx.config.http.max_body_size;
         let idle = timeouts.body_idle;
-        relay_body(
-            client_stream,
-            client_buf,
-            upstream_stream,
-            &mut body,
-            payload,
-            limit,
-            idle,
-            None,
-        )
-        .await
-        .map_err(request_body_error)?;
+        let splicer = ctx.splicer.as_ref();
+        let (from, to) = (client_stream, upstream_stream);
+        let spliced = splice_rest(from, client_buf, to, &mut body, splicer, idle)
+            .await
+            .map_err(request_body_error)?;
+        if !spliced {
+            relay_body(from, client_buf, to, &mut body, payload, limit, idle, None)
+                .await
+                .map_err(request_body_error)?;
+        }
         sent_at.set(Some(Instant::now()));
         Ok::<(), ProxyError>(())
     });

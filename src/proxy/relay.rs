@@ -2,7 +2,8 @@
 //! buffer, in bounded memory whatever the body size: read into the buffer,
 //! let the body tracker say how much of it belongs to the body, write that
 //! much, repeat. Bytes past the body's end stay in the buffer for the next
-//! message.
+//! message. A large Content-Length body may instead be spliced
+//! ([`splice_rest`]) once the bytes already in the buffer are sent.
 
 use std::{io, time::Duration};
 
@@ -12,7 +13,7 @@ use crate::{
         body::BodyState,
         chunked::{ChunkError, ChunkedDecoder},
     },
-    net::{IoError, Socket, SpliceError},
+    net::{IoError, Socket, SpliceError, Splicer},
 };
 
 /// Why a relay stopped early, by side, so callers can blame the right peer.
@@ -74,6 +75,37 @@ async fn write_some(
     dst.send_buffered(buf, len, timeout)
         .await
         .map_err(|e| RelayError::DestinationIo(e.into()))
+}
+
+/// When `body` is a Content-Length body whose rest (past the bytes already
+/// in `buf`) is over `splicer`'s threshold, and nothing else reads `src`,
+/// sends those bytes and then splices the rest from `src` to `dst` through
+/// a pipe. `Ok(false)`: not spliced, nothing done (relay it with
+/// [`relay_body`]). Reads exactly the body, so a pipelined next request
+/// stays in `src`.
+pub async fn splice_rest(
+    src: &Socket,
+    buf: &mut IoBuf,
+    dst: &Socket,
+    body: &mut BodyState,
+    splicer: Option<&Splicer>,
+    idle: Duration,
+) -> Result<bool, RelayError> {
+    let (Some(splicer), BodyState::Length { remaining }) = (splicer, &*body) else {
+        return Ok(false);
+    };
+    let in_hand = (buf.len() as u64).min(*remaining);
+    let rest = *remaining - in_hand;
+    if !splicer.wants(src, rest) {
+        return Ok(false);
+    }
+    if in_hand > 0 {
+        let accepted = body.accept(buf.filled()).map_err(RelayError::Malformed)?;
+        write_some(dst, buf, accepted.bytes, idle).await?;
+    }
+    splicer.relay(src, dst, rest, idle).await?;
+    *body = BodyState::Done;
+    Ok(true)
 }
 
 /// Copies the rest of `body` from `src` to `dst`, verbatim (framing included).

@@ -1,7 +1,7 @@
-//! Large response bodies spliced from the upstream to the client
-//! (`http.splice_above`): byte-exact on one pooled upstream connection across
-//! a mix of sizes, the same with splicing off, and a peer that leaves in the
-//! middle of a spliced body costs only that exchange.
+//! Large bodies spliced (`http.splice_above`): responses byte-exact on one
+//! pooled upstream connection across a mix of sizes, uploads byte-exact on
+//! fresh and reused client connections, the same with splicing off, and a
+//! peer that leaves in the middle of a spliced body costs only that exchange.
 
 use std::net::TcpStream;
 
@@ -160,5 +160,79 @@ fn an_upstream_cut_mid_body_closes_the_client_connection() {
         let response = next.get("/bytes/70000");
         assert_status(&response, 200);
         assert_eq!(BodyDigest::of(&response.body), expected(70_000));
+    });
+}
+
+/// POSTs a `len`-byte pattern body (seed `len`) on `client` and checks the
+/// origin (`describe_body`) received exactly it.
+fn assert_upload_arrives_whole(client: &mut Client, len: u64) {
+    client.send(
+        format!("POST /upload HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: {len}\r\n\r\n")
+            .as_bytes(),
+    );
+    let sent = PatternBody::new(len, len).stream(&mut |piece| client.send(piece));
+    let response = client.read_response("POST");
+    assert_status(&response, 200);
+    assert_eq!(
+        response.body_text(),
+        sent.to_text(),
+        "the origin received a different {len}-byte body"
+    );
+}
+
+/// Uploads on a fresh connection (nothing reads it but the request: spliced
+/// when large) and then on the same one again (with io_uring its multishot
+/// receive is armed by then, so copied; on epoll spliced again); the
+/// proxy's open pipes before and after.
+fn pipes_around_uploads(shards: usize, above: &str) -> (usize, usize) {
+    let origin = Origin::start(origin::describe_body());
+    let proxy = proxy_with_splice_above(&origin, shards, above);
+    let before = open_pipes(proxy.pid());
+    for len in [3_000_000, 1_000, 100_000] {
+        let mut fresh = proxy.client();
+        assert_upload_arrives_whole(&mut fresh, len);
+        for again in [70_000, 5] {
+            assert_upload_arrives_whole(&mut fresh, again);
+        }
+    }
+    (before, open_pipes(proxy.pid()))
+}
+
+#[test]
+fn large_uploads_arrive_whole_and_spliced() {
+    for_each_shard_count(|shards| {
+        let (before, after) = pipes_around_uploads(shards, "32KiB");
+        assert!(
+            after > before,
+            "no pipe kept: the uploads were copied, not spliced"
+        );
+    });
+}
+
+#[test]
+fn with_splicing_off_uploads_are_copied() {
+    for_each_shard_count(|shards| {
+        let (before, after) = pipes_around_uploads(shards, "0");
+        assert_eq!(after, before, "splice_above = \"0\" still spliced");
+    });
+}
+
+#[test]
+fn a_client_leaving_mid_upload_costs_only_its_exchange() {
+    for_each_shard_count(|shards| {
+        let origin = Origin::start(origin::describe_body());
+        let proxy = proxy_with_splice_above(&origin, shards, "32KiB");
+        let mut leaving = proxy.client();
+        leaving.send(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 50000000\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        PatternBody::new(1, 1_000_000).stream(&mut |piece| leaving.send(piece));
+        drop(leaving);
+
+        let mut next = proxy.client();
+        assert_upload_arrives_whole(&mut next, 300_000);
     });
 }
