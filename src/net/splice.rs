@@ -110,34 +110,28 @@ impl Splicer {
         idle: Duration,
     ) -> Result<(), SpliceError> {
         nonblocking(src, dst)?;
+        // Dropped on every way out: back to the idle pipes if empty, closed if not.
         let mut pipe = self.lend().map_err(SpliceError::Source)?;
-        let moved = async {
-            let mut since_yield = 0;
-            while remaining > 0 {
-                let want = remaining.min(PIPE_BYTES as u64) as usize;
-                match pipe.fill(src, want) {
-                    Ok(0) => return Err(SpliceError::SourceClosed),
-                    Ok(n) => remaining -= n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        match src.readable(idle).await {
-                            Ok(true) => continue,
-                            Ok(false) => return Err(SpliceError::SourceTimeout),
-                            Err(e) => return Err(SpliceError::Source(e)),
-                        }
-                    }
+        let mut since_yield = 0;
+        while remaining > 0 {
+            let want = remaining.min(PIPE_BYTES as u64) as usize;
+            match pipe.fill(src, want) {
+                Ok(0) => return Err(SpliceError::SourceClosed),
+                Ok(n) => remaining -= n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match src.readable(idle).await {
+                    Ok(true) => continue,
+                    Ok(false) => return Err(SpliceError::SourceTimeout),
                     Err(e) => return Err(SpliceError::Source(e)),
-                }
-                since_yield += pipe.drain(dst, idle).await?;
-                if since_yield >= YIELD_EVERY {
-                    since_yield = 0;
-                    yield_now().await;
-                }
+                },
+                Err(e) => return Err(SpliceError::Source(e)),
             }
-            Ok(())
+            since_yield += pipe.drain(dst, idle).await?;
+            if since_yield >= YIELD_EVERY {
+                since_yield = 0;
+                yield_now().await;
+            }
         }
-        .await;
-        drop(pipe);
-        moved
+        Ok(())
     }
 
     /// Passes on what `src` has now (through `pipe`, which ends empty) until

@@ -9,11 +9,11 @@
 //! an ordinary response and the connection stays HTTP.
 //!
 //! Each direction is one loop (receive into a leased buffer, send it all,
-//! repeat), so a busy tunnel holds two streaming buffers whatever the
-//! transfer size: a client-side one and an upstream-side one. A direction
-//! quiet for [`HOLD`] gives its buffer back and waits for readiness holding
-//! none, so thousands of idle tunnels (WebSockets, say) do not starve the
-//! shard's pools. A side's EOF becomes a FIN to the other (half-close, RFC 9110
+//! repeat; or splice, below), so a busy tunnel holds at most a streaming
+//! buffer or a pipe per direction whatever the transfer size. A direction
+//! quiet for [`HOLD`] gives its buffer or pipe back and waits for readiness
+//! holding none, so thousands of idle tunnels (WebSockets, say) do not
+//! starve the shard's pools. A side's EOF becomes a FIN to the other (half-close, RFC 9110
 //! §9.3.6) and the other direction carries on until its own EOF. The tunnel
 //! closes after `tunnel_idle` with no byte in either direction: a
 //! direction waiting in silence is not idle while the other one moves.
