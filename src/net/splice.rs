@@ -84,7 +84,7 @@ impl Splicer {
     /// large enough, and `src` not delivering through its multishot receive
     /// (which would take the bytes first).
     pub fn wants(&self, src: &Socket, remaining: u64) -> bool {
-        remaining > self.above && !src.multishot_armed() && self.can_lend()
+        remaining > self.above && self.may_splice_from(src)
     }
 
     /// Whether a stream without framing (a tunnel direction) that has
@@ -93,7 +93,13 @@ impl Splicer {
     /// TLS handshake or an interactive session costs what it did, and a
     /// bulk transfer is spliced once it shows itself.
     pub fn wants_stream(&self, src: &Socket, moved: u64) -> bool {
-        moved >= self.above && !src.multishot_armed() && self.can_lend()
+        moved >= self.above && self.may_splice_from(src)
+    }
+
+    /// Nothing else reads `src` (its multishot receive would take the bytes
+    /// first), and a pipe can be lent.
+    fn may_splice_from(&self, src: &Socket) -> bool {
+        !src.multishot_armed() && self.can_lend()
     }
 
     fn can_lend(&self) -> bool {
@@ -134,33 +140,6 @@ impl Splicer {
         Ok(())
     }
 
-    /// Passes on what `src` has now (through `pipe`, which ends empty) until
-    /// it has no more, reaches EOF, or [`YIELD_EVERY`] bytes went by (then
-    /// yields to the shard's other tasks first). Waits at most `idle` for
-    /// `dst` to take bytes; never waits for `src`.
-    pub async fn pass_on(
-        &self,
-        pipe: &mut Pipe<'_>,
-        src: &Socket,
-        dst: &Socket,
-        idle: Duration,
-    ) -> Result<Passed, SpliceError> {
-        nonblocking(src, dst)?;
-        let mut moved = 0;
-        loop {
-            match pipe.fill(src, PIPE_BYTES) {
-                Ok(0) => return Ok(Passed::Eof),
-                Ok(_) => moved += pipe.drain(dst, idle).await?,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Passed::Moved(moved)),
-                Err(e) => return Err(SpliceError::Source(e)),
-            }
-            if moved >= YIELD_EVERY {
-                yield_now().await;
-                return Ok(Passed::Moved(moved));
-            }
-        }
-    }
-
     /// A pipe for one body or one tunnel direction: an idle one, or a new
     /// one. Callers ask [`Splicer::wants`] or [`Splicer::wants_stream`]
     /// first, which keep the lent pipes under [`MAX_LENT`].
@@ -171,8 +150,6 @@ impl Splicer {
         };
         self.lent.set(self.lent.get() + 1);
         Ok(Pipe {
-            read: ends.read.as_raw_fd(),
-            write: ends.write.as_raw_fd(),
             ends: Some(ends),
             held: 0,
             splicer: self,
@@ -180,7 +157,7 @@ impl Splicer {
     }
 }
 
-/// What [`Splicer::pass_on`] did.
+/// What [`Pipe::pass_on`] did.
 pub enum Passed {
     /// This many bytes went through (0 when the readiness was spurious).
     Moved(usize),
@@ -220,8 +197,6 @@ async fn yield_now() {
 /// this direction was between its two splices) is closed: its bytes belong
 /// to a stream that is over and must not leak into another.
 pub struct Pipe<'a> {
-    read: RawFd,
-    write: RawFd,
     /// `Some` until dropped (taken out to be kept idle).
     ends: Option<PipeEnds>,
     held: usize,
@@ -268,11 +243,44 @@ impl PipeEnds {
 }
 
 impl Pipe<'_> {
+    /// Passes on what `src` has now (through the pipe, which ends empty) until
+    /// it has no more, reaches EOF, or [`YIELD_EVERY`] bytes went by (then
+    /// yields to the shard's other tasks first). Waits at most `idle` for
+    /// `dst` to take bytes; never waits for `src`.
+    pub async fn pass_on(
+        &mut self,
+        src: &Socket,
+        dst: &Socket,
+        idle: Duration,
+    ) -> Result<Passed, SpliceError> {
+        nonblocking(src, dst)?;
+        let mut moved = 0;
+        loop {
+            match self.fill(src, PIPE_BYTES) {
+                Ok(0) => return Ok(Passed::Eof),
+                Ok(_) => moved += self.drain(dst, idle).await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Passed::Moved(moved)),
+                Err(e) => return Err(SpliceError::Source(e)),
+            }
+            if moved >= YIELD_EVERY {
+                yield_now().await;
+                return Ok(Passed::Moved(moved));
+            }
+        }
+    }
+
+    fn ends(&self) -> &PipeEnds {
+        // Taken out only by `drop`.
+        self.ends
+            .as_ref()
+            .expect("a lent pipe has its ends until dropped")
+    }
+
     /// One non-blocking splice of at most `want` bytes from `src` into the
     /// pipe (which must be empty): how many came, 0 at EOF.
     fn fill(&mut self, src: &Socket, want: usize) -> io::Result<usize> {
         debug_assert_eq!(self.held, 0);
-        let n = splice(src.as_raw_fd(), self.write, want)?;
+        let n = splice(src.as_raw_fd(), self.ends().write.as_raw_fd(), want)?;
         self.held = n;
         src.count_received(n);
         Ok(n)
@@ -283,7 +291,7 @@ impl Pipe<'_> {
     async fn drain(&mut self, dst: &Socket, idle: Duration) -> Result<usize, SpliceError> {
         let held = self.held;
         while self.held > 0 {
-            match splice(self.read, dst.as_raw_fd(), self.held) {
+            match splice(self.ends().read.as_raw_fd(), dst.as_raw_fd(), self.held) {
                 Ok(n) => self.held -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => match dst.writable(idle).await {
                     Ok(true) => {}

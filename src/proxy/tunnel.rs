@@ -276,7 +276,7 @@ impl<'a> Direction<'a> {
                 .pipe
                 .insert(splicer.lend().map_err(|_| TunnelEnd::Failed)?),
         };
-        match splicer.pass_on(pipe, self.from.socket, self.to, idle).await {
+        match pipe.pass_on(self.from.socket, self.to, idle).await {
             Ok(Passed::Moved(0)) => Ok(Step::Nothing),
             Ok(Passed::Moved(n)) => {
                 self.moved += n as u64;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::forward_proxy::{
     connect_to, curl, forward_config, half_close_echo, proxy_url, read_head, tunnel_config,
 };
-use crate::splicing::open_pipes;
+use crate::splicing::pipes_around;
 use crate::support::{
     for_each_shard_count,
     origin::{self, Origin},
@@ -317,11 +317,11 @@ fn pipes_around_downloads(shards: usize, above: &str) -> (usize, usize) {
     let server = download_server();
     let config = tunnel_config(shards).http("splice_above", &format!("{above:?}"));
     let proxy = Proxy::start(&config);
-    let before = open_pipes(proxy.pid());
-    for len in DOWNLOADS {
-        assert_download_arrives_whole(&proxy, server, len);
-    }
-    (before, open_pipes(proxy.pid()))
+    pipes_around(&proxy, || {
+        for len in DOWNLOADS {
+            assert_download_arrives_whole(&proxy, server, len);
+        }
+    })
 }
 
 #[test]

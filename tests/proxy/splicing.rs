@@ -46,7 +46,7 @@ fn expected(len: u64) -> BodyDigest {
 /// Pipes the proxy process holds open: a shard keeps the pipes it spliced
 /// through for the next large body (the process has a few others from its
 /// start: compare with the count before any request).
-pub(crate) fn open_pipes(pid: u32) -> usize {
+fn open_pipes(pid: u32) -> usize {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return 0;
     };
@@ -54,6 +54,13 @@ pub(crate) fn open_pipes(pid: u32) -> usize {
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .filter(|target| target.to_string_lossy().starts_with("pipe:"))
         .count()
+}
+
+/// The pipes `proxy` holds open before and after `work`.
+pub(crate) fn pipes_around(proxy: &Proxy, work: impl FnOnce()) -> (usize, usize) {
+    let before = open_pipes(proxy.pid());
+    work();
+    (before, open_pipes(proxy.pid()))
 }
 
 fn proxy_with_splice_above(origin: &Origin, shards: usize, above: &str) -> Proxy {
@@ -87,9 +94,7 @@ fn assert_sizes_arrive_whole(proxy: &Proxy, origin: &Origin) {
 fn pipes_around_sizes(shards: usize, above: &str) -> (usize, usize) {
     let origin = Origin::start(sized_bodies);
     let proxy = proxy_with_splice_above(&origin, shards, above);
-    let before = open_pipes(proxy.pid());
-    assert_sizes_arrive_whole(&proxy, &origin);
-    (before, open_pipes(proxy.pid()))
+    pipes_around(&proxy, || assert_sizes_arrive_whole(&proxy, &origin))
 }
 
 #[test]
@@ -187,15 +192,15 @@ fn assert_upload_arrives_whole(client: &mut Client, len: u64) {
 fn pipes_around_uploads(shards: usize, above: &str) -> (usize, usize) {
     let origin = Origin::start(origin::describe_body());
     let proxy = proxy_with_splice_above(&origin, shards, above);
-    let before = open_pipes(proxy.pid());
-    for len in [3_000_000, 1_000, 100_000] {
-        let mut fresh = proxy.client();
-        assert_upload_arrives_whole(&mut fresh, len);
-        for again in [70_000, 5] {
-            assert_upload_arrives_whole(&mut fresh, again);
+    pipes_around(&proxy, || {
+        for len in [3_000_000, 1_000, 100_000] {
+            let mut fresh = proxy.client();
+            assert_upload_arrives_whole(&mut fresh, len);
+            for again in [70_000, 5] {
+                assert_upload_arrives_whole(&mut fresh, again);
+            }
         }
-    }
-    (before, open_pipes(proxy.pid()))
+    })
 }
 
 #[test]
