@@ -28,6 +28,9 @@ pub enum Command {
     Origin(OriginArgs),
     /// Benchmark the origin directly, shardproxy, nginx and HAProxy, interleaved.
     Compare(CompareArgs),
+    /// A minimal keep-alive forwarding proxy: the runtime's and the kernel's
+    /// cost per request, as a reference beside the proxies in `compare`.
+    Floor(FloorArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -137,6 +140,25 @@ pub struct OriginArgs {
     /// `/delay/DUR/`: one slow origin among healthy ones, for fault runs.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub delay: std::time::Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FloorArgs {
+    /// Address to listen on; port 0 picks a free port shared by all shards.
+    #[arg(short = 'l', long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// The origin every client connection is forwarded to.
+    #[arg(short = 'u', long)]
+    pub upstream: SocketAddr,
+
+    /// Shards (executor threads); default: number of CPUs.
+    #[arg(short = 's', long)]
+    pub shards: Option<usize>,
+
+    /// Pin shard i to the i-th CPU of this list; unpinned without it.
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
 }
 
 #[derive(Args, Debug, Clone)]

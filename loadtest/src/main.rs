@@ -1,5 +1,6 @@
 //! `loadtest`: shardproxy's bundled HTTP/1.1 load generator (`run`), fast test
-//! origin (`origin`) and benchmark harness against nginx/HAProxy (`compare`).
+//! origin (`origin`), benchmark harness against nginx/HAProxy (`compare`) and the
+//! minimal forwarding proxy it can run beside them as a reference (`floor`).
 //! This file only parses the command line and dispatches; each subcommand
 //! lives in its own module.
 
@@ -9,6 +10,7 @@ mod cli;
 mod client;
 mod compare;
 mod dist;
+mod floor;
 mod origin;
 mod report;
 mod util;
@@ -25,6 +27,7 @@ fn main() {
         Command::Run(a) => client::main(a),
         Command::Origin(a) => origin::main(a),
         Command::Compare(a) => compare::main(a),
+        Command::Floor(a) => floor::main(a),
     };
     if let Err(e) = res {
         eprintln!("loadtest: {e}");

@@ -1,9 +1,37 @@
 //! Small shared helpers: parsing human-friendly durations and sizes from the
 //! command line, counting CPUs, raising resource limits, pinning threads,
-//! making room in a read buffer.
+//! making room in a read buffer, announcing a server's addresses.
 //! Kept dependency-free so both the client and the origin can use them.
 
+use std::io::Write;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Prints `NAME listening on ADDR` for every bound address (scripts and
+/// `compare` read the port from that line), then waits for the shard
+/// threads: the first one's error, or its panic, is the server's.
+pub fn announce_and_join(
+    name: &str,
+    bound: &[SocketAddr],
+    shards: Vec<JoinHandle<Result<(), String>>>,
+) -> Result<(), String> {
+    {
+        let mut out = std::io::stdout().lock();
+        for addr in bound {
+            let _ = writeln!(out, "{name} listening on {addr}");
+        }
+        let _ = out.flush();
+    }
+    for shard in shards {
+        match shard.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(format!("a {name} shard panicked")),
+        }
+    }
+    Ok(())
+}
 
 /// Parses "10s", "250ms", "1.5s", "2m", "1h", "100us" or a bare number of
 /// seconds. Clap calls this, so the error text is what the user sees.

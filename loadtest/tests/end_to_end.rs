@@ -3,50 +3,17 @@
 //! `loadtest run --json --verify` for a short, bounded run, and check the
 //! result object; also exercise the origin's endpoints over a raw socket.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_loadtest");
+mod common;
 
-/// The origin process, killed on drop.
-struct Origin {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{start_origin_with, Served as Origin, BIN};
 
 fn start_origin(shards: usize) -> Origin {
     start_origin_with(shards, &[])
-}
-
-fn start_origin_with(shards: usize, extra: &[&str]) -> Origin {
-    let mut child = Command::new(BIN)
-        .args(["origin", "--listen", "127.0.0.1:0", "--shards"])
-        .arg(shards.to_string())
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn origin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read origin stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("origin listening on ")
-        .unwrap_or_else(|| panic!("unexpected origin output {line:?}"))
-        .to_string();
-    Origin { child, addr }
 }
 
 fn run_json(args: &[&str]) -> serde_json::Value {

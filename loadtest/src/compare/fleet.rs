@@ -71,6 +71,12 @@ impl Fleet {
                 &self.layout.cpus,
                 &self.work.join("origin.log"),
             ),
+            Kind::Floor => systems::start_floor(
+                &self.exe,
+                self.upstream.port,
+                &self.layout,
+                &self.work.join("floor.log"),
+            ),
             _ => systems::start_proxy(
                 k,
                 &self.work,

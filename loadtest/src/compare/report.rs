@@ -99,6 +99,8 @@ fn label(system: &str, scenario: &str) -> String {
         ("shardproxy", "zipf") => "shardproxy (cache)".into(),
         ("haproxy", "zipf") => "haproxy (no cache)".into(),
         ("nginx", "zipf") => "nginx (proxy_cache, tmpfs)".into(),
+        ("floor", "zipf") => "floor (no cache)".into(),
+        ("floor", _) => "floor (minimal forwarder)".into(),
         ("origin", _) => "origin (direct)".into(),
         (s, _) => s.into(),
     }
@@ -243,6 +245,23 @@ fn markdown(c: &Context, chart_prefix: &str) -> String {
                 ratio(v.rps, nginx.map(|n| n.rps)),
                 ratio(v.cpu, nginx.map(|n| n.cpu)),
                 v.errors
+            );
+        }
+        let of = |name: &str| {
+            sums.iter()
+                .find(|(s, _)| *s == name)
+                .and_then(|(_, v)| v.as_ref())
+        };
+        // The floor is a floor only where a connection of its own to the
+        // origin per client connection costs what a pool does: keep-alive.
+        // Larger bodies it copies where shardproxy splices.
+        let keep_alive_small = sc.args.is_empty() && sc.path == "/bytes/1024";
+        if let (true, Some(ours), Some(floor)) = (keep_alive_small, of("shardproxy"), of("floor")) {
+            let _ = writeln!(
+                md,
+                "\nshardproxy spends **{}** the floor's CPU per request (`loadtest floor`: \
+                 the runtime's and the kernel's share, no proxy work).",
+                ratio(ours.cpu, Some(floor.cpu))
             );
         }
         let _ = writeln!(

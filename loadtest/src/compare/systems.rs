@@ -1,5 +1,5 @@
-//! The servers `compare` runs: the loadtest origin, shardproxy, nginx and
-//! HAProxy. Each gets an equivalent configuration written to the work
+//! The servers `compare` runs: the loadtest origin, shardproxy, nginx,
+//! HAProxy and, when asked for, `loadtest floor` (the minimal forwarder). Each gets an equivalent configuration written to the work
 //! directory (keep-alive to the origin, one worker/thread/shard per
 //! `--shards`, no access logs), is started confined to the server CPUs
 //! (taskset), and is stopped when dropped. By default the kernel places
@@ -39,6 +39,7 @@ pub enum Kind {
     Shardproxy,
     Nginx,
     Haproxy,
+    Floor,
 }
 
 impl Kind {
@@ -48,8 +49,9 @@ impl Kind {
             "shardproxy" => Ok(Kind::Shardproxy),
             "nginx" => Ok(Kind::Nginx),
             "haproxy" => Ok(Kind::Haproxy),
+            "floor" => Ok(Kind::Floor),
             other => Err(format!(
-                "unknown system {other:?}: expected origin, shardproxy, nginx or haproxy"
+                "unknown system {other:?}: expected origin, shardproxy, nginx, haproxy or floor"
             )),
         }
     }
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Shardproxy => "shardproxy",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
+            Kind::Floor => "floor",
         }
     }
 }
@@ -138,21 +141,54 @@ pub fn start_origin(
     cpus: &CpuList,
     log: &Path,
 ) -> Result<Server, String> {
-    let err = append(log)?;
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "origin",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--shards",
+    ])
+    .arg(shards.to_string())
+    .args(["--cpus", &cpus_arg(cpus)]);
+    start_reporting_port(Kind::Origin, cmd, log)
+}
+
+/// Starts `loadtest floor` in front of the origin on `upstream`, in the
+/// proxies' layout: on the server CPUs, one shard per `--shards`, pinned one
+/// per CPU only with `--pin`.
+pub fn start_floor(
+    exe: &Path,
+    upstream: u16,
+    layout: &Layout,
+    log: &Path,
+) -> Result<Server, String> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpus_arg(&layout.cpus)])
+        .arg(exe)
         .args([
-            "origin",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
+            "floor",
+            "--upstream",
+            &format!("127.0.0.1:{upstream}"),
             "--shards",
         ])
-        .arg(shards.to_string())
-        .args(["--cpus", &cpus_arg(cpus)])
+        .arg(layout.shards.to_string());
+    if layout.pin {
+        cmd.args(["--cpus", &cpus_arg(&layout.cpus)]);
+    }
+    start_reporting_port(Kind::Floor, cmd, log)
+}
+
+/// Spawns `cmd` (a loadtest subcommand that prints `... listening on
+/// ADDR` once bound), reads the port from that line, and waits until it
+/// answers.
+fn start_reporting_port(kind: Kind, mut cmd: Command, log: &Path) -> Result<Server, String> {
+    let name = kind.name();
+    let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(err)
+        .stderr(append(log)?)
         .spawn()
-        .map_err(|e| format!("cannot start origin: {e}"))?;
-    let stdout = child.stdout.take().ok_or("origin stdout not captured")?;
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("stdout not captured")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -166,14 +202,14 @@ pub fn start_origin(
         .next()
         .and_then(|p| p.parse::<u16>().ok());
     let mut server = Server {
-        kind: Kind::Origin,
+        kind,
         port: port.unwrap_or(0),
         child,
     };
     if port.is_none() {
-        return Err(format!("origin did not report its port (got {line:?})"));
+        return Err(format!("{name} did not report its port (got {line:?})"));
     }
-    wait_ready(&mut server)?;
+    wait_ready(&mut server).map_err(|e| format!("{e} (see {})", log.display()))?;
     Ok(server)
 }
 
@@ -215,7 +251,9 @@ pub fn start_proxy(
             let cfg = write("haproxy.cfg", haproxy_config(port, upstream, layout))?;
             cmd.arg("haproxy").arg("-db").arg("-f").arg(cfg);
         }
-        Kind::Origin => return Err("the origin is started with start_origin".into()),
+        Kind::Origin | Kind::Floor => {
+            return Err(format!("{name} is started with its own start function"))
+        }
     }
     let out = append(&log)?;
     let err = out

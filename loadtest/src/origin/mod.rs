@@ -20,7 +20,6 @@ use compio::net::TcpListener;
 use compio::runtime::{Runtime, RuntimeBuilder};
 use compio_driver::{DriverType, ProactorBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,7 +90,7 @@ fn listen_socket(addr: SocketAddr) -> std::io::Result<Socket> {
 
 /// Binds `shards` sockets per address. Returns the sockets per shard and the
 /// actual addresses (with the chosen port when port 0 was asked for).
-fn bind_all(
+pub(crate) fn bind_all(
     addrs: &[SocketAddr],
     shards: usize,
 ) -> Result<(Vec<Vec<Socket>>, Vec<SocketAddr>), String> {
@@ -143,21 +142,7 @@ pub fn main(a: &OriginArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot start shard thread: {e}"))?;
         handles.push(h);
     }
-    {
-        let mut out = std::io::stdout().lock();
-        for addr in &bound {
-            let _ = writeln!(out, "origin listening on {addr}");
-        }
-        let _ = out.flush();
-    }
-    for h in handles {
-        match h.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("an origin shard panicked".into()),
-        }
-    }
-    Ok(())
+    util::announce_and_join("origin", &bound, handles)
 }
 
 fn shard(
@@ -197,7 +182,7 @@ fn shard(
 /// are processed only when the shard asks for them, no task_work interrupts),
 /// else COOP_TASKRUN|TASKRUN_FLAG (Linux 5.19+), else a plain ring, else
 /// whatever compio picks (its epoll driver where io_uring is unavailable).
-fn runtime() -> std::io::Result<Runtime> {
+pub(crate) fn runtime() -> std::io::Result<Runtime> {
     for mode in 0..3 {
         let mut proactor = ProactorBuilder::new();
         proactor.driver_type(DriverType::IoUring);
