@@ -190,14 +190,18 @@ impl CompioBuf for WriteWindow {
 
 /// A shard's streaming buffers: at most `max` leased at once, each `size`
 /// bytes. When all are leased, [`BufferPool::lease`] waits for one to come
-/// back rather than allocate without bound; returned buffers are kept (up to
-/// `keep`) for the next lease, so a busy shard allocates nothing per request
-/// and a quiet one gives its memory back.
+/// back rather than allocate without bound. Returned buffers are kept for
+/// the next lease, so a busy shard allocates nothing per request, and
+/// [`BufferPool::trim`] (each second) unmaps what the last second's peak
+/// did not need, so a quiet one gives its memory back.
 pub struct BufferPool {
     size: usize,
     max: usize,
+    /// Free chunks kept however quiet the shard is.
     keep: usize,
     leased: Cell<usize>,
+    /// The most leased at once since the last trim.
+    peak: Cell<usize>,
     free: RefCell<Vec<Chunk>>,
     /// Leases waiting for a buffer, oldest first.
     waiting: RefCell<VecDeque<WaiterSlot>>,
@@ -232,6 +236,7 @@ impl BufferPool {
             // Enough for a burst of a few dozen concurrent exchanges; the rest is freed.
             keep: max.clamp(1, 64),
             leased: Cell::new(0),
+            peak: Cell::new(0),
             free: RefCell::new(Vec::new()),
             waiting: RefCell::new(VecDeque::new()),
         })
@@ -288,7 +293,9 @@ impl BufferPool {
         if self.leased.get() >= self.max {
             return None;
         }
-        self.leased.set(self.leased.get() + 1);
+        let leased = self.leased.get() + 1;
+        self.leased.set(leased);
+        self.peak.set(self.peak.get().max(leased));
         let data = self
             .free
             .borrow_mut()
@@ -302,32 +309,33 @@ impl BufferPool {
         })
     }
 
-    /// Keeps the returned chunk while the free list is under
-    /// [`BufferPool::keep_now`], and unmaps chunks above it: under load the
-    /// chunks are reused (with 1,000 connections, unmapping all but 64
-    /// made every other request an mmap, a page fault and an munmap), and
-    /// as load falls the list shrinks back to `keep`.
+    /// Keeps the returned chunk for the next lease. Trimming here, as the
+    /// load dipped (to twice the buffers leased), unmapped chunks that the
+    /// next upswing mapped again: with 1,000 client connections half the
+    /// requests paid an mmap, a page fault and an munmap, 16.5 against 10.4
+    /// µs a request (docs/PERFORMANCE.md, eleventh pass). [`BufferPool::trim`]
+    /// does it once a second instead.
     fn give_back(&self, data: Chunk) {
-        let leased = self.leased.get().saturating_sub(1);
-        self.leased.set(leased);
-        let keep = self.keep_now(leased);
-        let mut free = self.free.borrow_mut();
-        if free.len() < keep && data.len() == self.size {
-            free.push(data);
+        self.leased.set(self.leased.get().saturating_sub(1));
+        if data.len() == self.size {
+            self.free.borrow_mut().push(data);
         }
-        // At most two a return: the threshold falls by two per return.
-        while free.len() > keep {
-            free.pop();
-        }
-        drop(free);
         self.wake_next();
     }
 
-    /// Free chunks worth keeping while `leased` are in use: twice that, so
-    /// a load that swings around its mean reuses what it freed, and never
-    /// fewer than `keep`.
-    fn keep_now(&self, leased: usize) -> usize {
-        (2 * leased).clamp(self.keep, self.max)
+    /// Unmaps the free chunks beyond what the peak since the last trim
+    /// leased (at least `keep` stay), and starts the next period's peak
+    /// from what is leased now. Called each second by the shard: a burst's
+    /// memory is given back within two calls of its end.
+    pub fn trim(&self) {
+        let wanted = self.peak.get().max(self.keep);
+        let surplus = {
+            let mut free = self.free.borrow_mut();
+            let keep = free.len().min(wanted);
+            free.split_off(keep)
+        };
+        drop(surplus);
+        self.peak.set(self.leased.get());
     }
 }
 
@@ -449,14 +457,29 @@ mod tests {
         let pool = BufferPool::new(16, 1000);
         let mut burst: Vec<IoBuf> = (0..400).map(|_| pool.try_lease().unwrap()).collect();
         // Half the burst comes back while the other half is still in use:
-        // all of it is kept for the next requests.
+        // all of it is kept for the next requests, through a trim too.
         burst.truncate(200);
         assert_eq!(pool.free.borrow().len(), 200);
+        pool.trim();
+        assert_eq!(
+            pool.free.borrow().len(),
+            200,
+            "the last period's peak was 400"
+        );
         burst.extend((0..200).map(|_| pool.try_lease().unwrap()));
         assert_eq!(pool.free.borrow().len(), 0, "the kept chunks were reused");
-        // The load ends: the free list shrinks back to `keep` (64).
+        // The load ends: everything is kept until a trim, and the second
+        // trim after the end shrinks the free list back to `keep` (64).
         burst.clear();
         assert_eq!(pool.leased(), 0);
+        assert_eq!(pool.free.borrow().len(), 400);
+        pool.trim();
+        assert_eq!(
+            pool.free.borrow().len(),
+            400,
+            "this period still peaked at 400"
+        );
+        pool.trim();
         assert_eq!(pool.free.borrow().len(), 64);
     }
 

@@ -166,6 +166,8 @@ async fn run(plan: ShardPlan, engine: Engine) {
             loop {
                 sleep(POOL_SWEEP).await;
                 ctx.pool.sweep();
+                ctx.client_buffers.trim();
+                ctx.upstream_buffers.trim();
                 let rate = ctx.latest().config.limits.rate_per_ip;
                 ctx.client_limits.sweep(rate, std::time::Instant::now());
             }
