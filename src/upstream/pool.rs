@@ -98,15 +98,11 @@ impl<C> IdleList<C> {
     /// Takes out what expired, and the oldest of the surplus above `keep`
     /// that has been idle for `SURPLUS_IDLE`, for the caller to close.
     fn trim(&mut self, now: Instant) -> Vec<C> {
-        let mut closed = Vec::new();
-        let mut i = 0;
-        while i < self.conns.len() {
-            if self.conns[i].expires <= now {
-                closed.push(self.conns.remove(i).conn);
-            } else {
-                i += 1;
-            }
-        }
+        let mut closed: Vec<C> = self
+            .conns
+            .extract_if(.., |idle| idle.expires <= now)
+            .map(|idle| idle.conn)
+            .collect();
         let surplus = self.conns.len().saturating_sub(self.keep);
         let idle_long = self.conns[..surplus]
             .iter()
