@@ -312,8 +312,8 @@ impl BufferPool {
     /// Keeps the returned chunk for the next lease. Trimming here, as the
     /// load dipped (to twice the buffers leased), unmapped chunks that the
     /// next upswing mapped again: with 1,000 client connections half the
-    /// requests paid an mmap, a page fault and an munmap, 16.5 against 10.4
-    /// µs a request (docs/PERFORMANCE.md, eleventh pass). [`BufferPool::trim`]
+    /// requests paid an mmap, a page fault and an munmap, 16.0–16.7 against
+    /// 9.8–10.0 µs a request (docs/PERFORMANCE.md, eleventh pass). [`BufferPool::trim`]
     /// does it once a second instead.
     fn give_back(&self, data: Chunk) {
         self.leased.set(self.leased.get().saturating_sub(1));

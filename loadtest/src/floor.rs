@@ -163,10 +163,7 @@ impl Forwarder {
             if self.from_client.len() == self.from_client.capacity() {
                 return Err(io::Error::other("request head too large"));
             }
-            let buf = std::mem::take(&mut self.from_client);
-            let BufResult(read, buf) = (&self.client).read(buf).await;
-            self.from_client = buf;
-            if read? == 0 {
+            if read_more(&self.client, &mut self.from_client).await? == 0 {
                 return Ok(None);
             }
         }
@@ -187,10 +184,7 @@ impl Forwarder {
             if self.from_upstream.len() == self.from_upstream.capacity() {
                 return Err(io::Error::other("response head too large"));
             }
-            let buf = std::mem::take(&mut self.from_upstream);
-            let BufResult(read, buf) = { upstream }.read(buf).await;
-            self.from_upstream = buf;
-            if read? == 0 {
+            if read_more(upstream, &mut self.from_upstream).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -206,15 +200,13 @@ impl Forwarder {
             left -= self.from_upstream.len() as u64;
             let out = std::mem::take(&mut self.from_upstream);
             let BufResult(sent, mut out) = (&self.client).write_all(out).await;
-            sent?;
             out.clear();
+            self.from_upstream = out;
+            sent?;
             if left == 0 {
-                self.from_upstream = out;
                 return Ok(());
             }
-            let BufResult(read, buf) = { upstream }.read(out).await;
-            self.from_upstream = buf;
-            if read? == 0 {
+            if read_more(upstream, &mut self.from_upstream).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -227,6 +219,14 @@ impl Forwarder {
         let BufResult(sent, _) = (&self.client).write_all(answer).await;
         sent
     }
+}
+
+/// Reads what `stream` has into `buf`'s spare capacity (compio's reads
+/// take the buffer and give it back); 0 at EOF.
+async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let BufResult(read, back) = { stream }.read(std::mem::take(buf)).await;
+    *buf = back;
+    read
 }
 
 fn parse_request(buf: &[u8]) -> io::Result<Option<Request>> {

@@ -5,30 +5,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 mod common;
 
-use common::{start_origin_with, Served as Origin, BIN};
+use common::{run_json, start_origin_with, Served as Origin};
 
 fn start_origin(shards: usize) -> Origin {
     start_origin_with(shards, &[])
-}
-
-fn run_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .arg("run")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run client");
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
 fn raw(addr: &str, request: &str) -> String {

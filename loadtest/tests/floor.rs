@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{serve, start_origin_with, Served, BIN};
+use common::{run_json, serve, start_origin_with, Served};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 fn start_floor(origin: &str, shards: usize) -> Served {
@@ -84,19 +83,9 @@ fn a_verified_load_through_the_floor_sees_no_error() {
     let origin = start_origin_with(2, &[]);
     let floor = start_floor(&origin.addr, 2);
     let url = format!("http://{}/bytes/4096", floor.addr);
-    let out = Command::new(BIN)
-        .args([
-            "run", &url, "-c", "8", "-t", "2", "-d", "300ms", "--warmup", "0s",
-        ])
-        .args(["--verify", "--json"])
-        .output()
-        .expect("run client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&[
+        &url, "-c", "8", "-t", "2", "-d", "300ms", "--warmup", "0s", "--verify",
+    ]);
     assert!(v["requests"].as_u64().unwrap() > 10, "{v}");
     assert_eq!(v["errors"]["total"], 0, "{v}");
 }

@@ -64,8 +64,8 @@ impl ConnState {
 /// closing each one beyond `keepalive` as its exchange ends (nginx's rule)
 /// makes a load that stays that concurrent open and close a connection for
 /// a share of its requests: 0.3 a request at 1,000 client connections and
-/// `keepalive = 64`, 26.5 against 17.0 µs of CPU a request and a p99 of 154
-/// against 37 ms (docs/PERFORMANCE.md, eleventh pass). Kept a second, the
+/// `keepalive = 64`, 21.9–24.4 against 15.9–16.6 µs of CPU a request and a
+/// p99 of 59–104 against 34–40 ms (docs/PERFORMANCE.md, eleventh pass). Kept a second, the
 /// surplus serves the next requests, and is closed once the load that
 /// needed it has passed. HAProxy likewise keeps idle connections and
 /// purges them over time.
@@ -205,10 +205,7 @@ impl Pool {
     /// Drops expired idle connections and the surplus idle for
     /// [`SURPLUS_IDLE`]; called every second by the shard.
     pub fn sweep(&self) {
-        self.trim_at(Instant::now());
-    }
-
-    fn trim_at(&self, now: Instant) {
+        let now = Instant::now();
         let mut closed = Vec::new();
         {
             let mut idle = self.idle.borrow_mut();

@@ -228,10 +228,12 @@ fn markdown(c: &Context, chart_prefix: &str) -> String {
                 (*s, summarize(&rs))
             })
             .collect();
-        let nginx = sums
-            .iter()
-            .find(|(s, _)| *s == "nginx")
-            .and_then(|(_, v)| v.as_ref());
+        let of = |name: &str| {
+            sums.iter()
+                .find(|(s, _)| *s == name)
+                .and_then(|(_, v)| v.as_ref())
+        };
+        let nginx = of("nginx");
         for (s, v) in &sums {
             let Some(v) = v else { continue };
             let _ = writeln!(
@@ -247,11 +249,6 @@ fn markdown(c: &Context, chart_prefix: &str) -> String {
                 v.errors
             );
         }
-        let of = |name: &str| {
-            sums.iter()
-                .find(|(s, _)| *s == name)
-                .and_then(|(_, v)| v.as_ref())
-        };
         // The floor is a floor only where a connection of its own to the
         // origin per client connection costs what a pool does: keep-alive.
         // Larger bodies it copies where shardproxy splices.

@@ -1,8 +1,9 @@
 //! The servers `compare` runs: the loadtest origin, shardproxy, nginx,
-//! HAProxy and, when asked for, `loadtest floor` (the minimal forwarder). Each gets an equivalent configuration written to the work
-//! directory (keep-alive to the origin, one worker/thread/shard per
-//! `--shards`, no access logs), is started confined to the server CPUs
-//! (taskset), and is stopped when dropped. By default the kernel places
+//! HAProxy and, when asked for, `loadtest floor` (the minimal forwarder).
+//! Each gets an equivalent configuration written to the work directory
+//! (keep-alive to the origin, one worker/thread/shard per `--shards`, no
+//! access logs), is started confined to the server CPUs (taskset), and is
+//! stopped when dropped. By default the kernel places
 //! every server's threads; with `--pin` each proxy pins one
 //! worker/thread/shard per server CPU with its own setting, so the layouts
 //! stay alike. Readiness is polled with real HTTP requests, bounded in time.

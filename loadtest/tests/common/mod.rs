@@ -42,6 +42,22 @@ pub fn serve(args: &[&str]) -> Served {
     Served { child, addr }
 }
 
+/// Runs `loadtest run ARGS --json` to its end and returns its result object.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run client");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 pub fn start_origin_with(shards: usize, extra: &[&str]) -> Served {
     let shards = shards.to_string();
     let mut args = vec!["origin", "--listen", "127.0.0.1:0", "--shards", &shards];
