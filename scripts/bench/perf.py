@@ -15,6 +15,7 @@ Medians over the rounds, and ratios against the better of nginx and HAProxy.
     scripts/bench/perf.py --shardproxy-config ring_mode=coop --only shardproxy
     scripts/bench/perf.py --new-connections --only shardproxy,nginx,nginx-deferred,haproxy
     scripts/bench/perf.py --pin                 # every proxy pins worker i to CPU i
+    scripts/bench/perf.py --only shardproxy,nginx,haproxy,floor   # with loadtest's minimal forwarder
 
 Layout: every system gets the same one. Without --pin all run unpinned
 (shardproxy `pin = false`), the kernel placing them; with --pin each pins
@@ -220,11 +221,26 @@ http {{ access_log off; keepalive_requests 1000000;
   # As loadtest compare: big enough that a 64 KiB body never spills to a
   # temp file (with the default 8 x 4k buffers it did, and nginx paid file I/O).
   proxy_buffer_size 16k; proxy_buffers 8 16k;
-  upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
+  # keepalive_requests as loadtest compare: nginx's default (1000) closed each
+  # upstream connection after 1000 requests (until 2026-12-02 here).
+  upstream o {{ server 127.0.0.1:{origin}; keepalive 64; keepalive_requests 1000000; }}
   server {{ listen 127.0.0.1:{port} reuseport{" deferred" if deferred else ""};
     location / {{ proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
     return Server("nginx-deferred" if deferred else "nginx", ["nginx", "-p", work, "-c", conf], port)
+
+
+def start_floor(origin, workers, pin=False):
+    """`loadtest floor`: the minimal keep-alive forwarder on the same runtime,
+    i.e. what the kernel and the runtime cost per request with no proxy work
+    (docs/PERFORMANCE.md). Needs the release build of loadtest."""
+    port = free_port()
+    binary = os.path.join(ROOT, "target", "release", "loadtest")
+    cmd = [binary, "floor", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{origin}",
+           "--shards", str(workers)]
+    if pin:
+        cmd += ["--cpus", ",".join(map(str, pinned_cpus(workers)))]
+    return Server("floor", cmd, port)
 
 
 def start_haproxy(work, origin, workers, pin=False):
@@ -273,6 +289,17 @@ def ensure_tools(packages=TOOLS):
                          f"apt-get): apt-get install {' '.join(missing)}")
 
 
+def paired_ratios(results):
+    """shardproxy's CPU per request over the better anchor's, per round: the
+    neighbours' load drifts between rounds and moves a whole round together,
+    which pairing cancels (see loadtest compare's report)."""
+    anchors = [n for n in ("nginx", "nginx-deferred", "haproxy") if n in results]
+    if "shardproxy" not in results or not anchors:
+        return []
+    return [ours["cpu_us"] / min(results[n][i]["cpu_us"] for n in anchors)
+            for i, ours in enumerate(results["shardproxy"])]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=1024, choices=[1024, 16384, 65536, 262144])
@@ -305,6 +332,7 @@ def main():
             "nginx": lambda: start_nginx(work, origin.port, a.workers, pin=a.pin),
             "nginx-deferred": lambda: start_nginx(work, origin.port, a.workers, deferred=True, pin=a.pin),
             "haproxy": lambda: start_haproxy(work, origin.port, a.workers, pin=a.pin),
+            "floor": lambda: start_floor(origin.port, a.workers, pin=a.pin),
         }
         systems = [starters[name]() for name in a.only.split(",")]
         systems += [start_shardproxy(work, origin.port, a.workers, extra, v, pin=a.pin)
@@ -353,6 +381,10 @@ def main():
         for name, m in med.items():
             ratio = f"{m['cpu_us'] / best:.2f}×" if best else "-"
             print(f"| {name} | {m['rps']:.0f} | {m['cpu_us']:.1f} | {m['p99_ms']:.2f} | {m['res']:.3f} | {ratio} |")
+        paired = paired_ratios(results)
+        if paired:
+            print(f"\nround by round, shardproxy's CPU per request against the better anchor of the same round: "
+                  f"{', '.join(f'{r:.2f}' for r in paired)} (median {statistics.median(paired):.2f}×)")
         if a.syscalls:
             print("\n| system | syscalls/req | ring ops/req | context switches/req |")
             print("|---|---:|---:|---:|")

@@ -113,6 +113,53 @@ fn ratio(v: f64, base: Option<f64>) -> String {
     }
 }
 
+/// shardproxy's CPU per request against the better anchor (nginx or
+/// HAProxy) round by round, each ratio from runs minutes apart rather than
+/// from medians taken over the whole session: on a shared machine the
+/// load of the neighbours drifts between rounds and moves every system of a
+/// round together, which the pairing cancels and the ratio of medians does
+/// not. Shown beside the table's ratio (not instead of it), with its spread.
+fn paired(runs: &[Run], scenario: &str) -> Option<String> {
+    let points: Vec<(&str, usize, f64)> = runs
+        .iter()
+        .filter(|r| r.scenario == scenario)
+        .map(|r| (r.system.as_str(), r.repeat, r.cpu_us_per_request))
+        .collect();
+    let ratios = paired_ratios(&points);
+    if ratios.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    Some(format!(
+        "Round by round, shardproxy's CPU per request against the better of nginx and HAProxy \
+         in the same round: {} (median **{:.2}×**).",
+        each.join(", "),
+        median(&ratios)
+    ))
+}
+
+/// For each round (repeat) that has shardproxy and at least one anchor:
+/// shardproxy's CPU per request over the lower of the anchors'.
+fn paired_ratios(points: &[(&str, usize, f64)]) -> Vec<f64> {
+    let cpu_of = |system: &str, repeat: usize| {
+        points
+            .iter()
+            .find(|(s, r, _)| *s == system && *r == repeat)
+            .map(|(_, _, cpu)| *cpu)
+    };
+    let rounds = points.iter().map(|(_, r, _)| r + 1).max().unwrap_or(0);
+    (0..rounds)
+        .filter_map(|rep| {
+            let ours = cpu_of("shardproxy", rep)?;
+            let best = [cpu_of("nginx", rep), cpu_of("haproxy", rep)]
+                .into_iter()
+                .flatten()
+                .reduce(f64::min)?;
+            (best > 0.0).then(|| ours / best)
+        })
+        .collect()
+}
+
 fn machine() -> String {
     let nproc = crate::util::cpu_count();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -261,6 +308,9 @@ fn markdown(c: &Context, chart_prefix: &str) -> String {
                 ratio(ours.cpu, Some(floor.cpu))
             );
         }
+        if let Some(line) = paired(c.runs, sc.key) {
+            let _ = writeln!(md, "\n{line}");
+        }
         let _ = writeln!(
             md,
             "\n![{}]({chart_prefix}chart-{}.svg)\n",
@@ -377,4 +427,27 @@ pub fn write_all(c: &Context, out: &Path) -> Result<(), String> {
         eprintln!("compare: wrote BENCHMARKS.md and loadtest/benchmarks/*.svg");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_ratios_take_the_better_anchor_of_each_round() {
+        let points = [
+            ("shardproxy", 0, 8.0),
+            ("nginx", 0, 10.0),
+            ("haproxy", 0, 16.0),
+            // A slower round: every system drifts together.
+            ("shardproxy", 1, 18.0),
+            ("nginx", 1, 22.0),
+            ("haproxy", 1, 20.0),
+            // No anchor ran in round 2: no ratio for it.
+            ("shardproxy", 2, 9.0),
+            ("floor", 2, 7.0),
+        ];
+        assert_eq!(paired_ratios(&points), vec![0.8, 0.9]);
+        assert!(paired_ratios(&[("nginx", 0, 10.0)]).is_empty());
+    }
 }
