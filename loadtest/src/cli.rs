@@ -193,6 +193,13 @@ pub struct CompareArgs {
     #[arg(long)]
     pub pin: bool,
 
+    /// Run every server in compare's own session (the layout until
+    /// 2026-12-02) instead of each in a session of its own as a daemon runs.
+    /// With the kernel's autogroup scheduling the choice moves the ratios:
+    /// see docs/PERFORMANCE.md, "Twelfth pass".
+    #[arg(long)]
+    pub shared_session: bool,
+
     /// CPUs for the load generator and the upstream origin behind the proxies.
     #[arg(long, value_parser = parse_cpu_list, default_value = "1")]
     pub client_cpus: CpuList,

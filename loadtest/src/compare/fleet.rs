@@ -40,6 +40,7 @@ impl Fleet {
             0,
             origin_shards(&c.client_cpus),
             &c.client_cpus,
+            c.layout.sessions,
             &log,
         )?;
         let mut f = Fleet {
@@ -69,6 +70,7 @@ impl Fleet {
                 0,
                 self.layout.shards,
                 &self.layout.cpus,
+                self.layout.sessions,
                 &self.work.join("origin.log"),
             ),
             Kind::Floor => systems::start_floor(
@@ -100,8 +102,9 @@ impl Fleet {
             let port = self.upstream.port;
             let log = self.work.join("upstream-origin.log");
             let shards = origin_shards(&self.client_cpus);
+            let sessions = self.layout.sessions;
             self.upstream =
-                systems::start_origin(&self.exe, port, shards, &self.client_cpus, &log)?;
+                systems::start_origin(&self.exe, port, shards, &self.client_cpus, sessions, &log)?;
         }
         if !self.servers[i].alive() {
             let k = self.servers[i].kind;

@@ -169,6 +169,11 @@ pub fn main(a: &CompareArgs) -> Result<(), String> {
                 shards: a.shards,
                 cpus: a.server_cpus.clone(),
                 pin: a.pin,
+                sessions: if a.shared_session {
+                    systems::Sessions::Shared
+                } else {
+                    systems::Sessions::OwnEach
+                },
             },
             client_cpus: a.client_cpus.clone(),
             cache_dir: cache_dir.clone(),

@@ -231,10 +231,16 @@ fn markdown(c: &Context, chart_prefix: &str) -> String {
         "confined there by taskset and placed by the kernel (no per-thread affinity for any of them: \
          shardproxy runs with `pin = false`)"
     };
+    let sessions = if a.shared_session {
+        "every server in compare's own session (`--shared-session`)"
+    } else {
+        "each server (and origin) in a session of its own, as a daemon runs, so the kernel's autogroup \
+         scheduling weighs its threads as one group"
+    };
     let _ = writeln!(
         md,
         "- Setup: systems under test (and the directly-hit origin) on CPU {}, {} shard/worker/thread each, \
-         {placement}; \
+         {placement}; {sessions}; \
          the load generator ({} thread) and the upstream origin behind the proxies share CPU {}. \
          Each run: {:?} warmup (not recorded), then {:?} measured; {} repeat(s), systems interleaved \
          (A B C D A B C D …); medians reported. CPU µs/request = the server's time on the CPU over all its \

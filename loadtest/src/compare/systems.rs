@@ -6,11 +6,14 @@
 //! stopped when dropped. By default the kernel places
 //! every server's threads; with `--pin` each proxy pins one
 //! worker/thread/shard per server CPU with its own setting, so the layouts
-//! stay alike. Readiness is polled with real HTTP requests, bounded in time.
+//! stay alike. Every server runs in a session of its own, as a daemon does
+//! (see [`Sessions`]). Readiness is polled with real HTTP requests, bounded
+//! in time.
 
 use crate::util::CpuList;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -25,6 +28,54 @@ pub struct Layout {
     pub shards: usize,
     pub cpus: CpuList,
     pub pin: bool,
+    pub sessions: Sessions,
+}
+
+/// Which session the servers (proxies, the floor, the origins) run in.
+///
+/// Why it matters: with the kernel's autogroup scheduling
+/// (`kernel.sched_autogroup_enabled`, on in Debian's kernels) the scheduler
+/// shares the CPU fairly between sessions first and between a session's
+/// threads second. A daemon runs in a session of its own (nginx's `daemon
+/// on` calls setsid; systemd starts each service in one), so a proxy's
+/// threads are weighed as one group against its clients'. Started as
+/// plain children of `compare`, as until 2026-12-02, every thread of every
+/// server, the origin and the load generator were weighed one by one, and
+/// the proxies on io_uring paid for it in CPU per request where nginx did
+/// not (docs/PERFORMANCE.md, "Twelfth pass").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sessions {
+    /// Each server in a session of its own (the default).
+    OwnEach,
+    /// Every server in `compare`'s session (`--shared-session`).
+    Shared,
+}
+
+impl Sessions {
+    /// Prepares `cmd` to start in its own session, for [`Sessions::OwnEach`].
+    /// The server is also asked to stop (SIGTERM) if `compare` dies: out of
+    /// the terminal's session, a Ctrl-C no longer reaches it.
+    fn apply(self, cmd: &mut Command) {
+        if self == Sessions::Shared {
+            return;
+        }
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: setsid, prctl and getppid are async-signal-safe, and the
+        // closure touches nothing else between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() == -1 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // `compare` died before the prctl: nothing would signal us.
+                if libc::getppid() != parent {
+                    return Err(io::Error::other("compare exited"));
+                }
+                Ok(())
+            });
+        }
+    }
 }
 
 impl Layout {
@@ -140,9 +191,11 @@ pub fn start_origin(
     port: u16,
     shards: usize,
     cpus: &CpuList,
+    sessions: Sessions,
     log: &Path,
 ) -> Result<Server, String> {
     let mut cmd = Command::new(exe);
+    sessions.apply(&mut cmd);
     cmd.args([
         "origin",
         "--listen",
@@ -164,6 +217,7 @@ pub fn start_floor(
     log: &Path,
 ) -> Result<Server, String> {
     let mut cmd = Command::new("taskset");
+    layout.sessions.apply(&mut cmd);
     cmd.args(["-c", &cpus_arg(&layout.cpus)])
         .arg(exe)
         .args([
@@ -232,6 +286,7 @@ pub fn start_proxy(
         Ok(p)
     };
     let mut cmd = Command::new("taskset");
+    layout.sessions.apply(&mut cmd);
     cmd.args(["-c", &cpus_arg(&layout.cpus)]);
     match kind {
         Kind::Shardproxy => {
@@ -478,6 +533,7 @@ mod tests {
             shards,
             cpus: CpuList(vec![0, 1]),
             pin: false,
+            sessions: Sessions::OwnEach,
         };
         let s = shardproxy_config(1, 2, &layout(2));
         for want in ["listen = [\"127.0.0.1:1\"]", "shards = 2", "pin = false"] {
@@ -502,12 +558,38 @@ mod tests {
         assert!(!h.contains("cpu-map"));
     }
 
+    /// The session a child of ours started in with `sessions`.
+    fn session_of_child(sessions: Sessions) -> (libc::pid_t, libc::pid_t) {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        sessions.apply(&mut cmd);
+        let mut child = cmd.spawn().expect("sleep starts");
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: getsid only reads the session of our own child.
+        let sid = unsafe { libc::getsid(pid) };
+        let _ = child.kill();
+        let _ = child.wait();
+        (pid, sid)
+    }
+
+    #[test]
+    fn servers_run_in_a_session_of_their_own_unless_shared() {
+        let (pid, sid) = session_of_child(Sessions::OwnEach);
+        assert_eq!(sid, pid, "a server leads its own session");
+        let (pid, sid) = session_of_child(Sessions::Shared);
+        // SAFETY: getsid(0) reads our own session.
+        let ours = unsafe { libc::getsid(0) };
+        assert_ne!(sid, pid);
+        assert_eq!(sid, ours, "--shared-session keeps compare's session");
+    }
+
     #[test]
     fn pinned_layouts_put_one_worker_on_each_server_cpu() {
         let layout = Layout {
             shards: 3,
             cpus: CpuList(vec![0, 2]),
             pin: true,
+            sessions: Sessions::OwnEach,
         };
         let s = shardproxy_config(1, 2, &layout);
         assert!(s.contains("pin = true\ncpus = [0, 2, 0]"), "{s}");
