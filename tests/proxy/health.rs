@@ -92,6 +92,7 @@ fn a_server_that_stops_listening_is_marked_down_and_skipped() {
 
 #[test]
 fn consistent_hash_moves_only_the_down_servers_keys() {
+    const KEYS: usize = 400;
     for_each_shard_count(|shards| {
         let members = fleet(4);
         let keys = [
@@ -102,7 +103,7 @@ fn consistent_hash_moves_only_the_down_servers_keys() {
         let proxy = Proxy::start(&fleet_config(shards, &members, &[], &keys));
         let owners = |proxy: &Proxy| -> HashMap<usize, String> {
             let mut client = proxy.client();
-            (0..80)
+            (0..KEYS)
                 .map(|user| {
                     let response =
                         client.request_with("GET", "/", &[("X-User", &format!("u{user}"))]);
@@ -124,8 +125,15 @@ fn consistent_hash_moves_only_the_down_servers_keys() {
                 assert_eq!(&after[user], owner, "u{user} moved off a healthy server");
             }
         }
-        // About a quarter of the keys lived on the server that went down.
-        assert!((8..=32).contains(&moved), "{moved} of 80 keys moved");
+        // About a quarter of the keys lived on the server that went down:
+        // its share of the ring depends on its (ephemeral) port, and which
+        // keys fall in it is a draw, so the bounds are wide (an eighth to
+        // three eighths: over four standard deviations with 400 keys; 80
+        // keys and 8..=32 failed once in CI with 34).
+        assert!(
+            (KEYS / 8..=3 * KEYS / 8).contains(&moved),
+            "{moved} of {KEYS} keys moved"
+        );
     });
 }
 
